@@ -1,0 +1,1 @@
+"""Thin typer applications, one module per tool: parse, call the library, print."""

@@ -1,0 +1,74 @@
+"""What every docket CLI shares: running an app with argv, errors on stderr, --json.
+
+Library functions raise ``DocketError``; ``run`` turns it into one line on stderr,
+``Error: <what> — <how to fix>``, and the error's documented exit code. ``--json``
+output has a stable shape: ``{"docket": 1, "ok": true, ...}`` or, on failure,
+``{"docket": 1, "ok": false, "error": {"code": ..., "message": ...}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any
+
+import click
+import typer
+
+from docket.errors import DocketError, ExitCode
+
+__all__ = ["JsonOption", "QuietOption", "run", "emit", "fail", "JSON_SHAPE_VERSION"]
+
+JSON_SHAPE_VERSION = 1
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+
+_json_errors = False
+
+
+def emit(result: Any, as_json: bool, human: Callable[[Any], str] | None = None) -> None:
+    """Print one result: JSON for scripts, or ``human(result)`` for people."""
+    if as_json:
+        payload = {"docket": JSON_SHAPE_VERSION, "ok": True}
+        payload.update(result if isinstance(result, dict) else {"result": result})
+        sys.stdout.write(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+    elif human is not None:
+        text = human(result)
+        if text:
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def fail(error: DocketError) -> int:
+    if _json_errors:
+        payload = {"docket": JSON_SHAPE_VERSION, "ok": False,
+                   "error": {"code": error.code, "message": str(error)}}
+        sys.stdout.write(json.dumps(payload, sort_keys=True) + "\n")
+    sys.stderr.write(f"Error: {error}\n")
+    return int(error.exit_code)
+
+
+def run(app: typer.Typer, argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """Run ``app`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
+    global _json_errors
+    args = list(sys.argv[1:] if argv is None else argv)
+    _json_errors = "--json" in args
+    try:
+        result = app(args=args, prog_name=prog, standalone_mode=False)
+    except DocketError as exc:
+        return fail(exc)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        sys.stderr.write("Error: aborted\n")
+        return int(ExitCode.FAILURE)
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("Error: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return int(ExitCode.OK)
+    return int(result) if isinstance(result, int) else int(ExitCode.OK)

@@ -1,0 +1,145 @@
+"""Small, careful file operations shared by the engine and the standalone tools.
+
+Every write that another process may read goes through a temporary name, an fsync and
+a rename, so a reader sees the old content or the new, never half of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from docket.errors import Invalid
+
+__all__ = [
+    "atomic_write",
+    "atomic_copy",
+    "fsync_dir",
+    "sha256_file",
+    "sha256_bytes",
+    "inside",
+    "safe_join",
+    "tree_size",
+]
+
+_CHUNK = 1 << 20
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or unlink in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _temp_beside(path: Path, mode: int | None) -> Iterator[tuple[int, Path]]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp_path = Path(tmp)
+    try:
+        if mode is not None:
+            os.fchmod(fd, mode)
+        yield fd, tmp_path
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def atomic_write(path: Path, data: bytes | str, *, mode: int | None = 0o644,
+                 durable: bool = True) -> None:
+    """Write ``data`` to ``path`` through a temporary name and a rename.
+
+    ``durable`` adds the fsyncs that make the write survive a power cut; turn it off
+    only for files that can be re-derived.
+    """
+    payload = data.encode() if isinstance(data, str) else data
+    with _temp_beside(path, mode) as (fd, tmp):
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    if durable:
+        fsync_dir(path.parent)
+
+
+def atomic_copy(src: Path, dst: Path, *, durable: bool = True) -> None:
+    """Copy ``src`` to ``dst`` so that ``dst`` appears complete or not at all."""
+    with _temp_beside(dst, None) as (fd, tmp):
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+            shutil.copyfileobj(inp, out, _CHUNK)
+            if durable:
+                out.flush()
+                os.fsync(out.fileno())
+        shutil.copystat(src, tmp)
+        os.replace(tmp, dst)
+    if durable:
+        fsync_dir(dst.parent)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def inside(path: Path, root: Path) -> bool:
+    """True when ``path``, with every symlink resolved, lies within ``root``."""
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def safe_join(root: Path, relative: str) -> Path:
+    """Join a user-supplied relative path to ``root``, refusing any way out of it.
+
+    Refuses absolute paths, ``..`` components, NUL and control characters, and
+    symlinks (anywhere along the path) that resolve outside ``root``.
+    """
+    if not relative or any(ord(c) < 32 or c == "\x7f" for c in relative):
+        raise Invalid(f"path {relative!r} is empty or has control characters",
+                      "use a plain relative path")
+    candidate = Path(relative)
+    if candidate.is_absolute():
+        raise Invalid(f"path {relative!r} is absolute",
+                      f"give a path relative to {root}")
+    if ".." in candidate.parts:
+        raise Invalid(f"path {relative!r} contains '..'",
+                      f"give a path inside {root} without '..'")
+    joined = root / candidate
+    if not inside(joined, root):
+        raise Invalid(f"path {relative!r} leads outside {root} through a symlink",
+                      "replace the symlink with the file itself")
+    return joined
+
+
+def tree_size(path: Path) -> int:
+    """Bytes used by the files under ``path`` (symlinks counted as links, not targets)."""
+    if path.is_symlink() or path.is_file():
+        return path.lstat().st_size
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
