@@ -1,0 +1,62 @@
+"""ingest: put a directory of products into the archive, as its manifest says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cli.common import JsonOption, QuietOption, emit, run
+from cli.progress import ProgressBar, human_bytes
+
+app = typer.Typer(add_completion=False, rich_markup_mode=None,
+                  help="Put a directory of products into the archive, as its manifest says.")
+
+ConfigOption = Annotated[Path | None, typer.Option(
+    "--config", metavar="PATH", help="Tools config (default: $DOCKET_TOOLS_CONFIG, "
+    "$DOCKET_HOME/tools.yaml, ./tools.yaml).")]
+
+
+def render(result: dict[str, Any]) -> str:
+    lines = []
+    for p in result["products"]:
+        lines.append(f"{p['status']:<9} {p['locator']}  ({p['files']} files, "
+                     f"{human_bytes(p['size_bytes'])})")
+    return "\n".join(lines)
+
+
+@app.command()
+def ingest(
+    source_dir: Annotated[Path, typer.Argument(
+        metavar="SOURCE_DIR", help="Directory holding the products.")],
+    manifest: Annotated[Path | None, typer.Option(
+        "--manifest", "-m", metavar="FILE",
+        help="Manifest (default: manifest.yaml/.yml/.json in SOURCE_DIR).")] = None,
+    archive_root: Annotated[Path | None, typer.Option(
+        "--archive-root", metavar="DIR", help="Archive (default: ingest.archive_root).")] = None,
+    config: ConfigOption = None,
+    json_: JsonOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Ingest SOURCE_DIR's products; unchanged products are reported, not stored twice."""
+    from docket.tools import ingest as lib
+
+    settings = lib.load_settings(config, archive_root=archive_root)
+    bar = ProgressBar("ingest", quiet=quiet)
+    try:
+        result = lib.ingest(source_dir, settings.archive_root, manifest_path=manifest,
+                            archive_name=settings.archive_name,
+                            lock_timeout_s=settings.lock_timeout_s,
+                            progress=lambda path, done, total: bar.update(done, total, path))
+    finally:
+        bar.close()
+    emit(result.to_json(), json_, render)
+
+
+def main() -> None:
+    raise SystemExit(run(app))
+
+
+if __name__ == "__main__":
+    main()
