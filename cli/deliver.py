@@ -1,0 +1,64 @@
+"""``deliver``: copy a run's products (or raw data) to the delivery area."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.common import JsonOption, QuietOption, emit, run
+from docket.tools.config import load_tool_config
+from docket.tools.deliver import Delivery, deliver, resolve_settings
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
+                  help="Copy SOURCE_DIR/products (or rawdata/ with -r; a folder without "
+                       "products/ is delivered whole) to the delivery area, with SHA256SUMS.")
+
+
+def _human(result: Delivery) -> str:
+    what = f"archive {result.archive}" if result.archive else f"{result.files} files"
+    lines = [f"Delivered {what} ({result.size_bytes} bytes) to {result.destination}"]
+    if result.url:
+        lines.append(f"URL: {result.url}")
+    return "\n".join(lines)
+
+
+@app.command(name="deliver")
+def deliver_command(
+    source_dir: Annotated[Path, typer.Argument(metavar="SOURCE_DIR",
+                                               help="Processing directory or folder.")],
+    prefix: Annotated[str | None, typer.Option(
+        "--prefix", "-p", metavar="P",
+        help="Deliver under this subfolder of the delivery area (e.g. the requester).")] = None,
+    local: Annotated[Path | None, typer.Option(
+        "--local", "-l", metavar="LOCAL_DEST",
+        help="Deliver into this directory (default: deliver.local_root).")] = None,
+    web: Annotated[bool, typer.Option(
+        "--web", help="Deliver into deliver.web_root and print the URL under web_url.")] = False,
+    tar: Annotated[bool, typer.Option("--tar", "-t",
+                                      help="Deliver one tar archive instead of files.")] = False,
+    rawdata: Annotated[bool, typer.Option("--rawdata", "-r",
+                                          help="Deliver rawdata/ instead of products/.")] = False,
+    force: Annotated[bool, typer.Option("--force",
+                                        help="Replace an existing delivery.")] = False,
+    config: Annotated[Path | None, typer.Option("--config", metavar="PATH",
+                                                help="Tools config file.")] = None,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    settings = resolve_settings(load_tool_config("deliver", config), local_dest=local, web=web)
+    show = not quiet and not as_json and sys.stderr.isatty()
+    result = deliver(source_dir, settings, prefix=prefix, tar=tar, rawdata=rawdata,
+                     force=force,
+                     progress=(lambda line: sys.stderr.write(line + "\n")) if show else None)
+    emit(result.as_dict(), as_json, lambda _: _human(result))
+
+
+def main() -> None:
+    raise SystemExit(run(app))
+
+
+if __name__ == "__main__":
+    main()
