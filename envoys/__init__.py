@@ -1,0 +1,1 @@
+"""Envoys: wrappers that set up, launch and check an external program or service."""
