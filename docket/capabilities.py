@@ -1,0 +1,228 @@
+"""Capabilities: a folder under ``templates/`` with ``capability.yaml`` and Jinja2 templates.
+
+A DA adds a capability by adding a folder, with no code. Loading checks the definition,
+its state machine and its templates, and every error names the file, the line and the
+field.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from docket.documents import DocumentError, Problem, load_yaml
+from docket.quoting import check_text
+from docket.statemachine import Machine, MachineError
+from schemas.capability import CapabilityDefinition, MachineSpec, ParameterSpec
+
+__all__ = ["Capability", "CapabilityError", "load_capability", "list_capabilities",
+           "load_machine", "resolve_parameters", "CapabilityCache"]
+
+MACHINES_DIR = "_machines"
+
+
+class CapabilityError(Exception):
+    """A capability folder that cannot be used; the message names file, line and field."""
+
+
+@dataclass(frozen=True)
+class Capability:
+    name: str
+    folder: Path
+    definition: CapabilityDefinition
+    machine: Machine
+    mtime_ns: int
+
+    @property
+    def workflow_template(self) -> Path:
+        return self.folder / self.definition.workflow
+
+
+def _where(path: Path, marks: dict[tuple[Any, ...], tuple[int, int]], loc: tuple[Any, ...]) -> str:
+    key = loc
+    while key and key not in marks:
+        key = key[:-1]
+    line = marks.get(key, (None, None))[0]
+    return f"{path}:{line}" if line else str(path)
+
+
+def _read(path: Path) -> tuple[Any, dict[tuple[Any, ...], tuple[int, int]]]:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CapabilityError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        return load_yaml(raw, what="file")
+    except DocumentError as exc:
+        first = exc.problems[0]
+        where = f"{path}:{first.line}" if first.line else str(path)
+        raise CapabilityError(f"{where}: {first.message}") from None
+
+
+def load_machine(templates_dir: Path, spec: str | MachineSpec, owner: Path,
+                 marks: dict[tuple[Any, ...], tuple[int, int]] | None = None) -> Machine:
+    """A machine by name (``templates/_machines/<name>.yaml``) or inline in ``owner``."""
+    if isinstance(spec, str):
+        path = templates_dir / MACHINES_DIR / f"{spec}.yaml"
+        if not path.is_file():
+            known = sorted(p.stem for p in (templates_dir / MACHINES_DIR).glob("*.yaml"))
+            raise CapabilityError(f"{owner}: state_machine {spec!r} does not exist; "
+                                  f"shipped machines: {', '.join(known) or 'none'}")
+        data, mmarks = _read(path)
+        try:
+            mspec = MachineSpec.model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = tuple(err["loc"])
+            raise CapabilityError(f"{_where(path, mmarks, loc)}: "
+                                  f"{'.'.join(map(str, loc))}: {err['msg']}") from None
+        name, where_path, where_marks, prefix = spec, path, mmarks, ()
+    else:
+        mspec, name, where_path, where_marks = spec, "inline", owner, marks or {}
+        prefix = ("state_machine",)
+    try:
+        return Machine.build(name, list(mspec.states), mspec.initial, list(mspec.final),
+                             list(mspec.transitions))
+    except MachineError as exc:
+        loc = (*prefix, "transitions", exc.index) if exc.index is not None else prefix
+        raise CapabilityError(f"{_where(where_path, where_marks, loc)}: {exc}") from None
+
+
+def load_capability(templates_dir: Path, name: str) -> Capability:
+    folder = templates_dir / name
+    path = folder / "capability.yaml"
+    if name.startswith(("_", ".")) or not path.is_file():
+        known = ", ".join(c for c in list_capabilities(templates_dir)) or "none"
+        raise CapabilityError(f"unknown capability {name!r}; known capabilities: {known}")
+    data, marks = _read(path)
+    try:
+        definition = CapabilityDefinition.model_validate(data)
+    except ValidationError as exc:
+        reasons = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            reasons.append(f"{_where(path, marks, loc)}: {'.'.join(map(str, loc))}: "
+                           f"{err['msg']}")
+        raise CapabilityError("; ".join(reasons)) from None
+    if definition.name != name:
+        raise CapabilityError(f"{_where(path, marks, ('name',))}: name {definition.name!r} "
+                              f"must match the folder name {name!r}")
+    machine = load_machine(templates_dir, definition.state_machine, path, marks)
+    workflow = folder / definition.workflow
+    if not workflow.is_file():
+        raise CapabilityError(f"{_where(path, marks, ('workflow',))}: workflow template "
+                              f"{definition.workflow!r} does not exist in {folder}")
+    for pname, pspec in definition.parameters.items():
+        if pspec.default is not None:
+            try:
+                _coerce(pname, pspec, pspec.default)
+            except ValueError as exc:
+                raise CapabilityError(f"{_where(path, marks, ('parameters', pname))}: "
+                                      f"parameters.{pname}.default: {exc}") from None
+    mtime = max(p.stat().st_mtime_ns for p in folder.iterdir())
+    return Capability(name, folder, definition, machine, mtime)
+
+
+def list_capabilities(templates_dir: Path) -> list[str]:
+    if not templates_dir.is_dir():
+        return []
+    return sorted(p.name for p in templates_dir.iterdir()
+                  if not p.name.startswith(("_", ".")) and (p / "capability.yaml").is_file())
+
+
+class CapabilityCache:
+    """Loads each capability once, again only when a file in its folder changes."""
+
+    def __init__(self, templates_dir: Path) -> None:
+        self.templates_dir = templates_dir
+        self._cache: dict[str, Capability] = {}
+
+    def get(self, name: str) -> Capability:
+        cached = self._cache.get(name)
+        if cached is not None:
+            try:
+                mtime = max(e.stat().st_mtime_ns for e in os.scandir(cached.folder))
+            except (OSError, ValueError):
+                mtime = -1
+            if mtime == cached.mtime_ns:
+                return cached
+        capability = load_capability(self.templates_dir, name)
+        self._cache[name] = capability
+        return capability
+
+
+def _coerce(name: str, spec: ParameterSpec, value: Any) -> Any:
+    kind = spec.type
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"expected true or false, got {value!r}")
+        return value
+    if kind in ("int", "float"):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"expected a number, got {value!r}")
+        if kind == "int" and not (isinstance(value, int) or float(value).is_integer()):
+            raise ValueError(f"expected a whole number, got {value!r}")
+        number = int(value) if kind == "int" else float(value)
+        if isinstance(number, float) and not math.isfinite(number):
+            raise ValueError(f"expected a finite number, got {value!r}")
+        if spec.minimum is not None and number < spec.minimum:
+            raise ValueError(f"{number} is below the minimum {spec.minimum:g}")
+        if spec.maximum is not None and number > spec.maximum:
+            raise ValueError(f"{number} is above the maximum {spec.maximum:g}")
+        value = number
+    elif kind == "list":
+        if not isinstance(value, list):
+            raise ValueError(f"expected a list, got {value!r}")
+        for item in value:
+            if isinstance(item, list | dict):
+                raise ValueError("list items must be plain values")
+            check_text(str(item), "list item")
+            if len(str(item)) > spec.max_length:
+                raise ValueError(f"a list item is longer than {spec.max_length} characters")
+    else:
+        if not isinstance(value, str):
+            raise ValueError(f"expected text, got {value!r} (quote it)")
+        check_text(value, "text")
+        if len(value) > spec.max_length:
+            raise ValueError(f"is longer than {spec.max_length} characters")
+        if kind == "path":
+            parts = Path(value).parts
+            if value.startswith("/") or ".." in parts or not value:
+                raise ValueError(f"{value!r} must be a relative path without '..'")
+    if spec.choices is not None and value not in spec.choices:
+        raise ValueError(f"{value!r} is not one of {spec.choices}")
+    return value
+
+
+def resolve_parameters(capability: Capability, given: dict[str, Any]) -> tuple[
+        dict[str, Any], list[Problem]]:
+    """Given parameters checked against the definition, defaults filled in.
+
+    Returns the resolved parameters and the problems, each with its field path.
+    """
+    problems: list[Problem] = []
+    resolved: dict[str, Any] = {}
+    specs = capability.definition.parameters
+    for name in given:
+        if name not in specs:
+            known = ", ".join(sorted(specs)) or "none"
+            problems.append(Problem(f"unknown parameter for capability {capability.name!r}; "
+                                    f"known parameters: {known}",
+                                    path=f"spec.parameters.{name}"))
+    for name, spec in specs.items():
+        if name in given:
+            try:
+                resolved[name] = _coerce(name, spec, given[name])
+            except (ValueError, Exception) as exc:  # check_text raises Invalid
+                problems.append(Problem(str(exc), path=f"spec.parameters.{name}"))
+        elif spec.required:
+            problems.append(Problem("this parameter is required",
+                                    path=f"spec.parameters.{name}"))
+        else:
+            resolved[name] = spec.default
+    return resolved, problems

@@ -1,0 +1,254 @@
+"""Read one spool document: bytes → a validated model, or a reason a DA understands.
+
+PyYAML's C loader builds a node tree first, so the checks that PyYAML itself skips
+happen before anything is constructed: exactly one document, no duplicate keys (PyYAML
+would keep the last silently), and a cap on the node count with aliases expanded (an
+alias bomb is a few hundred bytes that expand to billions of nodes). Every error names
+the line and column, or the field path, of what is wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from schemas.documents import API_VERSION, KINDS
+
+__all__ = ["DocumentError", "Problem", "ParsedDocument", "parse_document", "load_yaml"]
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@dataclass(frozen=True)
+class Problem:
+    message: str
+    path: str | None = None
+    line: int | None = None
+    column: int | None = None
+
+    def __str__(self) -> str:
+        where = []
+        if self.line is not None:
+            where.append(f"line {self.line}" + (f", column {self.column}" if self.column else ""))
+        if self.path:
+            where.append(self.path)
+        return (": ".join([" ".join(where[:1]) + (f" ({where[1]})" if len(where) > 1 else ""),
+                           self.message]) if where else self.message)
+
+
+class DocumentError(Exception):
+    """A document that cannot be accepted; ``problems`` lists every reason found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(str(p) for p in problems))
+        self.problems = problems
+
+
+@dataclass
+class ParsedDocument:
+    kind: str
+    model: BaseModel
+    data: dict[str, Any]
+    marks: dict[tuple[Any, ...], tuple[int, int]] = field(default_factory=dict)
+
+    def where(self, *path: Any) -> tuple[int | None, int | None]:
+        """Line and column (1-based) of the value at ``path``, or of its nearest parent."""
+        key = tuple(path)
+        while key:
+            if key in self.marks:
+                return self.marks[key]
+            key = key[:-1]
+        return (None, None)
+
+
+def _mark(node: yaml.Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def _check_tree(root: yaml.Node, max_nodes: int) -> dict[tuple[Any, ...], tuple[int, int]]:
+    """Count nodes with aliases expanded, refuse duplicate keys, and map paths to marks."""
+    sizes: dict[int, int] = {}
+    marks: dict[tuple[Any, ...], tuple[int, int]] = {}
+
+    def size(node: yaml.Node, active: set[int]) -> int:
+        nid = id(node)
+        if nid in sizes:
+            return sizes[nid]
+        if nid in active:  # a recursive alias: infinite when expanded
+            raise DocumentError([Problem("the document refers to itself through an alias",
+                                         line=_mark(node)[0], column=_mark(node)[1])])
+        active.add(nid)
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    if key.value in seen:
+                        line, col = _mark(key)
+                        raise DocumentError([Problem(
+                            f"duplicate key {key.value!r} (first on line {seen[key.value]})",
+                            line=line, column=col)])
+                    seen[key.value] = _mark(key)[0]
+                total += size(key, active) + size(value, active)
+                if total > max_nodes:
+                    break
+        elif isinstance(node, yaml.SequenceNode):
+            for item in node.value:
+                total += size(item, active)
+                if total > max_nodes:
+                    break
+        active.discard(nid)
+        if total > max_nodes:
+            line, col = _mark(node)
+            raise DocumentError([Problem(
+                f"the document expands to more than {max_nodes} YAML nodes "
+                "(an alias bomb, or far too large for a request)", line=line, column=col)])
+        sizes[nid] = total
+        return total
+
+    size(root, set())
+
+    def walk(node: yaml.Node, path: tuple[Any, ...], depth: int) -> None:
+        marks[path] = _mark(node)
+        if depth > 6:  # deep enough for every field path a model reports
+            return
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    marks[(*path, key.value)] = _mark(key)
+                    walk(value, (*path, key.value), depth + 1)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, (*path, i), depth + 1)
+
+    walk(root, (), 0)
+    return marks
+
+
+def load_yaml(raw: bytes, *, max_bytes: int = 1_048_576, max_nodes: int = 100_000,
+              what: str = "document") -> tuple[Any, dict[tuple[Any, ...], tuple[int, int]]]:
+    """Decode and parse exactly one YAML document with the checks above."""
+    if len(raw) > max_bytes:
+        raise DocumentError([Problem(f"the {what} is {len(raw)} bytes, over the limit of "
+                                     f"{max_bytes} bytes")])
+    if not raw.strip():
+        raise DocumentError([Problem(f"the {what} is empty")])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DocumentError([Problem(f"the {what} is not UTF-8 text (byte {exc.start} is "
+                                     f"0x{raw[exc.start]:02x}); is it a binary file?")]) from None
+    if "\x00" in text:
+        offset = text.index("\x00")
+        line = text.count("\n", 0, offset) + 1
+        raise DocumentError([Problem(f"the {what} contains a NUL byte; is it a binary file?",
+                                     line=line)])
+    try:
+        nodes = list(yaml.compose_all(text, Loader=_Loader))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        message = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
+        raise DocumentError([Problem(f"invalid YAML: {message}",
+                                     line=mark.line + 1 if mark else None,
+                                     column=mark.column + 1 if mark else None)]) from None
+    except yaml.YAMLError as exc:
+        raise DocumentError([Problem(f"invalid YAML: {exc}")]) from None
+    nodes = [n for n in nodes if n is not None]
+    if not nodes:
+        raise DocumentError([Problem(f"the {what} holds no YAML document")])
+    if len(nodes) > 1:
+        line, _ = _mark(nodes[1])
+        raise DocumentError([Problem(f"the {what} holds {len(nodes)} YAML documents; a spool "
+                                     "file holds exactly one", line=line)])
+    marks = _check_tree(nodes[0], max_nodes)
+    try:
+        data = yaml.constructor.SafeConstructor.construct_document(_Loader(""), nodes[0])
+    except yaml.YAMLError as exc:
+        raise DocumentError([Problem(f"invalid YAML value: {exc}")]) from None
+    return data, marks
+
+
+def _path_text(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _explain(err: dict[str, Any], loc: tuple[Any, ...]) -> str:
+    typ, msg, value = err["type"], err["msg"], err.get("input")
+    if typ == "missing":
+        return "this field is required"
+    if typ == "extra_forbidden":
+        return "unknown field (check the spelling)"
+    if loc and loc[-1] == "capability" and value is None:
+        return "is null; a capability named null must be quoted: capability: \"null\""
+    if typ == "string_pattern_mismatch" and loc and loc[-1] in ("name", "capability"):
+        return (f"{value!r} is not a valid name: use lower-case letters, digits, '.', '_' "
+                "and '-', starting and ending with a letter or digit, at most 63 characters")
+    return msg
+
+
+def validate_data(data: Any, marks: dict[tuple[Any, ...], tuple[int, int]]) -> ParsedDocument:
+    """Check ``apiVersion`` and ``kind``, then validate against the kind's model."""
+
+    def at(*path: Any) -> tuple[int | None, int | None]:
+        key = tuple(path)
+        while key:
+            if key in marks:
+                return marks[key]
+            key = key[:-1]
+        return marks.get((), (None, None))
+
+    if not isinstance(data, dict):
+        line, col = at()
+        raise DocumentError([Problem(
+            f"the document must be a mapping with apiVersion, kind, metadata and spec, "
+            f"not a {type(data).__name__}", line=line, column=col)])
+    problems: list[Problem] = []
+    api = data.get("apiVersion")
+    if api != API_VERSION:
+        line, col = at("apiVersion")
+        problems.append(Problem(
+            "apiVersion is missing" if api is None else
+            f"apiVersion {api!r} is not supported; use {API_VERSION!r}",
+            path="apiVersion", line=line, column=col))
+    kind = data.get("kind")
+    if kind not in KINDS:
+        line, col = at("kind")
+        known = ", ".join(sorted(KINDS))
+        problems.append(Problem(
+            f"kind is missing; known kinds: {known}" if kind is None else
+            f"unknown kind {kind!r}; known kinds: {known}", path="kind", line=line, column=col))
+    if problems:
+        raise DocumentError(problems)
+    model_cls = KINDS[str(kind)]
+    try:
+        model = model_cls.model_validate(data)
+    except ValidationError as exc:
+        seen: set[tuple[Any, ...]] = set()
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            if loc[:2] == ("spec", "parameters") and len(loc) > 3:
+                # pydantic reports one error per union member; one reason is enough
+                loc = loc[:3]
+                if loc in seen:
+                    continue
+                err = {"type": "parameter", "msg": "a parameter value must be a string, a "
+                       "number, true/false, or a list of those"}
+            seen.add(loc)
+            line, col = at(*loc)
+            problems.append(Problem(_explain(err, loc), path=_path_text(loc), line=line,
+                                    column=col))
+        raise DocumentError(problems) from None
+    return ParsedDocument(kind=str(kind), model=model, data=data, marks=marks)
+
+
+def parse_document(raw: bytes, *, max_bytes: int = 1_048_576,
+                   max_nodes: int = 100_000) -> ParsedDocument:
+    """Parse and validate one spool document; raise ``DocumentError`` with every reason."""
+    data, marks = load_yaml(raw, max_bytes=max_bytes, max_nodes=max_nodes)
+    return validate_data(data, marks)

@@ -1,0 +1,1 @@
+"""Engines run a rendered workflow: ``local`` (this machine, the default) and ``htcondor``."""

@@ -1,0 +1,74 @@
+"""Write job events in HTCondor's user-log format, so one reader serves both engines.
+
+The local engine writes its node events with these functions; ``htcondor2.JobEventLog``
+reads them back exactly as it reads a pool's node log (tests check the round trip).
+Formats follow the HTCondor manual's "Job Event Log Codes".
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+__all__ = ["EventLogWriter"]
+
+_USAGE = ("\t\tUsr 0 00:00:00, Sys 0 00:00:00  -  Run Remote Usage\n"
+          "\t\tUsr 0 00:00:00, Sys 0 00:00:00  -  Run Local Usage\n"
+          "\t\tUsr 0 00:00:00, Sys 0 00:00:00  -  Total Remote Usage\n"
+          "\t\tUsr 0 00:00:00, Sys 0 00:00:00  -  Total Local Usage\n"
+          "\t0  -  Run Bytes Sent By Job\n\t0  -  Run Bytes Received By Job\n"
+          "\t0  -  Total Bytes Sent By Job\n\t0  -  Total Bytes Received By Job\n")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+class EventLogWriter:
+    """Appends events to one log file; each event is written with a single write()."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.host = f"<127.0.0.1:0?addrs=127.0.0.1-0&alias={socket.gethostname()}>"
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def _write(self, code: int, cluster: int, proc: int, headline: str, body: str = "") -> None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+        text = f"{code:03d} ({cluster:03d}.{proc:03d}.000) {stamp} {headline}\n{body}...\n"
+        os.write(self._fd, text.encode())
+
+    def submitted(self, cluster: int, proc: int, node: str) -> None:
+        self._write(0, cluster, proc, f"Job submitted from host: {self.host}",
+                    f"    DAG Node: {node}\n")
+
+    def executing(self, cluster: int, proc: int) -> None:
+        self._write(1, cluster, proc, f"Job executing on host: {self.host}")
+
+    def terminated(self, cluster: int, proc: int, exit_code: int | None,
+                   signal: int | None) -> None:
+        if signal is not None:
+            body = f"\t(0) Abnormal termination (signal {signal})\n\t(0) No core file\n"
+        else:
+            body = f"\t(1) Normal termination (return value {exit_code})\n"
+        self._write(5, cluster, proc, "Job terminated.", body + _USAGE)
+
+    def held(self, cluster: int, proc: int, reason: str, code: int, subcode: int) -> None:
+        self._write(12, cluster, proc, "Job was held.",
+                    f"\t{_one_line(reason)}\n\tCode {code} Subcode {subcode}\n")
+
+    def aborted(self, cluster: int, proc: int, reason: str) -> None:
+        self._write(9, cluster, proc, "Job was aborted.", f"\t{_one_line(reason)}\n")
+
+    def post_script(self, cluster: int, proc: int, node: str, exit_code: int | None,
+                    signal: int | None) -> None:
+        if signal is not None:
+            body = f"\t(0) Abnormal termination (signal {signal})\n"
+        else:
+            body = f"\t(1) Normal termination (return value {exit_code})\n"
+        self._write(16, cluster, proc, "POST Script terminated.",
+                    body + f"    DAG Node: {node}\n")

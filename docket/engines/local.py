@@ -1,0 +1,77 @@
+"""The embedded local engine: each DAG runs in its own detached runner process.
+
+See ``docket.engines.localdag`` for the runner. This side starts it, tells whether it
+is alive (by its lock, never by a PID guess), reads its result and stops it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from docket.engines.base import metrics_file
+from docket.engines.localdag import dag_files, lock_is_held
+from docket.fileio import atomic_write
+
+__all__ = ["LocalEngine"]
+
+
+class LocalEngine:
+    name = "local"
+
+    def __init__(self, max_jobs: int | None = None) -> None:
+        self.max_jobs = max_jobs or os.cpu_count() or 1
+        self._children: list[subprocess.Popen[bytes]] = []
+
+    def submit(self, dag: Path) -> str:
+        self.reap()
+        with open(dag.with_name(f"{dag.name}.lib.err"), "ab") as err:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "docket.engines.localdag", str(dag),
+                 "--max-jobs", str(self.max_jobs)],
+                cwd=dag.parent, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                start_new_session=True)
+        self._children.append(child)
+        return f"local:{child.pid}"
+
+    resume = submit
+
+    def reap(self) -> None:
+        """Collect finished runners so none lingers as a zombie under a long watcher."""
+        self._children = [c for c in self._children if c.poll() is None]
+
+    def started(self, dag: Path) -> bool:
+        files = dag_files(dag)
+        return files["progress"].exists() or files["metrics"].exists() or lock_is_held(
+            files["lock"])
+
+    def alive(self, dag: Path) -> bool:
+        return lock_is_held(dag_files(dag)["lock"])
+
+    def result(self, dag: Path) -> dict[str, Any] | None:
+        try:
+            return json.loads(metrics_file(dag).read_text())
+        except FileNotFoundError:
+            return None
+        except json.JSONDecodeError:
+            return {"exitcode": 1, "status": "failed",
+                    "reason": f"{metrics_file(dag).name} is not valid JSON"}
+
+    def cancel(self, dag: Path) -> None:
+        files = dag_files(dag)
+        if lock_is_held(files["lock"]):
+            with contextlib.suppress(ValueError, OSError):
+                pid = int(files["lock"].read_text().split()[0])
+                os.kill(pid, signal.SIGTERM)
+            return
+        if not files["metrics"].exists():
+            # nothing runs it: record the removal the runner would have written
+            atomic_write(files["metrics"], json.dumps(
+                {"engine": self.name, "status": "removed", "exitcode": 2,
+                 "failed_nodes": {}, "jobs": 0}))

@@ -1,0 +1,144 @@
+"""Render a capability's Jinja2 templates into an execution's processing directory.
+
+Templates run in a sandbox with ``StrictUndefined`` (a misspelt name is an error, not an
+empty string) and autoescape off (these are not HTML). Every ``{{ ... }}`` output passes
+``check_text``, so a control character can never reach a file even through a template
+that forgot to quote; values are quoted with the filters below, all of them the one
+function ``docket.quoting.quote``:
+
+- ``{{ x | q }}``           a submit-file value
+- ``{{ [a, b] | arguments }}`` an ``arguments = "..."`` value
+- ``{{ {"K": v} | environment }}`` an ``environment = "..."`` value
+- ``{{ x | dagvar }}``      a DAG ``VARS`` value, quotes included
+- ``{{ x | sh }}``          a shell word
+
+After rendering, the DAG and every submit file it names are checked (undefined nodes,
+cycles, missing submit files, no executable...), so nothing broken reaches an engine.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from docket.capabilities import Capability
+from docket.dag import DagError, read_dag
+from docket.errors import DocketError, Invalid
+from docket.fileio import atomic_write
+from docket.home import ACTIVE_MARKER
+from docket.quoting import check_text, quote, quote_arguments, quote_environment
+from docket.submit import check_submit
+
+__all__ = ["RenderError", "Rendered", "render_execution", "template_environment",
+           "WORKFLOW_FILE"]
+
+WORKFLOW_FILE = "workflow.dag"
+
+
+class RenderError(DocketError):
+    code = "render-failed"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    directory: Path
+    dag: Path
+    files: list[Path]
+    nodes: int
+
+
+def _finalize(value: Any) -> Any:
+    if isinstance(value, str):
+        check_text(value, "a template value")
+    return value
+
+
+def template_environment(folder: Path) -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
+        loader=jinja2.FileSystemLoader(str(folder)), undefined=jinja2.StrictUndefined,
+        autoescape=False, keep_trailing_newline=True, finalize=_finalize)
+    env.filters["q"] = lambda v: quote(v, "submit")
+    env.filters["arguments"] = quote_arguments
+    env.filters["environment"] = quote_environment
+    env.filters["dagvar"] = lambda v: quote(v, "dag")
+    env.filters["sh"] = lambda v: quote(v, "shell")
+    return env
+
+
+def render_execution(capability: Capability, directory: Path, *, request: dict[str, Any],
+                     parameters: dict[str, Any], document: str, tools_dir: Path,
+                     attachments: list[Path] | None = None) -> Rendered:
+    """Write the processing directory: templates, request copy, metadata, attachments."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for sub in ("rawdata", "working", "products"):
+        (directory / sub).mkdir(exist_ok=True)
+    atomic_write(directory / ACTIVE_MARKER, json.dumps(
+        {"execution": request["execution"], "request": request["name"]}), durable=False)
+    names: list[str] = []
+    for source in attachments or []:
+        target = directory / "rawdata" / source.name
+        if source.is_dir():
+            shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
+        else:
+            shutil.copy2(source, target)
+        names.append(source.name)
+
+    def tool(name: str) -> str:
+        return str(tools_dir / str(name))
+
+    context = {"request": request, "parameters": parameters, "directory": str(directory),
+               "files": names, "tool": tool}
+    env = template_environment(capability.folder)
+    written = []
+    for template_path in sorted(capability.folder.glob("*.j2")):
+        target = directory / template_path.name[:-3]
+        try:
+            text = env.get_template(template_path.name).render(context)
+        except jinja2.TemplateError as exc:
+            line = getattr(exc, "lineno", None)
+            where = f"{template_path}:{line}" if line else str(template_path)
+            raise RenderError(f"{where}: {exc.__class__.__name__}: {exc}",
+                              "fix the template or the request's parameters") from None
+        except Invalid as exc:
+            raise RenderError(f"{template_path}: {exc.what}", exc.hint) from None
+        atomic_write(target, text, durable=False)
+        written.append(target)
+    atomic_write(directory / "request.yaml", document, durable=False)
+    metadata = {"docket": 1, "request": request["name"], "version": request["version"],
+                "execution": request["execution"], "execution_number": request["number"],
+                "capability": capability.name, "parameters": parameters,
+                "directory": str(directory), "output_dir": request.get("output_dir"),
+                "created": request.get("created"), "files": names}
+    atomic_write(directory / "metadata.json", json.dumps(metadata, indent=2, sort_keys=True),
+                 durable=False)
+    dag_path = directory / WORKFLOW_FILE
+    return Rendered(directory, dag_path, written, check_workflow(dag_path))
+
+
+def check_workflow(dag_path: Path) -> int:
+    """Check a rendered DAG and its submit files; return the node count."""
+    if not dag_path.is_file():
+        raise RenderError(f"the capability rendered no {WORKFLOW_FILE}",
+                          "name the DAG template workflow.dag.j2")
+    try:
+        dag = read_dag(dag_path)
+    except DagError as exc:
+        raise RenderError(str(exc), "fix the DAG template") from None
+    problems: list[str] = []
+    for submit in sorted({(n.directory, n.submit_file) for n in dag.nodes.values()
+                          if not n.noop}, key=str):
+        folder = dag_path.parent / submit[0] if submit[0] else dag_path.parent
+        path = folder / submit[1]
+        if not path.is_file():
+            problems.append(f"{path.name}: submit file named in the DAG does not exist")
+            continue
+        problems.extend(check_submit(path))
+    if problems:
+        raise RenderError("; ".join(problems), "fix the capability's templates")
+    return len(dag.nodes)

@@ -1,0 +1,227 @@
+"""Version, state and queue rules: what an accepted document or an engine result does.
+
+- Versions: the same request name with a different spec is version N+1; identical
+  content is a duplicate and changes nothing; a new version supersedes a still-queued
+  execution of an older one.
+- State: every change of an execution's state goes through its capability's machine;
+  an event the current state does not accept is refused and the refusal recorded.
+- Queues: executions wait in their capability's queue and start in priority order,
+  then arrival order, while the queue is enabled, not paused and under ``max_jobs``.
+
+Each function runs inside the caller's transaction and only records events: rendering
+and engines act afterwards, on what was committed, so a crash between the two is
+recovered by looking at the state (``engine_state='starting'`` means "launch me").
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from docket.capabilities import Capability, CapabilityCache, CapabilityError, load_machine
+from docket.statemachine import Machine
+from docket.store import Store
+
+__all__ = ["Accepted", "Duplicate", "Rules", "QueueView"]
+
+
+@dataclass(frozen=True)
+class Accepted:
+    request: str
+    version: int
+    execution: int
+    superseded: list[int]
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    request: str
+    version: int
+    accepted_at: str
+
+
+@dataclass(frozen=True)
+class QueueView:
+    capability: str
+    max_jobs: int
+    paused: bool
+    enabled: bool
+    running: int
+    waiting: int
+    oldest_wait: str | None
+
+
+class Rules:
+    def __init__(self, store: Store, capabilities: CapabilityCache, work_dir: Path) -> None:
+        self.store = store
+        self.capabilities = capabilities
+        self.work_dir = work_dir
+        self._default_machine: Machine | None = None
+
+    # machines -----------------------------------------------------------------
+
+    def machine_for(self, capability: str) -> Machine:
+        """The capability's machine; the default one if the capability has since gone."""
+        try:
+            return self.capabilities.get(capability).machine
+        except CapabilityError:
+            if self._default_machine is None:
+                templates = self.capabilities.templates_dir
+                self._default_machine = load_machine(templates, "default", templates)
+            return self._default_machine
+
+    # versions -------------------------------------------------------------------
+
+    def find_duplicate(self, request: str, sha256: str) -> Duplicate | None:
+        row = self.store.one("SELECT number, created FROM versions WHERE request=? AND "
+                             "sha256=?", request, sha256)
+        return Duplicate(request, row["number"], row["created"]) if row else None
+
+    def accept(self, capability: Capability, request: str, spec: dict[str, Any],
+               parameters: dict[str, Any], sha256: str, document: str,
+               source_file: str | None, source_identity: str | None,
+               actor: str | None) -> Accepted:
+        """Record a new version and its first execution, superseding queued older ones."""
+        store = self.store
+        last = store.one("SELECT max(number) AS n FROM versions WHERE request=?", request)
+        number = (last["n"] or 0) + 1
+        store.record("version.accepted", request=request, version=number, actor=actor,
+                     capability=capability.name, sha256=sha256, spec=spec, document=document,
+                     source_file=source_file, source_identity=source_identity)
+        superseded = []
+        for row in store.all("SELECT * FROM executions WHERE request=? AND version<? AND "
+                             "engine_state='none'", request, number):
+            if self.feed(row, "supersede", reason=f"superseded by version {number}",
+                         actor=actor):
+                superseded.append(row["id"])
+        execution = self.create_execution(capability, request, number, parameters,
+                                          spec.get("priority", 0), actor)
+        return Accepted(request, number, execution, superseded)
+
+    def create_execution(self, capability: Capability, request: str, version: int,
+                         parameters: dict[str, Any], priority: int,
+                         actor: str | None) -> int:
+        store = self.store
+        top = store.one("SELECT max(id) AS n FROM executions")
+        execution = (top["n"] or 0) + 1
+        count = store.one("SELECT count(*) AS n FROM executions WHERE request=? AND version=?",
+                          request, version)
+        store.record("execution.created", request=request, version=version,
+                     execution=execution, actor=actor, number=count["n"] + 1,
+                     capability=capability.name, state=capability.machine.initial,
+                     priority=priority, parameters=parameters)
+        row = store.one("SELECT * FROM executions WHERE id=?", execution)
+        self.feed(row, "accept", actor=actor)
+        return execution
+
+    # state machine --------------------------------------------------------------
+
+    def feed(self, execution: Any, event: str, *, reason: str | None = None,
+             actor: str | None = None, **fields: Any) -> bool:
+        """Give ``event`` to the execution's machine; record the transition or the refusal."""
+        machine = self.machine_for(execution["capability"])
+        state = execution["state"]
+        common = {"request": execution["request"], "version": execution["version"],
+                  "execution": execution["id"], "actor": actor}
+        transition = machine.on(state, event)
+        if transition is None:
+            accepted = ", ".join(machine.accepts(state)) or "nothing (final state)"
+            self.store.record("event.refused", **common, event=event, state=state,
+                              reason=f"state {state!r} does not accept {event!r}; it accepts "
+                                     f"{accepted}", **fields)
+            return False
+        self.store.record("execution.transition", **common, event=event, to=transition.target,
+                          reason=reason, actions=list(transition.actions,),
+                          final=transition.target in machine.final,
+                          **{"from": state}, **fields)
+        for action in transition.actions:
+            if action == "run":
+                self.store.record("execution.starting", **common,
+                                  directory=str(self.processing_dir(execution)),
+                                  engine="local", site="local")
+            elif action == "notify":
+                self.store.record("notification", **common,
+                                  message=f"{execution['request']} v{execution['version']} "
+                                          f"is now {transition.target}")
+            # enqueue: waiting is the state itself; kill: see Launcher.kill_stopped
+        return True
+
+    def processing_dir(self, execution: Any) -> Path:
+        row = self.store.one("SELECT spec FROM versions WHERE request=? AND number=?",
+                             execution["request"], execution["version"])
+        spec = json.loads(row["spec"]) if row else {}
+        output_dir = spec.get("output_dir")
+        if output_dir:
+            path = Path(output_dir)
+            return path if path.is_absolute() else self.work_dir / path
+        return (self.work_dir / execution["request"] / f"v{execution['version']}"
+                / f"e{self._number(execution)}")
+
+    def _number(self, execution: Any) -> int:
+        return int(execution["number"])
+
+    # queues -----------------------------------------------------------------
+
+    def queue_settings(self, capability: str) -> tuple[int, bool, bool]:
+        try:
+            q = self.capabilities.get(capability).definition.queue
+            max_jobs, paused, enabled = q.max_jobs, q.paused, q.enabled
+        except CapabilityError:
+            max_jobs, paused, enabled = 0, True, False
+        row = self.store.one("SELECT * FROM queues WHERE capability=?", capability)
+        if row is not None:
+            max_jobs = row["max_jobs"] if row["max_jobs"] is not None else max_jobs
+            paused = bool(row["paused"]) if row["paused"] is not None else paused
+            enabled = bool(row["enabled"]) if row["enabled"] is not None else enabled
+        return max_jobs, paused, enabled
+
+    def schedule(self) -> list[int]:
+        """Start what the queues allow: priority first, then arrival. Returns started ids."""
+        started: list[int] = []
+        waiting_caps = [r["capability"] for r in self.store.all(
+            "SELECT DISTINCT capability FROM executions WHERE engine_state='none'")]
+        for capability in waiting_caps:
+            max_jobs, paused, enabled = self.queue_settings(capability)
+            if paused or not enabled:
+                continue
+            running = self.store.one(
+                "SELECT count(*) AS n FROM executions WHERE capability=? AND engine_state IN "
+                "('starting', 'running')", capability)["n"]
+            slots = max_jobs - running
+            if slots <= 0:
+                continue
+            states = self.machine_for(capability).waiting_states()
+            marks = ",".join("?" * len(states))
+            rows = self.store.all(
+                f"SELECT * FROM executions WHERE capability=? AND engine_state='none' AND "
+                f"state IN ({marks}) ORDER BY priority DESC, id ASC LIMIT ?",
+                capability, *states, slots)
+            for row in rows:
+                if self.feed(row, "start"):
+                    started.append(row["id"])
+        return started
+
+    def change_queue(self, capability: str, actor: str | None = None, **changes: Any) -> None:
+        self.store.record("queue.changed", actor=actor, capability=capability, **changes)
+
+    def queues(self) -> list[QueueView]:
+        names = {r["capability"] for r in self.store.all(
+            "SELECT DISTINCT capability FROM executions")}
+        names |= {r["capability"] for r in self.store.all("SELECT capability FROM queues")}
+        from docket.capabilities import list_capabilities
+
+        names |= set(list_capabilities(self.capabilities.templates_dir))
+        views = []
+        for name in sorted(names):
+            max_jobs, paused, enabled = self.queue_settings(name)
+            counts = self.store.one(
+                "SELECT sum(engine_state IN ('starting','running')) AS running, "
+                "sum(engine_state='none' AND state NOT IN (SELECT value FROM json_each(?))) "
+                "AS waiting, min(CASE WHEN engine_state='none' THEN created END) AS oldest "
+                "FROM executions WHERE capability=?",
+                json.dumps(sorted(self.machine_for(name).final)), name)
+            views.append(QueueView(name, max_jobs, paused, enabled, counts["running"] or 0,
+                                   counts["waiting"] or 0, counts["oldest"]))
+        return views

@@ -1,0 +1,304 @@
+"""The SQLite record of a home: an append-only event log and the state derived from it.
+
+Every change is an event. ``Store.record`` inserts the event and applies it to the state
+tables in the same transaction, through the one reducer ``_apply``; ``rebuild`` empties
+the state tables and replays every event through the same reducer, so re-derived state
+is the same state by construction (and a test checks it). The database is in WAL mode
+with ``synchronous=FULL``: a committed event survives a crash or a power cut.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Store", "SCHEMA_VERSION", "STATE_TABLES", "now"]
+
+SCHEMA_VERSION = 1
+
+# Each entry migrates from version i to i + 1.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY, time TEXT NOT NULL, type TEXT NOT NULL,
+        request TEXT, version INTEGER, execution INTEGER, actor TEXT, data TEXT NOT NULL);
+    CREATE INDEX events_request ON events (request, id);
+    CREATE INDEX events_execution ON events (execution, id);
+    CREATE TABLE requests (
+        name TEXT PRIMARY KEY, capability TEXT NOT NULL, state TEXT NOT NULL,
+        current_version INTEGER, current_execution INTEGER, created TEXT, updated TEXT);
+    CREATE TABLE versions (
+        request TEXT NOT NULL, number INTEGER NOT NULL, capability TEXT NOT NULL,
+        sha256 TEXT NOT NULL, spec TEXT NOT NULL, document TEXT NOT NULL,
+        source_file TEXT, source_identity TEXT, actor TEXT, created TEXT,
+        PRIMARY KEY (request, number));
+    CREATE INDEX versions_sha256 ON versions (request, sha256);
+    CREATE INDEX versions_identity ON versions (source_identity);
+    CREATE TABLE executions (
+        id INTEGER PRIMARY KEY, request TEXT NOT NULL, version INTEGER NOT NULL,
+        number INTEGER NOT NULL, capability TEXT NOT NULL, state TEXT NOT NULL,
+        priority INTEGER NOT NULL DEFAULT 0, engine_state TEXT NOT NULL DEFAULT 'none',
+        engine TEXT, site TEXT, engine_id TEXT, directory TEXT, parameters TEXT,
+        created TEXT, started TEXT, stopped TEXT, exit_code INTEGER, reason TEXT);
+    CREATE INDEX executions_state ON executions (state);
+    CREATE INDEX executions_engine ON executions (engine_state, capability);
+    CREATE INDEX executions_request ON executions (request, version);
+    CREATE TABLE queues (
+        capability TEXT PRIMARY KEY, max_jobs INTEGER, paused INTEGER, enabled INTEGER);
+    CREATE TABLE nodes (
+        execution INTEGER NOT NULL, node TEXT NOT NULL, state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0, cluster INTEGER, exit_code INTEGER, signal INTEGER,
+        hold_code INTEGER, hold_subcode INTEGER, reason TEXT, host TEXT,
+        started TEXT, finished TEXT, PRIMARY KEY (execution, node));
+    CREATE TABLE cursors (execution INTEGER PRIMARY KEY, position BLOB NOT NULL);
+    """,
+]
+
+# Tables derived from events; ``rebuild`` empties and refills them.
+STATE_TABLES = ("requests", "versions", "executions", "queues", "nodes")
+
+FINAL_ENGINE_STATES = ("done",)
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
+                               timeout=30)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+class Store:
+    """One home's database. Writers use ``transaction()``; readers may open read-only."""
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = path
+        self.conn = _connect(path, readonly)
+        self._in_tx = False
+        if not readonly:
+            self.migrate()
+
+    @classmethod
+    def open_readonly(cls, path: Path) -> Store:
+        from docket.errors import NotFound
+
+        if not path.is_file():
+            raise NotFound(f"no docket database at {path}",
+                           "run 'docket tick' or 'docket watch' in this home first")
+        return cls(path, readonly=True)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # schema ---------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        has_meta = self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
+        if not has_meta:
+            return 0
+        row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    def migrate(self) -> None:
+        """Bring the schema to ``SCHEMA_VERSION``, one migration per transaction."""
+        import sqlite_utils
+
+        db = sqlite_utils.Database(self.conn)
+        current = self.schema_version()
+        if current > SCHEMA_VERSION:
+            from docket.errors import Invalid
+
+            raise Invalid(f"database {self.path} has schema version {current}, newer than "
+                          f"this docket ({SCHEMA_VERSION})", "upgrade docket")
+        for version in range(current, SCHEMA_VERSION):
+            with self.transaction():
+                for statement in MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        self.conn.execute(statement)
+                db["meta"].upsert({"key": "schema_version", "value": str(version + 1)},
+                                  pk="key")
+
+    # transactions and events --------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        if self._in_tx:
+            yield self.conn
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._in_tx = True
+        try:
+            yield self.conn
+        except BaseException:
+            self._in_tx = False
+            self.conn.execute("ROLLBACK")
+            raise
+        self._in_tx = False
+        self.conn.execute("COMMIT")
+
+    def record(self, type: str, *, request: str | None = None, version: int | None = None,
+               execution: int | None = None, actor: str | None = None,
+               at: str | None = None, **data: Any) -> dict[str, Any]:
+        """Append one event and apply it to the state, in the caller's transaction."""
+        if not self._in_tx:
+            with self.transaction():
+                return self.record(type, request=request, version=version,
+                                   execution=execution, actor=actor, at=at, **data)
+        event = {"time": at or now(), "type": type, "request": request, "version": version,
+                 "execution": execution, "actor": actor, "data": data}
+        cur = self.conn.execute(
+            "INSERT INTO events (time, type, request, version, execution, actor, data) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (event["time"], type, request, version, execution, actor,
+             json.dumps(data, sort_keys=True, separators=(",", ":"))))
+        event["id"] = cur.lastrowid
+        _apply(self.conn, event)
+        return event
+
+    def rebuild(self) -> int:
+        """Re-derive every state table from the events; returns the number replayed."""
+        count = 0
+        with self.transaction():
+            for table in STATE_TABLES:
+                self.conn.execute(f"DELETE FROM {table}")
+            cursor = self.conn.execute("SELECT * FROM events ORDER BY id")
+            while rows := cursor.fetchmany(5000):
+                for row in rows:
+                    event = dict(row)
+                    event["data"] = json.loads(event["data"])
+                    _apply(self.conn, event)
+                    count += 1
+        return count
+
+    def snapshot(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every state table's rows, sorted: for comparing state before and after a rebuild."""
+        out = {}
+        for table in STATE_TABLES:
+            rows = self.conn.execute(f"SELECT * FROM {table}").fetchall()
+            out[table] = sorted(tuple(r) for r in rows)
+        return out
+
+    # reads used by the rules ------------------------------------------------
+
+    def one(self, sql: str, *args: Any) -> sqlite3.Row | None:
+        return self.conn.execute(sql, args).fetchone()
+
+    def all(self, sql: str, *args: Any) -> list[sqlite3.Row]:
+        return self.conn.execute(sql, args).fetchall()
+
+    def cursor_position(self, execution: int) -> bytes | None:
+        row = self.one("SELECT position FROM cursors WHERE execution=?", execution)
+        return bytes(row[0]) if row else None
+
+    def save_cursor(self, execution: int, position: bytes) -> None:
+        self.conn.execute("INSERT INTO cursors (execution, position) VALUES (?, ?) "
+                          "ON CONFLICT(execution) DO UPDATE SET position=excluded.position",
+                          (execution, position))
+
+
+def _apply(conn: sqlite3.Connection, event: dict[str, Any]) -> None:
+    """The reducer: what each event type does to the state tables. Nothing else writes them."""
+    t, d, at = event["type"], event["data"], event["time"]
+    request, version, execution = event["request"], event["version"], event["execution"]
+    if t == "version.accepted":
+        conn.execute(
+            "INSERT INTO requests (name, capability, state, current_version, created, updated) "
+            "VALUES (?, ?, 'submitted', ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+            "current_version=excluded.current_version, capability=excluded.capability, "
+            "updated=excluded.updated", (request, d["capability"], version, at, at))
+        conn.execute(
+            "INSERT INTO versions (request, number, capability, sha256, spec, document, "
+            "source_file, source_identity, actor, created) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (request, version, d["capability"], d["sha256"], json.dumps(d["spec"]),
+             d["document"], d.get("source_file"), d.get("source_identity"), event["actor"], at))
+    elif t == "execution.created":
+        conn.execute(
+            "INSERT INTO executions (id, request, version, number, capability, state, priority,"
+            " parameters, created) VALUES (?,?,?,?,?,?,?,?,?)",
+            (execution, request, version, d["number"], d["capability"], d["state"],
+             d["priority"], json.dumps(d["parameters"]), at))
+        conn.execute("UPDATE requests SET current_execution=?, state=?, updated=? WHERE name=?",
+                     (execution, d["state"], at, request))
+    elif t == "execution.transition":
+        conn.execute("UPDATE executions SET state=? WHERE id=?", (d["to"], execution))
+        if d.get("final"):
+            conn.execute("UPDATE executions SET stopped=coalesce(stopped, ?), "
+                         "reason=coalesce(?, reason) WHERE id=?", (at, d.get("reason"),
+                                                                   execution))
+        conn.execute("UPDATE requests SET state=?, updated=? WHERE name=? AND "
+                     "current_execution=?", (d["to"], at, request, execution))
+    elif t == "execution.starting":
+        conn.execute("UPDATE executions SET engine_state='starting', directory=?, engine=?, "
+                     "site=? WHERE id=?", (d["directory"], d["engine"], d["site"], execution))
+    elif t == "execution.submitted":
+        conn.execute("UPDATE executions SET engine_state='running', engine_id=?, "
+                     "started=coalesce(started, ?) WHERE id=?", (d.get("engine_id"), at,
+                                                                 execution))
+    elif t == "execution.finished":
+        conn.execute("UPDATE executions SET engine_state='done', exit_code=?, reason=?, "
+                     "stopped=? WHERE id=?", (d.get("exit_code"), d.get("reason"), at,
+                                               execution))
+    elif t.startswith("node."):
+        _apply_node(conn, t, d, at, execution)
+    elif t == "queue.changed":
+        conn.execute("INSERT INTO queues (capability) VALUES (?) ON CONFLICT DO NOTHING",
+                     (d["capability"],))
+        for field in ("max_jobs", "paused", "enabled"):
+            if field in d:
+                conn.execute(f"UPDATE queues SET {field}=? WHERE capability=?",
+                             (d[field], d["capability"]))
+    # document.rejected, document.duplicate, event.refused, ...: history only
+
+
+_NODE_STATES = {"node.submitted": "idle", "node.started": "running", "node.held": "held",
+                "node.released": "idle", "node.evicted": "idle", "node.aborted": "failed"}
+
+
+def _apply_node(conn: sqlite3.Connection, t: str, d: dict[str, Any], at: str,
+                execution: int | None) -> None:
+    node = d["node"]
+    conn.execute("INSERT INTO nodes (execution, node, state) VALUES (?, ?, 'idle') "
+                 "ON CONFLICT DO NOTHING", (execution, node))
+    if t == "node.submitted":
+        # one attempt per cluster: a node's procs share it, a retry gets a new one
+        conn.execute("UPDATE nodes SET state='idle', attempts=attempts+(coalesce(cluster, -1)"
+                     " != ?), cluster=?, exit_code=NULL, signal=NULL WHERE execution=? AND "
+                     "node=?", (d.get("cluster"), d.get("cluster"), execution, node))
+    elif t == "node.started":
+        conn.execute("UPDATE nodes SET state='running', host=?, started=coalesce(started, ?) "
+                     "WHERE execution=? AND node=?", (d.get("host"), at, execution, node))
+    elif t == "node.held":
+        conn.execute("UPDATE nodes SET state='held', hold_code=?, hold_subcode=?, reason=? "
+                     "WHERE execution=? AND node=?", (d.get("hold_code"), d.get("hold_subcode"),
+                                                      d.get("reason"), execution, node))
+    elif t in ("node.finished", "node.post"):
+        ok = d.get("exit_code") == 0 and d.get("signal") is None
+        # any failed proc fails the node; a POST script's result overrides the job's
+        keep_failed = "" if t == "node.post" else "AND state != 'failed'"
+        conn.execute(f"UPDATE nodes SET state=CASE WHEN ? {keep_failed} THEN 'done' ELSE "
+                     "'failed' END, exit_code=CASE WHEN ? THEN coalesce(exit_code, 0) ELSE ? END, "
+                     "signal=?, reason=?, finished=? WHERE execution=? AND node=?",
+                     (ok, ok, d.get("exit_code"), d.get("signal"), d.get("reason"), at,
+                      execution, node))
+    elif t in _NODE_STATES:
+        conn.execute("UPDATE nodes SET state=?, reason=coalesce(?, reason) WHERE execution=? "
+                     "AND node=?", (_NODE_STATES[t], d.get("reason"), execution, node))
+
+

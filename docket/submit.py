@@ -1,0 +1,152 @@
+"""Read a submit description the way condor_submit would, into one spec per job proc.
+
+Parsing and macro expansion are done by the ``htcondor2`` bindings themselves, so the
+local engine sees the same values a pool would. The bindings accept much that
+condor_submit later refuses, so ``check_submit`` adds docket's own checks.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from docket.errors import Invalid
+from docket.quoting import split_arguments
+
+__all__ = ["ProcSpec", "expand_submit", "check_submit", "SUPPORTED_COMMANDS"]
+
+# Submit commands the local engine honours; anything else is passed to HTCondor only.
+SUPPORTED_COMMANDS = {
+    "executable", "arguments", "environment", "initialdir", "transfer_input_files",
+    "transfer_output_files", "output", "error", "log", "should_transfer_files",
+    "when_to_transfer_output", "transfer_executable", "request_cpus", "request_memory",
+    "request_disk", "universe", "getenv",
+}
+
+
+@dataclass
+class ProcSpec:
+    node: str
+    proc: int
+    executable: str
+    arguments: list[str]
+    environment: dict[str, str]
+    initialdir: Path
+    transfer_input_files: list[str]
+    transfer_output_files: list[str] | None
+    output: str | None
+    error: str | None
+    transfer_files: bool
+    container_image: str | None = None
+    request: dict[str, str] = field(default_factory=dict)
+
+
+def _import_htcondor():  # noqa: ANN202 - module object
+    os.environ.setdefault("CONDOR_CONFIG", "/dev/null")
+    import htcondor2
+
+    return htcondor2
+
+
+def _file_list(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _environment(value: str) -> dict[str, str]:
+    env: dict[str, str] = {}
+    value = value.strip()
+    items = split_arguments(value) if value.startswith('"') else value.split(";")
+    for item in items:
+        if "=" in item:
+            key, _, val = item.partition("=")
+            env[key.strip()] = val
+    return env
+
+
+def expand_submit(path: Path, node: str, vars: dict[str, str], cluster: int,
+                  retry: int = 0) -> list[ProcSpec]:
+    """One ``ProcSpec`` per proc that ``queue`` makes, with DAG VARS applied."""
+    htcondor2 = _import_htcondor()
+    text = path.read_text()
+    try:
+        description = htcondor2.Submit(text)
+    except Exception as exc:  # the bindings raise bare exceptions on syntax errors
+        raise Invalid(f"{path}: not a valid submit description: {exc}") from None
+    qargs = (description.getQArgs() or "").strip()
+    cwd = os.getcwd()
+    try:
+        os.chdir(path.parent)  # 'queue x from file' reads relative to the submit directory
+        items = description.itemdata()
+        rows = list(items) if items is not None else None
+    except Exception as exc:
+        raise Invalid(f"{path}: cannot read the queue statement {qargs!r}: {exc}") from None
+    finally:
+        os.chdir(cwd)
+    if rows is None:
+        count = int(qargs.split()[0]) if qargs and qargs.split()[0].isdigit() else 1
+        rows = [{} for _ in range(count)]
+    procs = []
+    for proc, row in enumerate(rows):
+        one = htcondor2.Submit(text)
+        for key, value in {**vars, **row}.items():
+            one[key] = value
+        for key, value in {"JOB": node, "RETRY": str(retry), "Cluster": str(cluster),
+                           "ClusterId": str(cluster), "Process": str(proc),
+                           "ProcId": str(proc), "Step": "0", "Node": str(proc)}.items():
+            one[key] = value
+
+        def get(key: str, default: str = "", one=one) -> str:
+            return one.expand(key) if key in one else default
+
+        initialdir = Path(get("initialdir") or path.parent)
+        if not initialdir.is_absolute():
+            initialdir = path.parent / initialdir
+        outputs = get("transfer_output_files")
+        procs.append(ProcSpec(
+            node=node, proc=proc,
+            executable=get("executable"),
+            arguments=split_arguments(get("arguments")),
+            environment=_environment(get("environment")),
+            initialdir=initialdir,
+            transfer_input_files=_file_list(get("transfer_input_files")),
+            transfer_output_files=_file_list(outputs) if outputs else None,
+            output=get("output") or None,
+            error=get("error") or None,
+            transfer_files=get("should_transfer_files", "YES").upper() != "NO",
+            container_image=get("container_image") or None,
+            request={k: get(k) for k in ("request_cpus", "request_memory", "request_disk")
+                     if k in one},
+        ))
+    return procs
+
+
+_SIZE = re.compile(r"^\d+(\.\d+)?\s*([KMGT]i?B?)?$", re.IGNORECASE)
+
+
+def check_submit(path: Path) -> list[str]:
+    """Problems condor_submit would report that the bindings let through."""
+    problems = []
+    text = path.read_text()
+    htcondor2 = _import_htcondor()
+    try:
+        description = htcondor2.Submit(text)
+    except Exception as exc:
+        return [f"{path}: not a valid submit description: {exc}"]
+    keys = {k.lower() for k in description}
+    if "executable" not in keys:
+        problems.append(f"{path}: no executable")
+    if not any(line.strip().lower().startswith("queue") for line in text.splitlines()):
+        problems.append(f"{path}: no queue statement")
+    for key in ("request_cpus", "request_memory", "request_disk"):
+        if key in keys:
+            value = description[key].strip()
+            if not (_SIZE.match(value) or "(" in value or "$" in value):
+                problems.append(f"{path}: {key} = {value!r} is not a size")
+    for key in ("arguments", "environment"):
+        if key in keys:
+            value = description[key].strip()
+            if value.count('"') % 2:
+                problems.append(f"{path}: {key} has an unbalanced double quote")
+    return problems

@@ -1,0 +1,69 @@
+"""``templates/<capability>/capability.yaml``: what a DA writes to add a capability."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from schemas.documents import Name, ParameterValue
+
+__all__ = ["ParameterSpec", "QueueSettings", "StageSpec", "MachineSpec", "OutputSpec",
+           "CapabilityDefinition"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ParameterSpec(_Strict):
+    type: Literal["string", "int", "float", "bool", "list", "path"] = "string"
+    default: ParameterValue | None = None
+    required: bool = False
+    description: str = ""
+    choices: list[ParameterValue] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    max_length: int = Field(default=1024, ge=1)
+
+
+class QueueSettings(_Strict):
+    max_jobs: int = Field(default=2, ge=0, description="Concurrent executions.")
+    paused: bool = False
+    enabled: bool = True
+
+
+class OutputSpec(_Strict):
+    path: str
+    min_size_bytes: int = Field(default=0, ge=0)
+
+
+class StageSpec(_Strict):
+    name: Name
+    description: str = ""
+    nodes: list[Annotated[str, StringConstraints(min_length=1)]] = Field(
+        description="DAG node names or shell-style patterns (process_*).")
+    outputs: list[OutputSpec] = Field(default_factory=list)
+
+
+class MachineSpec(_Strict):
+    states: list[Name]
+    initial: Name
+    final: list[Name]
+    transitions: list[str] = Field(
+        description="'[state] -<event>{action, ...}-> [next]'; '{...}' is optional.")
+
+
+class CapabilityDefinition(_Strict):
+    name: Name
+    description: str = ""
+    parameters: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")],
+                     ParameterSpec] = Field(default_factory=dict)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+    state_machine: Name | MachineSpec = Field(
+        default="default", description="A machine from templates/_machines/ or one inline.")
+    stages: list[StageSpec] = Field(default_factory=list)
+    workflow: str = Field(default="workflow.dag.j2",
+                          description="The DAG template; submit templates sit beside it.")
+    example: dict[str, Any] | None = Field(
+        default=None, description="Example parameters, used by tests and docs.")
