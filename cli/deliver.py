@@ -18,7 +18,8 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
 
 
 def _human(result: Delivery) -> str:
-    what = f"archive {result.archive}" if result.archive else f"{result.files} files"
+    what = f"archive {result.archive}" if result.archive else (
+        f"{result.files} file{'' if result.files == 1 else 's'}")
     lines = [f"Delivered {what} ({result.size_bytes} bytes) to {result.destination}"]
     if result.url:
         lines.append(f"URL: {result.url}")
