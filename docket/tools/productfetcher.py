@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import docket
 from docket.errors import (
@@ -362,6 +362,12 @@ class FetchReport:
 
 
 # -- transfers ------------------------------------------------------------------------
+class _OnPosition(Protocol):
+    """Where a file's transfer stands (bytes in the .part), and its size once known."""
+
+    def __call__(self, position: int, total: int | None = None) -> None: ...
+
+
 class _Transient(Exception):
     """A failure worth retrying."""
 
@@ -452,7 +458,7 @@ def _content_range_start(value: str | None) -> int | None:
 
 
 def _download(url: str, part: Path, settings: FetchSettings, cancel: threading.Event,
-              on_position: Callable[[int], None]) -> tuple[int, Any, int]:
+              on_position: _OnPosition) -> tuple[int, Any, int]:
     """One attempt: append to ``part`` from where it ends. Returns (size, digest, resumed)."""
     offset, digest = _hash_prefix(part)
     headers = {"Range": f"bytes={offset}-"} if offset else {}
@@ -486,8 +492,11 @@ def _download(url: str, part: Path, settings: FetchSettings, cancel: threading.E
             offset, resumed, digest = 0, 0, hashlib.sha256()
         length = resp.headers.get("Content-Length")
         expected = int(length) if length and length.isdigit() else None
+        if expected is not None:
+            on_position(offset, offset + expected)  # the size, learnt for the progress bar
         try:
-            size, digest, _ = _pump(resp.read, part, offset, digest, expected, cancel,
+            # read1: whatever has arrived, so a stall keeps the bytes received before it.
+            size, digest, _ = _pump(resp.read1, part, offset, digest, expected, cancel,
                                     on_position)
         except _TRANSIENT_OS as exc:
             raise _Transient(f"{type(exc).__name__}: {exc}") from exc
@@ -496,7 +505,7 @@ def _download(url: str, part: Path, settings: FetchSettings, cancel: threading.E
 
 def _pump(read: Callable[[int], bytes], part: Path, offset: int, digest: Any,
           expected: int | None, cancel: threading.Event,
-          on_position: Callable[[int], None]) -> tuple[int, Any, int]:
+          on_position: _OnPosition) -> tuple[int, Any, int]:
     position = offset
     on_position(position)
     with open(part, "r+b" if offset else "wb") as out:
@@ -530,7 +539,7 @@ def present(item: PlannedFile, out_dir: Path) -> bool:
 
 
 def _fetch_one(item: PlannedFile, out_dir: Path, settings: FetchSettings, force: bool,
-               cancel: threading.Event, on_position: Callable[[int], None]) -> FileOutcome:
+               cancel: threading.Event, on_position: _OnPosition) -> FileOutcome:
     dest = safe_join(out_dir, item.dest)
     part = dest.with_name(dest.name + ".part")
     if not force and present(item, out_dir):
@@ -582,12 +591,14 @@ def fetch(plan: list[PlannedFile], out_dir: Path, settings: FetchSettings, *,
     positions: dict[str, int] = {}
     sizes = {p.dest: p.size_bytes for p in plan}
 
-    def tracker(item: PlannedFile) -> Callable[[int], None]:
-        def on_position(position: int) -> None:
+    def tracker(item: PlannedFile) -> _OnPosition:
+        def on_position(position: int, total: int | None = None) -> None:
             if progress is None:
                 return
             with lock:
                 positions[item.dest] = position
+                if total is not None and sizes[item.dest] is None:
+                    sizes[item.dest] = total
                 done = sum(positions.values())
                 total = None if None in sizes.values() else sum(sizes.values())  # type: ignore[arg-type]
             progress(done, total, item.dest)

@@ -22,7 +22,7 @@ __all__ = ["Route", "LocalServer"]
 @dataclass
 class Route:
     body: bytes
-    mode: str = "ok"  # ok, drop-first, wrong, fail-first, fail-always, barrier
+    mode: str = "ok"  # ok, drop-first, stall-first, wrong, fail-first, fail-always, barrier
     hits: int = 0
 
 
@@ -38,6 +38,7 @@ class LocalServer:
     routes: dict[str, Route] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
     barrier: threading.Barrier | None = None
+    release: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, path: str, body: bytes, mode: str = "ok") -> str:
@@ -71,6 +72,7 @@ class LocalServer:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self.release.set()
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=10)
@@ -102,6 +104,16 @@ class LocalServer:
             except threading.BrokenBarrierError:
                 h.send_error(500, "not concurrent")
                 return
+        if route.mode == "stall-first" and hit == 1:
+            # Half the body, then silence: the client's read timeout has to notice.
+            h.send_response(200)
+            h.send_header("Content-Length", str(len(route.body)))
+            h.end_headers()
+            h.wfile.write(route.body[: len(route.body) // 2])
+            h.wfile.flush()
+            self.release.wait(timeout=5)
+            h.close_connection = True
+            return
         if route.mode == "drop-first" and hit == 1:
             h.send_response(200)
             h.send_header("Content-Length", str(len(route.body)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -87,6 +88,40 @@ def test_connection_dropped_midway_resumes_with_range(tmp_path: Path, server: Lo
     assert result["files"][0]["attempts"] == 2
     assert (tmp_path / "out" / "drop.fits").read_bytes() == BODY
     assert listing(tmp_path / "out") == ["drop.fits"]  # no .part left
+
+
+def test_stalled_server_times_out_and_the_retry_resumes(
+        tmp_path: Path, server: LocalServer, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DOCKET_PRODUCTFETCHER_TIMEOUT_S", "0.3")
+    url = server.add("/data/slow.fits", BODY, mode="stall-first")
+    code, out, err = fetch("-l", url, "-o", "out", "--json", capsys=capsys)
+    assert code == 0, err
+    half = len(BODY) // 2
+    assert [s.range for s in server.hits("/data/slow.fits")] == [None, f"bytes={half}-"]
+    assert (tmp_path / "out" / "slow.fits").read_bytes() == BODY
+
+
+def test_progress_bar_only_on_a_terminal(tmp_path: Path, server: LocalServer) -> None:
+    import pty
+
+    url = server.add("/data/a.fits", BODY)
+    for quiet, expect_bar in (([], True), (["--quiet"], False)):
+        controller, terminal = pty.openpty()
+        try:
+            proc = subprocess.run([str(PRODUCTFETCHER), "-l", url, "-o", "out", "--force",
+                                   *quiet], stdout=subprocess.PIPE, stderr=terminal,
+                                  timeout=60, env=dict(os.environ))
+            os.close(terminal)
+            seen = b""
+            with contextlib.suppress(OSError):  # EIO once the terminal side is closed
+                while chunk := os.read(controller, 4096):
+                    seen += chunk
+        finally:
+            os.close(controller)
+        assert proc.returncode == 0
+        assert (b"fetch [##############################] 100.0 KiB/100.0 KiB" in seen) \
+            is expect_bar, seen
 
 
 def test_part_file_from_an_interrupted_run_is_resumed(tmp_path: Path, server: LocalServer,
