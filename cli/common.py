@@ -18,7 +18,7 @@ import typer
 
 from docket.errors import DocketError, ExitCode
 
-__all__ = ["JsonOption", "QuietOption", "run", "emit", "fail", "JSON_SHAPE_VERSION"]
+__all__ = ["JsonOption", "QuietOption", "run", "emit", "fail", "table", "JSON_SHAPE_VERSION"]
 
 JSON_SHAPE_VERSION = 1
 
@@ -38,6 +38,16 @@ def emit(result: Any, as_json: bool, human: Callable[[Any], str] | None = None) 
         text = human(result)
         if text:
             sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
+    """Rows as aligned text columns, for people (scripts use --json)."""
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r]
+                                            for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+             for r in cells]
+    return "\n".join(lines)
 
 
 def fail(error: DocketError) -> int:

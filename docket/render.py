@@ -107,6 +107,9 @@ def render_execution(capability: Capability, directory: Path, *, request: dict[s
                               "fix the template or the request's parameters") from None
         except Invalid as exc:
             raise RenderError(f"{template_path}: {exc.what}", exc.hint) from None
+        except Exception as exc:  # a template bug fails this execution, not the watcher
+            raise RenderError(f"{template_path}: {exc.__class__.__name__}: {exc}",
+                              "fix the template") from None
         atomic_write(target, text, durable=False)
         written.append(target)
     atomic_write(directory / "request.yaml", document, durable=False)

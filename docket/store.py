@@ -33,6 +33,8 @@ MIGRATIONS: list[str] = [
     CREATE TABLE requests (
         name TEXT PRIMARY KEY, capability TEXT NOT NULL, state TEXT NOT NULL,
         current_version INTEGER, current_execution INTEGER, created TEXT, updated TEXT);
+    CREATE INDEX requests_updated ON requests (updated);
+    CREATE INDEX requests_state ON requests (state);
     CREATE TABLE versions (
         request TEXT NOT NULL, number INTEGER NOT NULL, capability TEXT NOT NULL,
         sha256 TEXT NOT NULL, spec TEXT NOT NULL, document TEXT NOT NULL,

@@ -27,7 +27,7 @@ class LocalEngine:
 
     def __init__(self, max_jobs: int | None = None) -> None:
         self.max_jobs = max_jobs or os.cpu_count() or 1
-        self._children: list[subprocess.Popen[bytes]] = []
+        self._children: dict[Path, subprocess.Popen[bytes]] = {}
 
     def submit(self, dag: Path) -> str:
         self.reap()
@@ -37,14 +37,14 @@ class LocalEngine:
                  "--max-jobs", str(self.max_jobs)],
                 cwd=dag.parent, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
                 start_new_session=True)
-        self._children.append(child)
+        self._children[dag] = child
         return f"local:{child.pid}"
 
     resume = submit
 
     def reap(self) -> None:
         """Collect finished runners so none lingers as a zombie under a long watcher."""
-        self._children = [c for c in self._children if c.poll() is None]
+        self._children = {d: c for d, c in self._children.items() if c.poll() is None}
 
     def started(self, dag: Path) -> bool:
         files = dag_files(dag)
@@ -52,6 +52,10 @@ class LocalEngine:
             files["lock"])
 
     def alive(self, dag: Path) -> bool:
+        # a runner we just started may not hold its lock yet
+        child = self._children.get(dag)
+        if child is not None and child.poll() is None:
+            return True
         return lock_is_held(dag_files(dag)["lock"])
 
     def result(self, dag: Path) -> dict[str, Any] | None:

@@ -222,8 +222,12 @@ def _remove(path: Path, area_root: Path, errors: list[str]) -> str:
     # rmtree unlinks symlinks and, on Linux, walks by file descriptor, so a link
     # swapped in during the walk cannot lead it outside the tree.
     shutil.rmtree(doomed, onerror=note)
-    errors.extend(failures)
-    return "failed" if failures else "removed"
+    if failures:
+        # One problem per entry: the first failure says why, the count how much is left.
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+        errors.append(f"{doomed}: could not remove {failures[0]}{more}")
+        return "failed"
+    return "removed"
 
 
 def scan(area: Area, *, now_s: float, dry_run: bool,

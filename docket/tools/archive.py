@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from docket.errors import Invalid, Locked, NotFound
+from docket.errors import DocketError, Invalid, Locked, NotFound
 from docket.fileio import atomic_write
 
 __all__ = [
@@ -286,7 +286,11 @@ def catalog_lock(root: Path, timeout_s: float = 60.0) -> Iterator[None]:
                 break
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
+                    # e.g. Lustre mounted without -o flock: refuse rather than risk
+                    # two ingests overwriting each other's catalog.
+                    raise DocketError(f"cannot lock archive {root}: {exc.strerror}",
+                                      "put the archive on a filesystem with flock "
+                                      "(Lustre: mount with -o flock)") from exc
                 if time.monotonic() >= deadline:
                     raise Locked(f"archive {root} is locked by another ingest "
                                  f"(waited {timeout_s:g} s)",

@@ -197,8 +197,12 @@ def load_catalog(ref: str, settings: FetchSettings) -> tuple[Catalog, Callable[[
     if parsed.scheme in ("http", "https"):
         if ref.endswith("/"):
             ref = ref + CATALOG_NAME
-        body = _retrying(lambda: _http_read(ref, settings.timeout_s), ref, settings,
-                         threading.Event())
+        try:
+            body = _retrying(lambda: _http_read(ref, settings.timeout_s), ref, settings,
+                             threading.Event())
+        except NotFound as exc:
+            raise NotFound(f"archive catalog {exc.what}",
+                           "check productfetcher.catalog (or --catalog)") from exc
         catalog = Catalog.loads(body, ref)
         return catalog, lambda rel: urllib.parse.urljoin(ref, urllib.parse.quote(rel))
     path = Path(urllib.parse.unquote(parsed.path) if parsed.scheme == "file" else ref)

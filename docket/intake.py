@@ -1,0 +1,353 @@
+"""Intake: every file in ``spool/incoming`` is accepted or set aside, never lost.
+
+A pass reads the complete files, decides each one inside one transaction (accepted as a
+new version, a duplicate of one, or rejected with its reasons), commits, and only then
+moves files: accepted ones are archived to ``spool/accepted/<name>/v<N>.yaml`` and
+removed from incoming; the others go to ``spool/rejected/`` beside a ``.error`` file. A
+crash between the commit and the moves is finished by the next pass, which recognises
+each file by its identity (device, inode, size, mtime, content hash) and does not decide
+it twice.
+
+A file still being written (a plain ``cp`` into the spool) is left for later: on Linux a
+read lease tells whether anyone has it open for writing; where leases are unavailable
+(network filesystems, files owned by others) a file must be ``settle_s`` old.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import pwd
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from docket.capabilities import CapabilityCache, CapabilityError, resolve_parameters
+from docket.documents import DocumentError, ParsedDocument, Problem, parse_document
+from docket.errors import Invalid
+from docket.fileio import atomic_write, fsync_dir, inside, safe_join
+from docket.home import Home
+from docket.rules import Accepted, Duplicate, Rules
+from docket.store import Store, now
+
+__all__ = ["Intake", "IntakeReport", "Outcome", "check_document", "is_candidate",
+           "file_owner"]
+
+log = logging.getLogger("docket.intake")
+
+BATCH_SIZE = 500
+_F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)
+_TEMP_SUFFIXES = (".tmp", ".part", ".swp", ".swx", "~", ".partial", ".crdownload")
+_YAML_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass
+class Outcome:
+    file: str
+    status: str  # accepted, duplicate, rejected
+    request: str | None = None
+    version: int | None = None
+    execution: int | None = None
+    reasons: list[str] = field(default_factory=list)
+    moved_to: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v not in (None, [])}
+
+
+@dataclass
+class IntakeReport:
+    outcomes: list[Outcome] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)  # files not yet complete
+
+    def count(self, status: str) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+
+def is_candidate(name: str) -> bool:
+    """Dotfiles, editor backups and temporary names are never read."""
+    return not (name.startswith((".", "#")) or name.endswith(_TEMP_SUFFIXES))
+
+
+def file_owner(st: os.stat_result) -> str:
+    try:
+        return pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        return str(st.st_uid)
+
+
+def _writers_gone(path: Path, st: os.stat_result, settle_s: float) -> bool:
+    """True when no process has ``path`` open for writing."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_RDLCK)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EBUSY):
+            return False  # someone is writing it right now
+        # no lease here (not our file, or a network filesystem): judge by quiet time
+        return time.time() - st.st_mtime >= settle_s
+    else:
+        fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
+        return True
+    finally:
+        os.close(fd)
+
+
+def _spec_sha256(spec: dict[str, Any]) -> str:
+    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass
+class Checked:
+    """A document that passed every check that needs no database."""
+
+    parsed: ParsedDocument
+    parameters: dict[str, Any]
+    attachments: list[Path]
+
+
+def check_document(raw: bytes, home: Home, capabilities: CapabilityCache) -> Checked:
+    """Every check that needs no database: YAML, schema, capability, parameters, paths.
+
+    Raises ``DocumentError`` listing each problem with its line/column or field path.
+    This is what ``docket validate`` runs, offline.
+    """
+    config = home.config
+    parsed = parse_document(raw, max_bytes=config.max_document_bytes,
+                            max_nodes=config.max_yaml_nodes)
+    spec = parsed.model.spec
+
+    def problem(message: str, *path: Any) -> Problem:
+        line, col = parsed.where("spec", *path)
+        text = ".".join(["spec", *(str(p) for p in path if not isinstance(p, int))])
+        for p in path:
+            if isinstance(p, int):
+                text += f"[{p}]"
+        return Problem(message, path=text, line=line, column=col)
+
+    try:
+        capability = capabilities.get(spec.capability)
+    except CapabilityError as exc:
+        raise DocumentError([problem(str(exc), "capability")]) from None
+    parameters, param_problems = resolve_parameters(capability, dict(spec.parameters))
+    problems = []
+    for p in param_problems:
+        name = p.path.rsplit(".", 1)[-1] if p.path else None
+        problems.append(problem(p.message, "parameters", *([name] if name else [])))
+    attachments = []
+    for i, name in enumerate(spec.files):
+        try:
+            path = safe_join(home.attachments, name)
+        except Invalid as exc:
+            problems.append(problem(exc.what, "files", i))
+            continue
+        if not path.exists():
+            problems.append(problem(f"file {name!r} does not exist in {home.attachments}",
+                                    "files", i))
+        else:
+            attachments.append(path)
+    if spec.output_dir is not None:
+        try:
+            _check_output_dir(spec.output_dir, home)
+        except Invalid as exc:
+            problems.append(problem(str(exc), "output_dir"))
+    if problems:
+        raise DocumentError(problems)
+    return Checked(parsed, parameters, attachments)
+
+
+def _check_output_dir(value: str, home: Home) -> None:
+    path = Path(value)
+    roots = [home.work, *(Path(r) for r in home.config.output_roots)]
+    if not path.is_absolute():
+        safe_join(home.work, value)
+        return
+    if ".." in path.parts:
+        raise Invalid(f"output_dir {value!r} contains '..'")
+    if not any(inside(path, root) for root in roots):
+        raise Invalid(f"output_dir {value!r} is outside the allowed roots "
+                      f"({', '.join(str(r) for r in roots)})",
+                      "ask an operator to add it to output_roots in docket.yaml")
+
+
+class Intake:
+    def __init__(self, home: Home, store: Store, rules: Rules,
+                 capabilities: CapabilityCache) -> None:
+        self.home = home
+        self.store = store
+        self.rules = rules
+        self.capabilities = capabilities
+        self._ensure_table()
+
+    def _ensure_table(self) -> None:
+        # bookkeeping of files whose move is still owed, not state: never rebuilt
+        self.store.conn.execute(
+            "CREATE TABLE IF NOT EXISTS intake_files (identity TEXT PRIMARY KEY, "
+            "status TEXT NOT NULL, request TEXT, version INTEGER, error TEXT, time TEXT)")
+
+    # the pass -------------------------------------------------------------------
+
+    def scan(self, names: list[str] | None = None) -> IntakeReport:
+        """One pass over ``spool/incoming`` (or just ``names`` in it)."""
+        report = IntakeReport()
+        incoming = self.home.incoming
+        if names is None:
+            try:
+                names = sorted(os.listdir(incoming))
+            except FileNotFoundError:
+                return report
+        ready: list[tuple[Path, os.stat_result]] = []
+        settle_s = self.home.config.settle_s
+        for name in names:
+            if not is_candidate(name):
+                continue
+            path = incoming / name
+            try:
+                st = path.lstat()
+            except FileNotFoundError:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                continue
+            if _writers_gone(path, st, settle_s) or path.is_symlink():
+                ready.append((path, st))
+            else:
+                report.waiting.append(name)
+        for start in range(0, len(ready), BATCH_SIZE):
+            report.outcomes.extend(self._batch(ready[start:start + BATCH_SIZE]))
+        return report
+
+    def _batch(self, files: list[tuple[Path, os.stat_result]]) -> list[Outcome]:
+        read: list[tuple[Path, os.stat_result, bytes | None, str]] = []
+        for path, st in files:
+            raw: bytes | None
+            if path.is_symlink():
+                raw = None
+            else:
+                try:
+                    with open(path, "rb") as fh:
+                        raw = fh.read(self.home.config.max_document_bytes + 1)
+                except OSError:
+                    continue
+                # the file changed while we read it: leave it for the next pass
+                with contextlib.suppress(FileNotFoundError):
+                    after = path.stat()
+                    if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+                        continue
+            digest = hashlib.sha256(raw or b"").hexdigest()
+            identity = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{digest[:16]}"
+            read.append((path, st, raw, identity))
+        decided: list[tuple[Outcome, Path, bytes | None, str]] = []
+        with self.store.transaction():
+            for path, st, raw, identity in read:
+                outcome = self._decide(path, st, raw, identity)
+                decided.append((outcome, path, raw, identity))
+        outcomes = []
+        for outcome, path, raw, _identity in decided:
+            self._move(outcome, path, raw)
+            outcomes.append(outcome)
+        with self.store.transaction():
+            for _outcome, _path, _raw, identity in decided:
+                self.store.conn.execute("DELETE FROM intake_files WHERE identity=?",
+                                        (identity,))
+        return outcomes
+
+    def _decide(self, path: Path, st: os.stat_result, raw: bytes | None,
+                identity: str) -> Outcome:
+        """Decide one file inside the pass's transaction."""
+        owed = self.store.one("SELECT * FROM intake_files WHERE identity=?", identity)
+        if owed is not None:  # decided before a crash; only the move is owed
+            return Outcome(path.name, owed["status"], owed["request"], owed["version"],
+                           reasons=json.loads(owed["error"] or "[]"))
+        done = self.store.one("SELECT request, number FROM versions WHERE source_identity=?",
+                              identity)
+        if done is not None:
+            return Outcome(path.name, "accepted", done["request"], done["number"])
+        actor = file_owner(st)
+        outcome = self._evaluate(path, raw, identity, actor)
+        self.store.conn.execute(
+            "INSERT OR REPLACE INTO intake_files (identity, status, request, version, error,"
+            " time) VALUES (?, ?, ?, ?, ?, ?)",
+            (identity, outcome.status, outcome.request, outcome.version,
+             json.dumps(outcome.reasons), now()))
+        return outcome
+
+    def _evaluate(self, path: Path, raw: bytes | None, identity: str, actor: str) -> Outcome:
+        name = path.name
+        if raw is None:
+            return self._reject(name, ["spool files must be regular files, not symlinks"],
+                                actor)
+        if not name.endswith(_YAML_SUFFIXES):
+            return self._reject(name, ["spool files must end in .yaml or .yml"], actor)
+        try:
+            checked = check_document(raw, self.home, self.capabilities)
+        except DocumentError as exc:
+            return self._reject(name, [str(p) for p in exc.problems], actor)
+        model = checked.parsed.model
+        request = model.metadata.name
+        spec = model.spec.model_dump(mode="json")
+        capability = self.capabilities.get(model.spec.capability)
+        existing = self.store.one("SELECT capability FROM requests WHERE name=?", request)
+        if existing is not None and existing["capability"] != capability.name:
+            return self._reject(name, [
+                f"spec.capability: request {request!r} is a {existing['capability']!r} "
+                f"request; a new version cannot change it to {capability.name!r} (use a "
+                "new metadata.name)"], actor)
+        _max_jobs, _paused, enabled = self.rules.queue_settings(capability.name)
+        if not enabled:
+            return self._reject(name, [f"spec.capability: capability {capability.name!r} is "
+                                       "disabled; ask an operator to enable its queue"], actor)
+        sha = _spec_sha256(spec)
+        duplicate: Duplicate | None = self.rules.find_duplicate(request, sha)
+        if duplicate is not None:
+            reason = (f"duplicate: identical to {request} version {duplicate.version} "
+                      f"(accepted {duplicate.accepted_at}); nothing changed")
+            self.store.record("document.duplicate", request=request, version=duplicate.version,
+                              actor=actor, file=name)
+            return Outcome(name, "duplicate", request, duplicate.version, reasons=[reason])
+        accepted: Accepted = self.rules.accept(
+            capability, request, spec, checked.parameters, sha, raw.decode(), name, identity,
+            actor)
+        return Outcome(name, "accepted", request, accepted.version, accepted.execution)
+
+    def _reject(self, name: str, reasons: list[str], actor: str) -> Outcome:
+        self.store.record("document.rejected", actor=actor, file=name, reasons=reasons)
+        return Outcome(name, "rejected", reasons=reasons)
+
+    # after the commit -------------------------------------------------------------
+
+    def _move(self, outcome: Outcome, path: Path, raw: bytes | None) -> None:
+        if outcome.status == "accepted":
+            archive = self.home.accepted / str(outcome.request) / f"v{outcome.version}.yaml"
+            if not archive.exists():
+                row = self.store.one("SELECT document FROM versions WHERE request=? AND "
+                                     "number=?", outcome.request, outcome.version)
+                atomic_write(archive, row["document"] if row else (raw or b""), mode=0o444)
+            outcome.moved_to = str(archive)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            fsync_dir(path.parent)
+            return
+        rejected = self.home.rejected
+        rejected.mkdir(parents=True, exist_ok=True)
+        target = rejected / path.name
+        if target.exists() or target.is_symlink():
+            stem = hashlib.sha256(str(path.lstat().st_ino).encode() + (raw or b"")).hexdigest()
+            target = rejected / f"{path.name}.{stem[:8]}"
+        header = ("duplicate" if outcome.status == "duplicate" else "rejected")
+        text = f"{path.name}: {header} at {now()}\n" + "".join(
+            f"  - {r}\n" for r in outcome.reasons)
+        atomic_write(target.with_name(target.name + ".error"), text)
+        os.replace(path, target)
+        fsync_dir(rejected)
+        fsync_dir(path.parent)
+        outcome.moved_to = str(target)

@@ -1,0 +1,203 @@
+"""Act on what the rules committed: render and submit, follow, and stop executions.
+
+Everything here is driven by the recorded state, so a crash at any point is finished by
+the next pass: an execution in ``engine_state='starting'`` is (re)launched unless its
+engine already has it; one whose state is final while its engine still runs is stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from docket.capabilities import CapabilityError
+from docket.engines.base import Engine
+from docket.errors import DocketError
+from docket.fileio import safe_join
+from docket.home import ACTIVE_MARKER, Home
+from docket.monitor import read_node_events
+from docket.render import WORKFLOW_FILE, render_execution
+from docket.rules import Rules
+from docket.store import Store
+
+__all__ = ["Launcher"]
+
+log = logging.getLogger("docket.launch")
+
+# A runner that dies this often is broken, not unlucky.
+MAX_RESUMES = 3
+
+
+def _labels(document: str) -> dict[str, str]:
+    from docket.documents import load_yaml
+
+    with contextlib.suppress(Exception):
+        data, _ = load_yaml(document.encode())
+        return dict((data.get("metadata") or {}).get("labels") or {})
+    return {}
+
+
+class Launcher:
+    def __init__(self, home: Home, store: Store, rules: Rules, engine: Engine) -> None:
+        self.home = home
+        self.store = store
+        self.rules = rules
+        self.engine = engine
+
+    # starting -------------------------------------------------------------------
+
+    def launch_pending(self) -> list[int]:
+        launched = []
+        for row in self.store.all("SELECT * FROM executions WHERE engine_state='starting' "
+                                  "ORDER BY priority DESC, id"):
+            if self.launch(row):
+                launched.append(row["id"])
+        return launched
+
+    def launch(self, row: Any) -> bool:
+        directory = Path(row["directory"])
+        dag = directory / WORKFLOW_FILE
+        common = {"request": row["request"], "version": row["version"],
+                  "execution": row["id"]}
+        if self.engine.started(dag):
+            engine_id = "recovered"
+        else:
+            try:
+                self._render(row, directory)
+                engine_id = self.engine.submit(dag)
+            except (DocketError, CapabilityError, OSError) as exc:
+                reason = f"could not start: {exc}"
+                log.warning("execution %s: %s", row["id"], reason)
+                with self.store.transaction():
+                    self.store.record("execution.finished", **common, exit_code=None,
+                                      reason=reason)
+                    self.rules.feed(self._row(row["id"]), "fail", reason=reason)
+                self._clear_marker(directory)
+                return False
+        self.store.record("execution.submitted", **common, engine=self.engine.name,
+                          engine_id=engine_id)
+        return True
+
+    def _render(self, row: Any, directory: Path) -> None:
+        meta = directory / "metadata.json"
+        if meta.exists():
+            with contextlib.suppress(ValueError, OSError):
+                other = json.loads(meta.read_text()).get("execution")
+                if other not in (None, row["id"]):
+                    raise DocketError(f"processing directory {directory} already holds "
+                                      f"execution {other}",
+                                      "name a new output_dir or remove the old one")
+        capability = self.rules.capabilities.get(row["capability"])
+        version = self.store.one("SELECT * FROM versions WHERE request=? AND number=?",
+                                 row["request"], row["version"])
+        spec = json.loads(version["spec"])
+        request = {"name": row["request"], "version": row["version"], "execution": row["id"],
+                   "number": row["number"], "capability": row["capability"],
+                   "priority": row["priority"], "output_dir": spec.get("output_dir"),
+                   "created": row["created"],
+                   "labels": _labels(version["document"])}
+        attachments = [safe_join(self.home.attachments, f) for f in spec.get("files", [])]
+        render_execution(capability, directory, request=request,
+                         parameters=json.loads(row["parameters"]),
+                         document=version["document"], tools_dir=self.home.tools_dir,
+                         attachments=attachments)
+
+    def _row(self, execution: int) -> Any:
+        return self.store.one("SELECT * FROM executions WHERE id=?", execution)
+
+    # following ----------------------------------------------------------------
+
+    def follow_running(self) -> list[int]:
+        """Read new node events and results of running executions; return the ended ones."""
+        ended = []
+        for row in self.store.all("SELECT * FROM executions WHERE engine_state='running'"):
+            if self.follow(row):
+                ended.append(row["id"])
+        return ended
+
+    def follow(self, row: Any) -> bool:
+        directory = Path(row["directory"])
+        dag = directory / WORKFLOW_FILE
+        result = self.engine.result(dag)  # read before the log: the log is complete by then
+        self._read_events(row, dag)
+        if result is None:
+            if self.engine.alive(dag) or self.engine.result(dag):
+                return False
+            resumed = self.store.one("SELECT count(*) AS n FROM events WHERE execution=? AND "
+                                     "type='execution.resumed'", row["id"])["n"]
+            if resumed < MAX_RESUMES:
+                log.warning("execution %s: the runner is gone; resuming its DAG", row["id"])
+                self.store.record("execution.resumed", request=row["request"],
+                                  version=row["version"], execution=row["id"],
+                                  engine_id=self.engine.resume(dag))
+                return False
+            result = {"exitcode": None, "status": "failed",
+                      "reason": f"the workflow's runner died {resumed + 1} times; see "
+                                f"{dag.name}.lib.err and {dag.name}.dagman.out"}
+        exit_code = result.get("exitcode")
+        failed = result.get("failed_nodes") or {}
+        status = result.get("status", "complete" if exit_code == 0 else "failed")
+        if exit_code == 0:
+            reason = None
+        elif status == "removed":
+            reason = "the workflow was removed"
+        elif failed:
+            reason = "; ".join(f"node {n}: {r}" for n, r in sorted(failed.items()))
+        else:
+            reason = result.get("reason") or f"the workflow ended with exit code {exit_code}"
+        with self.store.transaction():
+            self.store.record("execution.finished", request=row["request"],
+                              version=row["version"], execution=row["id"],
+                              exit_code=exit_code, status=status, reason=reason)
+            current = self._row(row["id"])
+            machine = self.rules.machine_for(row["capability"])
+            if current["state"] not in machine.final:
+                self.rules.feed(current, "succeed" if exit_code == 0 else "fail",
+                                reason=reason)
+        self._clear_marker(directory)
+        return True
+
+    def _read_events(self, row: Any, dag: Path) -> None:
+        events, cursor = read_node_events(dag, self.store.cursor_position(row["id"]))
+        if not events:
+            return
+        with self.store.transaction():
+            for event in events:
+                kind = event.pop("type")
+                self.store.record(kind, request=row["request"], version=row["version"],
+                                  execution=row["id"], **event)
+            if cursor is not None:
+                self.store.save_cursor(row["id"], cursor)
+
+    # stopping -------------------------------------------------------------------
+
+    def stop_cancelled(self) -> list[int]:
+        """Stop engines still running executions whose state is already final."""
+        stopped = []
+        for row in self.store.all("SELECT * FROM executions WHERE engine_state IN "
+                                  "('starting', 'running')"):
+            machine = self.rules.machine_for(row["capability"])
+            if row["state"] in machine.final and row["directory"]:
+                dag = Path(row["directory"]) / WORKFLOW_FILE
+                if row["engine_state"] == "starting" and not self.engine.started(dag):
+                    self.store.record("execution.finished", request=row["request"],
+                                      version=row["version"], execution=row["id"],
+                                      exit_code=None, status="removed",
+                                      reason="cancelled before it started")
+                    self._clear_marker(Path(row["directory"]))
+                else:
+                    self.engine.cancel(dag)
+                    if row["engine_state"] == "starting":
+                        self.store.record("execution.submitted", request=row["request"],
+                                          version=row["version"], execution=row["id"],
+                                          engine=self.engine.name, engine_id="recovered")
+                stopped.append(row["id"])
+        return stopped
+
+    @staticmethod
+    def _clear_marker(directory: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (directory / ACTIVE_MARKER).unlink()

@@ -1,0 +1,147 @@
+"""The watcher: intake, rules, launching and following, in one loop per home.
+
+``tick`` is one pass (for cron); ``watch`` runs passes whenever the spool changes and
+every ``poll_interval_s`` to follow running work. Only one intake runs per home: both
+take ``state/intake.lock`` (flock) and a second one fails naming the holder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from docket.capabilities import CapabilityCache
+from docket.engines.local import LocalEngine
+from docket.errors import Locked
+from docket.home import Home
+from docket.intake import Intake, IntakeReport, is_candidate
+from docket.launch import Launcher
+from docket.rules import Rules
+from docket.store import Store, now
+
+__all__ = ["Watcher", "PassReport", "intake_lock"]
+
+log = logging.getLogger("docket.watcher")
+
+
+@dataclass
+class PassReport:
+    intake: IntakeReport = field(default_factory=IntakeReport)
+    started: list[int] = field(default_factory=list)
+    ended: list[int] = field(default_factory=list)
+    stopped: list[int] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"accepted": self.intake.count("accepted"),
+                "duplicates": self.intake.count("duplicate"),
+                "rejected": self.intake.count("rejected"),
+                "waiting_files": self.intake.waiting,
+                "documents": [o.as_dict() for o in self.intake.outcomes],
+                "started": self.started, "ended": self.ended, "stopped": self.stopped}
+
+
+@contextlib.contextmanager
+def intake_lock(path: Path, what: str) -> Iterator[None]:
+    """Hold the home's intake lock, or raise ``Locked`` naming who holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = "another process"
+            with contextlib.suppress(OSError, ValueError):
+                info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+                holder = (f"'{info['command']}' (pid {info['pid']} on {info['host']}, "
+                          f"since {info['since']})")
+            raise Locked(f"the intake of this home is held by {holder}",
+                         "only one 'docket watch' or 'docket tick' runs per home; stop it "
+                         "or wait for it") from None
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "command": what,
+                "since": now()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+class Watcher:
+    def __init__(self, home: Home) -> None:
+        home.ensure()
+        self.home = home
+        self.store = Store(home.database)
+        self.capabilities = CapabilityCache(home.templates)
+        self.rules = Rules(self.store, self.capabilities, home.work)
+        self.engine = LocalEngine(home.config.local_max_jobs)
+        self.launcher = Launcher(home, self.store, self.rules, self.engine)
+        self.intake = Intake(home, self.store, self.rules, self.capabilities)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def step(self, names: list[str] | None = None) -> PassReport:
+        """One pass: intake, stop what was cancelled, start what queues allow, follow."""
+        report = PassReport()
+        report.intake = self.intake.scan(names)
+        report.stopped = self.launcher.stop_cancelled()
+        with self.store.transaction():
+            report.started = self.rules.schedule()
+        self.launcher.launch_pending()
+        report.ended = self.launcher.follow_running()
+        if report.ended:  # finished work frees queue slots now, not a poll later
+            with self.store.transaction():
+                report.started += self.rules.schedule()
+            self.launcher.launch_pending()
+        self.engine.reap()
+        return report
+
+    def tick(self) -> PassReport:
+        with intake_lock(self.home.intake_lock, "docket tick"):
+            return self.step()
+
+    def watch(self, *, poll: bool = False, stop: threading.Event | None = None,
+              on_pass: Any = None) -> None:
+        """Run until ``stop`` is set (or SIGINT/SIGTERM): the long-lived intake."""
+        import watchfiles
+
+        incoming = self.home.incoming
+        interval_ms = int(self.home.config.poll_interval_s * 1000)
+        with intake_lock(self.home.intake_lock, "docket watch" + (" --poll" if poll else "")):
+            log.info("watching %s (%s)", incoming, "polling" if poll else "inotify")
+            report = self.step()
+            if on_pass:
+                on_pass(report)
+            next_follow = time.monotonic() + self.home.config.poll_interval_s
+            for changes in watchfiles.watch(
+                    incoming, step=1, debounce=1, rust_timeout=interval_ms,
+                    yield_on_timeout=True, force_polling=poll, poll_delay_ms=10,
+                    stop_event=stop, raise_interrupt=False, recursive=False,
+                    ignore_permission_denied=True):
+                names = sorted({Path(p).name for _c, p in changes
+                                if Path(p).parent == incoming and is_candidate(Path(p).name)})
+                waiting = report.intake.waiting
+                if time.monotonic() >= next_follow or not changes or waiting:
+                    report = self.step()  # full pass: rescans files still being written
+                    next_follow = time.monotonic() + self.home.config.poll_interval_s
+                elif names:
+                    report = PassReport(intake=self.intake.scan(names))
+                    with self.store.transaction():
+                        report.started = self.rules.schedule()
+                    self.launcher.launch_pending()
+                else:
+                    continue
+                if on_pass:
+                    on_pass(report)
+
+
