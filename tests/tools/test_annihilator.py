@@ -247,3 +247,49 @@ def test_young_entries_untouched(config: Path, roots: dict[str, Path]) -> None:
     proc = annihilator(config=config)
     assert (proc.returncode, proc.stdout) == (0, "freed 0 bytes in 0 entries\n")
     assert (run / "a.fits").is_file()
+
+
+def _lock_folder(path: Path) -> bool:
+    """Make ``path``'s entries undeletable: chmod for users, chattr +i for root."""
+    if os.geteuid() != 0:
+        path.chmod(0o500)
+        return True
+    return subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0
+
+
+def _unlock_folder(path: Path) -> None:
+    if os.geteuid() != 0:
+        path.chmod(0o755)
+    else:
+        subprocess.run(["chattr", "-i", str(path)], capture_output=True)
+
+
+def test_failed_removal_is_reported_and_finished_next_time(config: Path,
+                                                           roots: dict[str, Path]) -> None:
+    proc_root = roots["processing"]
+    run = proc_root / "req-stuck"
+    write(run / "working" / "casa.log", 10)
+    write(run / "products" / "image.fits", 20)
+    set_mtime(run, OLD_S)
+    doomed = proc_root / ".docket-annihilating.req-stuck"
+    if not _lock_folder(run / "products"):
+        pytest.skip("cannot make a folder undeletable here (chattr)")
+    try:
+        proc = annihilator(config=config)
+    finally:
+        _unlock_folder(doomed / "products")
+    assert proc.returncode == 5
+    assert proc.stderr == ("Error: 1 problem in the areas — see the report, fix permissions "
+                           "or roots, run again\n")
+    assert proc.stdout.startswith(
+        f"processing: problem: {doomed}: could not remove {doomed}/products/image.fits: ")
+    assert " (and 2 more)\n" in proc.stdout
+    assert proc.stdout.endswith("freed 0 bytes in 0 entries\n")
+    # The half-removed entry carries its new name, so the next run finishes it whatever
+    # its age.
+    assert os.listdir(proc_root) == [doomed.name]
+    proc = annihilator(config=config)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"processing: removed {doomed} (20 bytes, newest ")
+    assert proc.stdout.endswith(", unfinished removal)\nfreed 20 bytes in 1 entry\n")
+    assert os.listdir(proc_root) == []
