@@ -199,7 +199,9 @@ def load_catalog(ref: str, settings: FetchSettings) -> tuple[Catalog, Callable[[
             ref = ref + CATALOG_NAME
         try:
             body = _retrying(lambda: _http_read(ref, settings.timeout_s), ref, settings,
-                             threading.Event())
+                             threading.Event(),
+                             hint="check that the archive's web server is up and "
+                                  "productfetcher.catalog is right")
         except NotFound as exc:
             raise NotFound(f"archive catalog {exc.what}",
                            "check productfetcher.catalog (or --catalog)") from exc
@@ -424,7 +426,9 @@ def _http_read(url: str, timeout_s: float) -> bytes:
 
 
 def _retrying(action: Callable[[], Any], what: str, settings: FetchSettings,
-              cancel: threading.Event, attempts: list[int] | None = None) -> Any:
+              cancel: threading.Event, attempts: list[int] | None = None,
+              hint: str = "check the network and the server, then run again "
+                          "(a .part file resumes where this stopped)") -> Any:
     attempt = 0
     while True:
         attempt += 1
@@ -435,8 +439,7 @@ def _retrying(action: Callable[[], Any], what: str, settings: FetchSettings,
         except _Transient as exc:
             if attempt > settings.retries:
                 raise DocketError(f"fetching {what} failed after {attempt} attempts: {exc}",
-                                  "check the network and the server, then run again "
-                                  "(a .part file resumes where this stopped)") from exc
+                                  hint) from exc
             # Full jitter keeps N workers from hammering a recovering server in step.
             delay = settings.backoff_s * (2 ** (attempt - 1)) * (0.5 + random.random() / 2)
             log.info("%s: %s; retry %d of %d in %.2f s", what, exc, attempt,
