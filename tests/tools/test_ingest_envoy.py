@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -231,3 +232,32 @@ def test_exactly_one_kind(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         assert code == 2
         assert err == ("Error: give exactly one of --calibration, --image, --observation — "
                        "e.g. ingest-envoy --calibration /lustre/runs/req1\n")
+
+
+# -- the docs ---------------------------------------------------------------------------
+DOC = Path(__file__).resolve().parents[2] / "docs" / "tools" / "ingest-envoy.md"
+
+
+def test_doc_example_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DOCKET_TOOLS_CONFIG")  # the example's ./tools.yaml is used
+    demo = tmp_path / "demo2"
+    demo.mkdir()
+    env = dict(os.environ, PATH=f"{INGEST_ENVOY.parent}:{os.environ['PATH']}")
+    steps = []
+    for block in re.findall(r"```console\n(.*?)```", DOC.read_text(), re.S):
+        for chunk in re.split(r"^\$ ", block, flags=re.M)[1:]:
+            steps.append(chunk.partition("\n")[::2])
+    assert len(steps) == 10
+    for command, expected in steps:
+        proc = subprocess.run(["bash", "-c", "exec 2>&1\n" + command.replace(
+            "/tmp/demo2", str(demo))], cwd=demo, env=env, capture_output=True, text=True,
+            timeout=60)
+        assert proc.stdout == expected.replace("/tmp/demo2", str(demo)), command
+
+
+def test_doc_covers_every_option() -> None:
+    help_text = subprocess.run([str(INGEST_ENVOY), "--help"], capture_output=True, text=True,
+                               timeout=60).stdout
+    text = DOC.read_text()
+    for option in set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", help_text)) - {"--help"}:
+        assert f"`{option}" in text, option
