@@ -13,8 +13,12 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
-import click
 import typer
+
+try:  # typer >= 0.20 carries its own copy of click
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - older typer on plain click
+    from click import ClickException
 
 from docket.errors import DocketError, ExitCode
 
@@ -68,14 +72,14 @@ def run(app: typer.Typer, argv: Sequence[str] | None = None, prog: str | None = 
         result = app(args=args, prog_name=prog, standalone_mode=False)
     except DocketError as exc:
         return fail(exc)
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except typer.Abort:
         sys.stderr.write("Error: aborted\n")
         return int(ExitCode.FAILURE)
-    except click.ClickException as exc:
+    except ClickException as exc:
         exc.show()
-        return exc.exit_code
+        return int(exc.exit_code)
     except KeyboardInterrupt:
         sys.stderr.write("Error: interrupted\n")
         return 130

@@ -15,12 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from docket.errors import Invalid
+from docket.tools.markers import ACTIVE_MARKER
 
 __all__ = ["Home", "resolve_home", "ACTIVE_MARKER"]
-
-# Present in a processing directory while its execution is active: the annihilator
-# reads it instead of the database.
-ACTIVE_MARKER = ".docket-active"
 
 
 @dataclass

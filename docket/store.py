@@ -169,7 +169,7 @@ class Store:
             "INSERT INTO events (time, type, request, version, execution, actor, data) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (event["time"], type, request, version, execution, actor,
-             json.dumps(data, sort_keys=True, separators=(",", ":"))))
+             _canon(data)))
         event["id"] = cur.lastrowid
         _apply(self.conn, event)
         return event
@@ -215,6 +215,11 @@ class Store:
                           (execution, position))
 
 
+def _canon(value: Any) -> str:
+    # the same text whether the value comes from the caller or back from the event log
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
 def _apply(conn: sqlite3.Connection, event: dict[str, Any]) -> None:
     """The reducer: what each event type does to the state tables. Nothing else writes them."""
     t, d, at = event["type"], event["data"], event["time"]
@@ -228,14 +233,14 @@ def _apply(conn: sqlite3.Connection, event: dict[str, Any]) -> None:
         conn.execute(
             "INSERT INTO versions (request, number, capability, sha256, spec, document, "
             "source_file, source_identity, actor, created) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (request, version, d["capability"], d["sha256"], json.dumps(d["spec"]),
+            (request, version, d["capability"], d["sha256"], _canon(d["spec"]),
              d["document"], d.get("source_file"), d.get("source_identity"), event["actor"], at))
     elif t == "execution.created":
         conn.execute(
             "INSERT INTO executions (id, request, version, number, capability, state, priority,"
             " parameters, created) VALUES (?,?,?,?,?,?,?,?,?)",
             (execution, request, version, d["number"], d["capability"], d["state"],
-             d["priority"], json.dumps(d["parameters"]), at))
+             d["priority"], _canon(d["parameters"]), at))
         conn.execute("UPDATE requests SET current_execution=?, state=?, updated=? WHERE name=?",
                      (execution, d["state"], at, request))
     elif t == "execution.transition":

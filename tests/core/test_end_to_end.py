@@ -1,0 +1,100 @@
+"""A request dropped into the spool runs to a final state on the local engine."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from tests.conftest import REPO, drop, request_doc
+
+
+def _db(home: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(home / "state" / "docket.db")
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def test_the_shipped_example_runs_to_complete(home, docket):
+    result = docket("submit", str(REPO / "templates" / "demo" / "example-request.yaml"))
+    assert result.code == 0, result.err
+    result = docket("tick", "--wait", "--json")
+    assert result.code == 0, result.err
+    assert result.json()["accepted"] == 1
+
+    shown = docket("show", "demo-example", "--json").json()
+    assert shown["request"]["state"] == "complete"
+    execution = shown["executions"][0]
+    assert [s["state"] for s in execution["stages"]] == ["done", "done", "done"]
+    assert sorted(n["node"] for n in execution["nodes"]) == [
+        "deliver", "fetch", "process_0", "process_1", "process_2"]
+    directory = Path(execution["directory"])
+    assert directory == home / "work" / "demo-example" / "v1" / "e1"
+    # the fan-out really ran on the transferred input and delivered one summary
+    assert (directory / "processed-process_2.txt").is_file()
+    assert (directory / "summary.txt").is_file()
+    assert "processed item m51" in (directory / "process_2.out").read_text()
+    metadata = json.loads((directory / "metadata.json").read_text())
+    assert metadata["request"] == "demo-example" and metadata["parameters"]["targets"] == [
+        "m31", "m33", "m51"]
+    assert not (directory / ".docket-active").exists()
+    # the archive holds the immutable copy
+    archived = home / "spool" / "accepted" / "demo-example" / "v1.yaml"
+    assert archived.read_text() == (REPO / "templates/demo/example-request.yaml").read_text()
+    status = docket("status").out
+    assert "1 requests: 1 complete" in status
+
+
+def test_a_failing_node_fails_the_execution(home, docket):
+    drop(home, "bad.yaml", request_doc("bad-run", "demo", targets=["a", "b"], fail_item="b"))
+    assert docket("tick", "--wait").code == 0
+    shown = docket("show", "bad-run", "--json").json()
+    assert shown["request"]["state"] == "failed"
+    execution = shown["executions"][0]
+    assert "node process_1: job exited with 1" in execution["reason"]
+    nodes = {n["node"]: n for n in execution["nodes"]}
+    assert nodes["process_1"]["state"] == "failed" and nodes["process_1"]["exit_code"] == 1
+    assert nodes["process_0"]["state"] == "done"
+    assert "deliver" not in nodes  # never submitted: its parent failed
+    stages = {s["stage"]: s["state"] for s in execution["stages"]}
+    assert stages == {"fetch": "done", "process": "failed", "deliver": "waiting"}
+
+
+def test_retry_recovers_a_node_that_fails_once(home, docket):
+    drop(home, "flaky.yaml", request_doc("flaky", fail_first=1, retries=2))
+    assert docket("tick", "--wait").code == 0
+    shown = docket("show", "flaky", "--json").json()
+    assert shown["request"]["state"] == "complete"
+    node = shown["executions"][0]["nodes"][0]
+    assert node["attempts"] == 2 and node["state"] == "done"
+    directory = Path(shown["executions"][0]["directory"])
+    assert (directory / "working" / "null.runs").read_text().strip() == "2"
+    assert "retry 1 of 2" in (directory / "workflow.dag.dagman.out").read_text()
+
+
+def test_without_retry_the_same_failure_fails(home, docket):
+    drop(home, "flaky.yaml", request_doc("flaky", fail_first=1, retries=0))
+    docket("tick", "--wait")
+    shown = docket("show", "flaky", "--json").json()
+    assert shown["request"]["state"] == "failed"
+    assert shown["executions"][0]["nodes"][0]["attempts"] == 1
+
+
+def test_rebuild_state_reproduces_the_same_state(home, docket):
+    for i in range(3):
+        drop(home, f"r{i}.yaml", request_doc(f"r{i}", outputs=[f"out{i}.txt"]))
+    drop(home, "r0-v2.yaml", request_doc("r0", message="second version"))
+    docket("tick", "--wait")
+    before = docket("status", "--json").json()
+    result = docket("rebuild-state", "--check", "--json")
+    assert result.code == 0 and result.json()["identical"] is True
+    result = docket("rebuild-state", "--json")
+    assert result.json()["events"] > 10
+    assert docket("status", "--json").json()["counts"] == before["counts"]
+    # and a tampered state table is put right by the replay
+    with _db(home) as conn:
+        conn.execute("UPDATE requests SET state='failed' WHERE name='r1'")
+    check = docket("rebuild-state", "--check")
+    assert check.code == 1 and "DIFFERED in: requests" in check.out
+    docket("rebuild-state")
+    assert docket("show", "r1", "--json").json()["request"]["state"] == "complete"
