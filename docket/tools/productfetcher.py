@@ -246,7 +246,16 @@ def plan_fetch(requests: Iterable[Request], settings: FetchSettings) -> list[Pla
         elif scheme == "file":
             plan.extend(_plan_local(locator, req))
         elif scheme in ("http", "https"):
-            name = urllib.parse.unquote(urllib.parse.urlparse(locator).path).rsplit("/", 1)[-1]
+            parsed = urllib.parse.urlparse(locator)
+            try:
+                parsed.port  # noqa: B018 - raises on a port that is not a number
+            except ValueError as exc:
+                raise Invalid(f"locator {locator!r} has a bad port ({exc})",
+                              "write http(s)://host[:port]/path") from exc
+            if not parsed.hostname:
+                raise Invalid(f"locator {locator!r} names no host",
+                              "write http(s)://host[:port]/path")
+            name = urllib.parse.unquote(parsed.path).rsplit("/", 1)[-1]
             if not name and not req.dest:
                 raise Invalid(f"{locator} names no file", "give the URL of a file, or a dest")
             plan.append(PlannedFile(locator, locator, req.dest or name, req.size_bytes,
@@ -382,8 +391,9 @@ class _Cancelled(Exception):
     pass
 
 
-_TRANSIENT_OS = (ConnectionError, TimeoutError, http.client.IncompleteRead,
-                 http.client.BadStatusLine)
+# Worth another try: the network or the server hiccuped (RemoteDisconnected, a reset,
+# a timeout, a garbled status line or a truncated body).
+_TRANSIENT_OS = (ConnectionError, TimeoutError, http.client.HTTPException)
 
 
 def _classify_http(exc: urllib.error.HTTPError, url: str) -> Exception:
@@ -619,10 +629,11 @@ def fetch(plan: list[PlannedFile], out_dir: Path, settings: FetchSettings, *,
             return FileOutcome(item, "failed", error=exc)
         except _Cancelled:
             return FileOutcome(item, "failed", error=DocketError("interrupted"))
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - one bad file must not sink the others
+            log.debug("%s failed", item.dest, exc_info=True)
             return FileOutcome(item, "failed", error=DocketError(
-                f"writing {item.dest} failed: {exc}", "check space and permissions in "
-                f"{out_dir}"))
+                f"fetching {item.source} into {item.dest} failed: {exc}",
+                f"check the source, and space and permissions in {out_dir}"))
 
     pool = ThreadPoolExecutor(max_workers=max(1, min(settings.concurrency, len(plan) or 1)),
                               thread_name_prefix="fetch")
