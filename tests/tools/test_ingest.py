@@ -169,6 +169,26 @@ def test_round_trip_through_a_catalog_served_over_http(
                        f"{server.url('/catalog.json')} — known versions: v1\n")
 
 
+def test_archive_names_must_agree(tmp_path: Path, source: Path,
+                                  monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DOCKET_INGEST_ARCHIVE", "vla")
+    code, out, _ = ingest(str(source), capsys=capsys)
+    assert code == 0
+    assert out.splitlines()[0] == "ingested  uid://vla/calibration/req1/v1  (1 files, 900 B)"
+    monkeypatch.setenv("DOCKET_INGEST_ARCHIVE", "alma")
+    code, _, err = ingest(str(source), capsys=capsys)
+    assert (code, err) == (8, f"Error: archive {tmp_path / 'archive'} is named 'vla', not "
+                              "'alma' — fix ingest.archive in the tools config, or use "
+                              "another archive_root\n")
+    code = run(fetch_app, ["-l", "uid://alma/calibration/req1", "-o", "got"])
+    _, err = capsys.readouterr()
+    assert code == 3
+    assert err == ("Error: locator uid://alma/calibration/req1 names archive 'alma' but "
+                   f"catalog {tmp_path / 'archive' / 'catalog.json'} is archive 'vla' — point "
+                   "productfetcher.catalog at that archive's catalog\n")
+
+
 def test_a_held_lock_makes_ingest_wait_then_fail_with_exit_7(
         tmp_path: Path, source: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:

@@ -137,6 +137,32 @@ def test_part_file_from_an_interrupted_run_is_resumed(tmp_path: Path, server: Lo
     assert listing(tmp_path / "out") == ["big.fits"]
 
 
+def test_stale_part_that_fails_the_checksum_is_fetched_again_from_the_start(
+        tmp_path: Path, server: LocalServer, capsys: pytest.CaptureFixture[str]) -> None:
+    url = server.add("/data/big.fits", BODY)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "big.fits.part").write_bytes(b"stale bytes from an older copy")
+    locations = tmp_path / "loc.json"
+    locations.write_text(json.dumps([{"locator": url, "sha256": sha(BODY)}]))
+    code, out, err = fetch("-f", str(locations), "-o", "out", capsys=capsys)
+    assert code == 0, err
+    assert [s.range for s in server.hits("/data/big.fits")] == ["bytes=30-", None]
+    assert (tmp_path / "out" / "big.fits").read_bytes() == BODY
+    assert listing(tmp_path / "out") == ["big.fits"]
+
+
+def test_wrong_local_file_fails_with_exit_4(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "src.dat"
+    src.write_bytes(b"not what was promised")
+    locations = tmp_path / "loc.json"
+    locations.write_text(json.dumps([{"locator": src.as_uri(), "size_bytes": 5}]))
+    code, _, err = fetch("-f", str(locations), "-o", "out", capsys=capsys)
+    assert code == 4
+    assert err.startswith("Error: checksum mismatch: src.dat is 21 bytes, expected 5 ")
+    assert listing(tmp_path / "out") == []
+
+
 def test_wrong_bytes_fail_with_exit_4_and_leave_no_file(tmp_path: Path, server: LocalServer,
                                                         capsys: pytest.CaptureFixture[str]
                                                         ) -> None:
