@@ -47,9 +47,11 @@ class LocalEngine:
         self._children = {d: c for d, c in self._children.items() if c.poll() is None}
 
     def started(self, dag: Path) -> bool:
+        # submit() creates the runner's stderr file before it starts the runner, so a
+        # watcher killed in between still knows not to render and start a second one
         files = dag_files(dag)
-        return files["progress"].exists() or files["metrics"].exists() or lock_is_held(
-            files["lock"])
+        return (dag.with_name(f"{dag.name}.lib.err").exists() or files["progress"].exists()
+                or files["metrics"].exists() or lock_is_held(files["lock"]))
 
     def alive(self, dag: Path) -> bool:
         # a runner we just started may not hold its lock yet
