@@ -97,14 +97,20 @@ class _Reader:
             raise self.bad(key, f"must be a string, got {value!r}")
         return value
 
+    # A null value means "not given": docket's core writes null for optional parameters
+    # that have no default.
     def boolean(self, key: str, default: bool) -> bool:
-        value = self.params.get(key, default)
+        value = self.params.get(key)
+        if value is None:
+            return default
         if not isinstance(value, bool):
             raise self.bad(key, f"must be true or false, got {value!r}")
         return value
 
     def integer(self, key: str, default: int, minimum: int) -> int:
-        value = self.params.get(key, default)
+        value = self.params.get(key)
+        if value is None:
+            return default
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise self.bad(key, f"must be an integer >= {minimum}, got {value!r}")
         return value
@@ -177,7 +183,7 @@ def parse_parameters(params: dict[str, Any], sources: dict[str, str], mode: str,
     if mode not in MODES:
         raise Invalid(f"unknown CASA envoy mode {mode!r}", f"use one of {', '.join(MODES)}")
     r = _Reader(params, sources, mode, directory)
-    if "ms" not in params:
+    if params.get("ms") is None:
         raise r.missing("ms", "the input Measurement Set under rawdata/ (ms: my.ms)")
     ms = r.rawdata_path("ms", params["ms"])
     if not ms.is_dir():
@@ -224,7 +230,7 @@ def parse_parameters(params: dict[str, Any], sources: dict[str, str], mode: str,
         values["datacolumn"] = r.string(
             "datacolumn", "corrected" if mode == "restore-and-image" else "data")
     values["task_args"] = _task_args(r, calls)
-    extra = params.get("expected_products", [])
+    extra = params.get("expected_products") or []
     if not isinstance(extra, list):
         raise r.bad("expected_products", f"must be a list of paths under products/, got "
                                          f"{extra!r}")

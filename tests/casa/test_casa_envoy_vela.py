@@ -162,3 +162,17 @@ def test_human_output_and_quiet(pdir: Path) -> None:
     assert "casa-envoy: running vela (imaging: tclean, exportfits)" in proc.stderr
     proc, _ = envoy("--imaging", pdir, "--quiet")
     assert proc.returncode == 0 and proc.stdout == "" and proc.stderr == ""
+
+
+def test_core_style_metadata_with_nulls_and_extra_fields(pdir: Path) -> None:
+    # docket's core writes null for optional parameters without a default, and fields
+    # of its own (execution_number, files): neither stops the envoy.
+    metadata = json.loads((pdir / "metadata.json").read_text())
+    metadata["parameters"] = {**PARAMS, "flux_calibrator": None, "niter": None,
+                              "use_vela": True, "task_args": None, "expected_products": None}
+    metadata.update(execution_number=1, files=[])
+    (pdir / "metadata.json").write_text(json.dumps(metadata))
+    proc, payload = envoy("--calibration", pdir, "--json")
+    assert proc.returncode == 0, proc.stderr
+    job = json.loads((pdir / "working" / "casa-envoy-job.json").read_text())
+    assert [t["task"] for t in job["tasks"]] == ["flagdata", "gaincal", "applycal"]
