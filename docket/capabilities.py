@@ -16,7 +16,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from docket.documents import DocumentError, Problem, load_yaml
-from docket.quoting import check_text
+from docket.errors import Invalid
+from docket.quoting import quote
 from docket.statemachine import Machine, MachineError
 from schemas.capability import CapabilityDefinition, MachineSpec, ParameterSpec
 
@@ -156,6 +157,14 @@ class CapabilityCache:
         return capability
 
 
+def _submittable(text: str) -> None:
+    """Refuse at intake what could not be written into a submit file later."""
+    try:
+        quote(text, "argument")
+    except Invalid as exc:
+        raise ValueError(exc.what) from None
+
+
 def _coerce(name: str, spec: ParameterSpec, value: Any) -> Any:
     kind = spec.type
     if kind == "bool":
@@ -181,13 +190,13 @@ def _coerce(name: str, spec: ParameterSpec, value: Any) -> Any:
         for item in value:
             if isinstance(item, list | dict):
                 raise ValueError("list items must be plain values")
-            check_text(str(item), "list item")
+            _submittable(str(item))
             if len(str(item)) > spec.max_length:
                 raise ValueError(f"a list item is longer than {spec.max_length} characters")
     else:
         if not isinstance(value, str):
             raise ValueError(f"expected text, got {value!r} (quote it)")
-        check_text(value, "text")
+        _submittable(value)
         if len(value) > spec.max_length:
             raise ValueError(f"is longer than {spec.max_length} characters")
         if kind == "path":
@@ -218,7 +227,7 @@ def resolve_parameters(capability: Capability, given: dict[str, Any]) -> tuple[
         if name in given:
             try:
                 resolved[name] = _coerce(name, spec, given[name])
-            except (ValueError, Exception) as exc:  # check_text raises Invalid
+            except ValueError as exc:
                 problems.append(Problem(str(exc), path=f"spec.parameters.{name}"))
         elif spec.required:
             problems.append(Problem("this parameter is required",

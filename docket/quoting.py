@@ -2,7 +2,8 @@
 
 Submit and DAG files are line-oriented: a newline in a value would start a new
 command, so control characters are refused outright rather than escaped. ``$`` is
-written as ``$(DOLLAR)`` so a value can never expand an HTCondor macro. Argument and
+written as ``$(DOLLAR)`` so a value can never expand an HTCondor macro (and ``$$``,
+which HTCondor would read as a match-time macro whatever we write, is refused). Argument and
 environment values use HTCondor's "new" quoted syntax (the whole list in double
 quotes, a value with spaces in single quotes, quotes inside doubled), which
 ``split_arguments`` reads back; the local engine uses it to get the same argv that
@@ -26,6 +27,7 @@ Context = Literal["submit", "argument", "dag", "shell"]
 # Everything below space except tab, plus DEL and the Unicode line separators that
 # some parsers treat as newlines.
 _FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\u0085\u2028\u2029]")
+_UNREPRESENTABLE = re.compile(r"\$\$|\$\(dollar\)", re.IGNORECASE)
 _NEEDS_SINGLE_QUOTES = re.compile(r"[\s'\"]")
 
 
@@ -63,6 +65,13 @@ def quote(value: object, context: Context = "submit") -> str:
         return shlex.quote(text)
     if context == "dag":
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    bad = _UNREPRESENTABLE.search(text)
+    if bad:
+        # condor_submit reads "$$(" as a match-time macro even when each "$" is written
+        # as $(DOLLAR), and expands $(DOLLAR) until none is left: neither can be passed
+        # through a submit file literally
+        raise Invalid(f"value {text[:60]!r} contains {bad.group()!r}, which HTCondor "
+                      "would expand", "avoid '$$' and '$(DOLLAR)' in values")
     text = text.replace("$", "$(DOLLAR)")
     if context == "submit":
         return text

@@ -75,11 +75,15 @@ HOSTILE = {
                      "(spec.files[0]): file 'nothing.ms' does not exist"),
     "newline-parameter": (HEADER + "metadata: {name: a}\nspec:\n  capability: \"null\"\n"
                           "  parameters: {message: \"hi\\nqueue 1000\"}\n",
-                          "(spec.parameters.message): text 'hi\\nqueue 1000' contains the "
+                          "(spec.parameters.message): value 'hi\\nqueue 1000' contains the "
                           "control character U+000A"),
     "cr-parameter": (HEADER + "metadata: {name: a}\nspec:\n  capability: demo\n"
                      "  parameters: {targets: [\"a\\rexecutable = /bin/evil\"]}\n",
                      "contains the control character U+000D"),
+    "double-dollar": (HEADER + "metadata: {name: a}\nspec:\n  capability: \"null\"\n"
+                      "  parameters: {message: \"cost $$(Cpus)\"}\n",
+                      "(spec.parameters.message): value 'cost $$(Cpus)' contains '$$', which "
+                      "HTCondor would expand"),
     "outside-output-dir": (HEADER + "metadata: {name: a}\nspec:\n  capability: demo\n"
                            "  output_dir: /etc/cron.d\n",
                            "(spec.output_dir): output_dir '/etc/cron.d' is outside the "
