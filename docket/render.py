@@ -59,6 +59,17 @@ def _finalize(value: Any) -> Any:
     return value
 
 
+def _template_line(exc: BaseException, template_path: Path) -> int | None:
+    """The template line a render-time error came from (Jinja2 rewrites the traceback)."""
+    line = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == str(template_path):
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
 def template_environment(folder: Path) -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(
         loader=jinja2.FileSystemLoader(str(folder)), undefined=jinja2.StrictUndefined,
@@ -101,7 +112,7 @@ def render_execution(capability: Capability, directory: Path, *, request: dict[s
         try:
             text = env.get_template(template_path.name).render(context)
         except jinja2.TemplateError as exc:
-            line = getattr(exc, "lineno", None)
+            line = getattr(exc, "lineno", None) or _template_line(exc, template_path)
             where = f"{template_path}:{line}" if line else str(template_path)
             raise RenderError(f"{where}: {exc.__class__.__name__}: {exc}",
                               "fix the template or the request's parameters") from None

@@ -259,9 +259,10 @@ def _apply(conn: sqlite3.Connection, event: dict[str, Any]) -> None:
                      "started=coalesce(started, ?) WHERE id=?", (d.get("engine_id"), at,
                                                                  execution))
     elif t == "execution.finished":
-        conn.execute("UPDATE executions SET engine_state='done', exit_code=?, reason=?, "
-                     "stopped=? WHERE id=?", (d.get("exit_code"), d.get("reason"), at,
-                                               execution))
+        # a reason given earlier (a cancellation's) is the one a DA wants to read
+        conn.execute("UPDATE executions SET engine_state='done', exit_code=?, "
+                     "reason=coalesce(reason, ?), stopped=? WHERE id=?",
+                     (d.get("exit_code"), d.get("reason"), at, execution))
     elif t.startswith("node."):
         _apply_node(conn, t, d, at, execution)
     elif t == "queue.changed":

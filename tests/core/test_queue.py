@@ -1,0 +1,83 @@
+"""Queues: a limit on concurrent executions, pause and resume, priority then arrival."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from tests.conftest import drop, request_doc
+
+
+def _start_order(home) -> list[str]:
+    conn = sqlite3.connect(home / "state" / "docket.db")
+    rows = conn.execute("SELECT e.request FROM events ev JOIN executions e ON e.id = "
+                        "ev.execution WHERE ev.type='execution.starting' ORDER BY ev.id")
+    return [r[0] for r in rows]
+
+
+def test_paused_queue_holds_work_and_releases_it_in_priority_order(home, docket):
+    docket("tick")
+    assert docket("queue", "pause", "null").code == 0
+    assert docket("queue", "limit", "null", "1").code == 0
+    for name, priority in (("low", 0), ("high", 10), ("mid", 5), ("high-later", 10),
+                           ("low-later", 0)):
+        drop(home, f"{name}.yaml", request_doc(name, priority=priority))
+        docket("tick")
+    queues = {q["capability"]: q for q in docket("queue", "list", "--json").json()["queues"]}
+    assert queues["null"]["paused"] is True and queues["null"]["waiting"] == 5
+    assert queues["null"]["running"] == 0 and queues["null"]["oldest_wait"]
+    assert docket("status", "--json").json()["counts"] == {"queued": 5}
+    assert docket("queue", "resume", "null").code == 0
+    assert docket("tick", "--wait").code == 0
+    assert _start_order(home) == ["high", "high-later", "mid", "low", "low-later"]
+    assert docket("status", "--json").json()["counts"] == {"complete": 5}
+
+
+def test_the_limit_bounds_concurrent_executions(home, docket):
+    docket("tick")
+    docket("queue", "limit", "null", "2")
+    for i in range(5):
+        drop(home, f"r{i}.yaml", request_doc(f"r{i}", sleep_s=0.3))
+    report = docket("tick", "--json").json()
+    assert len(report["started"]) == 2
+    queues = {q["capability"]: q for q in docket("queue", "list", "--json").json()["queues"]}
+    assert queues["null"]["running"] == 2 and queues["null"]["waiting"] == 3
+    docket("tick", "--wait")
+    conn = sqlite3.connect(home / "state" / "docket.db")
+    # replay the execution events: never more than two running at once
+    running, peak = 0, 0
+    for (kind,) in conn.execute("SELECT type FROM events WHERE type IN ('execution.starting', "
+                                "'execution.finished') ORDER BY id"):
+        running += 1 if kind == "execution.starting" else -1
+        peak = max(peak, running)
+    assert peak == 2
+
+
+def test_queue_changes_are_events_with_the_actor(home, docket):
+    docket("tick")
+    result = docket("queue", "limit", "demo", "7", "--json")
+    assert result.code == 0 and result.json()["change"] == {"max_jobs": 7}
+    conn = sqlite3.connect(home / "state" / "docket.db")
+    actor, = conn.execute("SELECT actor FROM events WHERE type='queue.changed'").fetchone()
+    assert actor
+    unknown = docket("queue", "pause", "nope")
+    assert unknown.code == 3
+    assert unknown.err == ("Error: unknown capability 'nope' — see 'docket queue list' for the "
+                           "capabilities\n")
+
+
+def test_cancel_a_queued_and_a_running_request(home, docket):
+    docket("tick")
+    docket("queue", "limit", "null", "1")
+    drop(home, "long.yaml", request_doc("long", sleep_s=30))
+    drop(home, "waiting.yaml", request_doc("waiting"))
+    docket("tick")
+    assert docket("cancel", "waiting", "--json").json()["cancelled"] == [2]
+    result = docket("cancel", "long", "--reason", "wrong field", "--json")
+    assert result.json()["cancelled"] == [1]
+    assert docket("tick", "--wait").code == 0
+    shown = docket("show", "long", "--json").json()
+    execution = shown["executions"][0]
+    assert execution["state"] == "cancelled" and execution["reason"] == "wrong field"
+    assert execution["engine_state"] == "done"
+    assert docket("show", "waiting", "--json").json()["executions"][0]["engine_state"] == "none"
+    assert docket("cancel", "nobody").code == 3
