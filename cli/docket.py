@@ -249,10 +249,12 @@ def show(name: Annotated[str, typer.Argument(help="Request name.")],
                 out.append(f"  stage {s['stage']}: {s['state']} ({s['done']}/{s['nodes']} "
                            "nodes)")
             if e["nodes"]:
-                out.append(table([(n["node"], n["state"], n["attempts"], n["exit_code"],
-                                   n["signal"], n["reason"]) for n in e["nodes"]],
-                                 ["  NODE", "STATE", "ATTEMPTS", "EXIT", "SIGNAL", "REASON"]))
-        out.append("\nrecent events:")
+                nodes = table([(n["node"], n["state"], n["attempts"], n["exit_code"],
+                                n["signal"], n["reason"]) for n in e["nodes"]],
+                              ["NODE", "STATE", "ATTEMPTS", "EXIT", "SIGNAL", "REASON"])
+                out.extend("  " + line for line in nodes.splitlines())
+        if r["events"]:
+            out.append("\nrecent events:")
         for ev in r["events"]:
             out.append(f"  {ev['time'][:19]} {ev['type']}"
                        + (f" e{ev['execution']}" if ev["execution"] else "")
