@@ -1,0 +1,94 @@
+"""The docket CLI: help everywhere, one-line errors, JSON for scripts, docs that match."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BIN, REPO, drop, request_doc, run_docket
+
+COMMANDS = ["submit", "validate", "watch", "tick", "status", "show", "cancel",
+            "rebuild-state", "queue", "queue list", "queue pause", "queue resume",
+            "queue limit"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_and_is_documented(command):
+    result = run_docket(*command.split(), "--help")
+    assert result.code == 0 and "Usage: docket " + command in " ".join(result.out.split())
+    readme = (REPO / "README.md").read_text()
+    assert f"docket {command.split()[0]}" in readme
+
+
+def test_usage_errors_exit_2_with_one_line():
+    result = run_docket("status", "--no-such-flag")
+    assert result.code == 2 and "No such option: --no-such-flag" in result.err
+    assert "Traceback" not in result.err
+
+
+def test_json_errors_for_scripts(home):
+    result = run_docket("show", "nothing", "--json", "--home", str(home / "nowhere"))
+    assert result.code == 3
+    database = home / "nowhere" / "state" / "docket.db"
+    assert result.json() == {"docket": 1, "ok": False, "error": {
+        "code": "not-found", "message": f"no docket database at {database} — run 'docket "
+                                        "tick' or 'docket watch' in this home first"}}
+
+
+def test_the_installed_script_runs_a_request(home):
+    drop(home, "a.yaml", request_doc("from-shell"))
+    env = {**os.environ, "DOCKET_HOME": str(home)}
+    out = subprocess.run([str(BIN / "docket"), "tick", "--wait"], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "accepted: a.yaml → from-shell v1" in out.stdout
+    status = subprocess.run([str(BIN / "docket"), "status"], env=env, capture_output=True,
+                            text=True)
+    assert "1 requests: 1 complete" in status.stdout
+
+
+def test_restarting_the_watcher_never_kills_or_repeats_a_workflow(home, docket):
+    docket("tick")
+    drop(home, "long.yaml", request_doc("long-run", sleep_s=3))
+    watch = subprocess.Popen([str(BIN / "docket"), "watch", "--home", str(home)],
+                             stderr=subprocess.DEVNULL)
+    db = home / "state" / "docket.db"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with sqlite3.connect(db) as conn:
+                running = conn.execute("SELECT count(*) FROM nodes WHERE state='running'"
+                                       ).fetchone()[0]
+            if running:
+                break
+            time.sleep(0.05)
+        assert running, "the node never started"
+        watch.send_signal(signal.SIGKILL)
+        watch.wait()
+        directory = Path(docket("show", "long-run", "--json").json()["executions"][0][
+            "directory"])
+        from docket.engines.localdag import lock_is_held
+
+        assert lock_is_held(directory / "workflow.dag.lock"), "the workflow died with the watcher"
+        watch = subprocess.Popen([str(BIN / "docket"), "watch", "--home", str(home)],
+                                 stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if docket("show", "long-run", "--json").json()["request"]["state"] == "complete":
+                break
+            time.sleep(0.2)
+    finally:
+        watch.terminate()
+        watch.wait(timeout=20)
+    shown = docket("show", "long-run", "--json", "--events", "100").json()
+    assert shown["request"]["state"] == "complete"
+    kinds = [e["type"] for e in shown["events"]]
+    assert kinds.count("node.submitted") == 1 and kinds.count("node.finished") == 1
+    assert kinds.count("execution.finished") == 1
+    assert (directory / "working" / "null.runs").read_text().strip() == "1"
