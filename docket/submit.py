@@ -41,6 +41,8 @@ class ProcSpec:
     transfer_files: bool
     container_image: str | None = None
     request: dict[str, str] = field(default_factory=dict)
+    # getenv: True (all of the submitter's environment), False, or names/globs to copy
+    getenv: bool | list[str] = False
 
 
 def _import_htcondor():  # noqa: ANN202 - module object
@@ -65,11 +67,35 @@ def _environment(value: str) -> dict[str, str]:
     return env
 
 
+def _getenv(value: str) -> bool | list[str]:
+    value = value.strip()
+    if value.lower() in ("", "false", "no", "0"):
+        return False
+    if value.lower() in ("true", "yes", "1"):
+        return True
+    return [v for v in re.split(r"[\s,]+", value) if v]
+
+
+_QUEUE_COUNT = re.compile(r"^\s*(\d+)\b")
+
+
 def expand_submit(path: Path, node: str, vars: dict[str, str], cluster: int,
-                  retry: int = 0) -> list[ProcSpec]:
-    """One ``ProcSpec`` per proc that ``queue`` makes, with DAG VARS applied."""
+                  retry: int = 0, append_vars: set[str] | frozenset[str] = frozenset()
+                  ) -> list[ProcSpec]:
+    """One ``ProcSpec`` per proc that ``queue`` makes, with DAG VARS applied.
+
+    VARS are prepended to the description (DAGMan's default, so a submit file can test
+    them with ``if defined``), except names in ``append_vars`` (``VARS node APPEND``),
+    which are set after it and override the file's own definitions.
+    """
     htcondor2 = _import_htcondor()
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise Invalid(f"{path}: cannot read the submit file: {exc}") from None
+    prepended = "".join(f"{key} = {value}\n" for key, value in vars.items()
+                        if key not in append_vars)
+    text = prepended + text
     try:
         description = htcondor2.Submit(text)
     except Exception as exc:  # the bindings raise bare exceptions on syntax errors
@@ -84,17 +110,24 @@ def expand_submit(path: Path, node: str, vars: dict[str, str], cluster: int,
         raise Invalid(f"{path}: cannot read the queue statement {qargs!r}: {exc}") from None
     finally:
         os.chdir(cwd)
+    # 'queue N', and 'queue N var from ...' (each item N times; the bindings drop the N)
+    count_match = _QUEUE_COUNT.match(qargs)
+    count = int(count_match[1]) if count_match else 1
     if rows is None:
-        count = int(qargs.split()[0]) if qargs and qargs.split()[0].isdigit() else 1
-        rows = [{} for _ in range(count)]
+        rows = [{}]
+    plan = [(index, step, row) for index, row in enumerate(rows) for step in range(count)]
     procs = []
-    for proc, row in enumerate(rows):
+    for proc, (index, step, row) in enumerate(plan):
         one = htcondor2.Submit(text)
-        for key, value in {**vars, **row}.items():
+        for key in append_vars:
+            if key in vars:
+                one[key] = vars[key]
+        for key, value in row.items():
             one[key] = value
         for key, value in {"JOB": node, "RETRY": str(retry), "Cluster": str(cluster),
                            "ClusterId": str(cluster), "Process": str(proc),
-                           "ProcId": str(proc), "Step": "0", "Node": str(proc)}.items():
+                           "ProcId": str(proc), "Step": str(step), "ItemIndex": str(index),
+                           "Row": str(index), "Node": str(proc)}.items():
             one[key] = value
 
         def get(key: str, default: str = "", one=one) -> str:
@@ -103,10 +136,15 @@ def expand_submit(path: Path, node: str, vars: dict[str, str], cluster: int,
         initialdir = Path(get("initialdir") or path.parent)
         if not initialdir.is_absolute():
             initialdir = path.parent / initialdir
+        # condor_submit reads a relative executable from where it runs (the node's
+        # directory), not from initialdir
+        executable = get("executable")
+        if executable and not os.path.isabs(executable):
+            executable = str(path.parent / executable)
         outputs = get("transfer_output_files")
         procs.append(ProcSpec(
             node=node, proc=proc,
-            executable=get("executable"),
+            executable=executable,
             arguments=split_arguments(get("arguments")),
             environment=_environment(get("environment")),
             initialdir=initialdir,
@@ -118,6 +156,7 @@ def expand_submit(path: Path, node: str, vars: dict[str, str], cluster: int,
             container_image=get("container_image") or None,
             request={k: get(k) for k in ("request_cpus", "request_memory", "request_disk")
                      if k in one},
+            getenv=_getenv(get("getenv")),
         ))
     return procs
 

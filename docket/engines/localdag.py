@@ -6,13 +6,23 @@ what DAGMan would beside it:
 - ``<dag>.nodes.log``  node job events in HTCondor's user-log format;
 - ``<dag>.dagman.out`` a human-readable account of what ran and why;
 - ``<dag>.progress``   nodes that finished successfully (read back on a restart, like a
-  rescue DAG, so completed nodes never run twice);
+  rescue DAG, so completed nodes never run twice), cluster numbers used, and the
+  process groups of running jobs (so a restarted runner can stop jobs its dead
+  predecessor left behind before running their nodes again);
 - ``<dag>.metrics``    JSON written once at the end, with the DAG's exit code;
 - ``<dag>.lock``       held (flock) for as long as the runner lives: a second runner for
   the same DAG exits at once, and the watcher tests the lock to know it is alive.
 
 The runner belongs to no terminal or watcher (it starts its own session), so killing or
-restarting the watcher never kills a workflow.
+restarting the watcher never kills a workflow. SIGTERM removes the DAG: running jobs
+(their whole process groups) are stopped, their removal is logged as job-aborted
+events, and the metrics say ``removed``.
+
+Where this differs from DAGMan, it is on purpose and listed in ``docs/htcondor.md``:
+held jobs are removed at once (nobody can release them here), ``--max-jobs`` limits
+running processes (so a ``queue 100`` node cannot start 100 processes on a laptop),
+and a restarted runner re-runs nodes that were running rather than re-attaching to
+their jobs.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import fnmatch
 import json
 import os
 import queue
@@ -31,15 +42,28 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
-from docket.dag import Dag, Node, Script, read_dag
+from docket.dag import Dag, DagError, Node, Script, read_dag
 from docket.engines.eventlog import EventLogWriter
+from docket.errors import ExitCode
 from docket.fileio import atomic_write
 from docket.submit import ProcSpec, expand_submit
 
 __all__ = ["DagRun", "main", "lock_is_held", "dag_files"]
 
 KILL_GRACE_S = 5.0
+POLL_S = 0.2
+# A watcher's liveness probe holds the lock for microseconds; a runner holds it forever.
+LOCK_WAIT_S = 0.5
+
+# $RETURN values DAGMan uses when no job exit code exists
+RETURN_SUBMIT_FAILED = -1001
+RETURN_REMOVED = -1002
+
+# DAG exit codes, as condor_dagman uses them
+EXIT_FAILED = 1
+EXIT_REMOVED = 2
 
 
 def dag_files(dag_path: Path) -> dict[str, Path]:
@@ -62,17 +86,42 @@ def lock_is_held(lock_path: Path) -> bool:
     return False
 
 
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (tells a live process from a reused pid)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
 @dataclass
 class NodeRun:
     node: Node
-    state: str = "waiting"  # waiting, ready, pre, running, post, done, failed
+    order: int
+    state: str = "waiting"  # waiting, pre, running, post, done, failed, removed
     attempt: int = 0
     cluster: int = 0
-    exit_value: int | None = None
+    job_return: int = 0  # $RETURN: exit code, -signal, or one of DAGMan's special values
+    pre_return: int = -1  # $PRE_SCRIPT_RETURN
     reason: str = ""
+    pending: list[ProcSpec] = field(default_factory=list)  # procs waiting for a slot
     procs_left: int = 0
-    proc_results: list[tuple[int | None, int | None, str]] = field(default_factory=list)
-    pids: set[int] = field(default_factory=set)
+    job_failed: bool = False
+    last_proc: int = 0
+    stopped: bool = False  # its jobs were stopped by a removal or an ABORT-DAG-ON
+
+
+@dataclass
+class Job:
+    """One running process: a job proc of a node, or its PRE/POST script."""
+
+    run: NodeRun
+    kind: str  # "pre", "post" or "proc"
+    popen: subprocess.Popen[bytes]
+    spec: ProcSpec | None = None
+    scratch: Path | None = None
+    killed_because: str = ""  # set when the runner stops it (removal, abort, sibling)
 
 
 class DagRun:
@@ -81,11 +130,17 @@ class DagRun:
         self.dir = self.dag_path.parent
         self.files = dag_files(self.dag_path)
         self.max_jobs = max(1, max_jobs)
-        self.events: queue.Queue[tuple[str, str, int, int | None, int | None, str]] = (
-            queue.Queue())
+        # (job, returncode, note) from waiter threads; everything else is main-thread only
+        self.events: queue.Queue[tuple[Job, int, str]] = queue.Queue()
         self.removing = False
-        self.abort: tuple[str, int] | None = None
+        self.abort: tuple[str, int] | None = None  # (node, DAG return value)
+        self.stop_reason = ""
+        self.kill_deadline: float | None = None
         self.next_cluster = 1
+        self.jobs: dict[int, Job] = {}  # pid -> job
+        self.runs: dict[str, NodeRun] = {}
+        self.dag: Dag | None = None
+        self._progress_fh: IO[str] | None = None
 
     # bookkeeping files --------------------------------------------------------
 
@@ -94,383 +149,627 @@ class DagRun:
         with open(self.files["dagman.out"], "a") as out:
             out.write(f"{stamp} {message}\n")
 
-    def _progress(self, line: str) -> None:
-        with open(self.files["progress"], "a") as fh:
-            fh.write(line + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+    def _progress(self, line: str, durable: bool = False) -> None:
+        if self._progress_fh is None:
+            self._progress_fh = open(self.files["progress"], "a")  # noqa: SIM115
+        self._progress_fh.write(line + "\n")
+        self._progress_fh.flush()
+        if durable:
+            os.fsync(self._progress_fh.fileno())
 
     def _recover(self) -> set[str]:
+        """Nodes done by an earlier runner; stop the jobs it left running."""
         done: set[str] = set()
+        running: dict[int, tuple[str, str]] = {}  # pgid -> (start time, "cluster proc")
         path = self.files["progress"]
-        if path.exists():
-            for line in path.read_text().splitlines():
-                word, _, value = line.partition(" ")
-                if word == "DONE":
-                    done.add(value)
-                elif word == "CLUSTER" and value.isdigit():
-                    self.next_cluster = max(self.next_cluster, int(value) + 1)
+        if not path.exists():
+            return done
+        for line in path.read_text().splitlines():
+            word, _, value = line.partition(" ")
+            if word == "DONE":
+                done.add(value)
+            elif word == "CLUSTER" and value.isdigit():
+                self.next_cluster = max(self.next_cluster, int(value) + 1)
+            elif word == "START":
+                parts = value.split()
+                if len(parts) >= 2 and parts[0].isdigit():
+                    running[int(parts[0])] = (parts[1], " ".join(parts[2:]))
+            elif word == "END" and value.isdigit():
+                running.pop(int(value), None)
+        for pgid, (started, job) in running.items():
+            now = _start_time(pgid)
+            if now is not None and now != started:
+                continue  # the pid now belongs to an unrelated process
+            # A process group id is never reused while the group has members, so a group
+            # whose leader is gone still holds only that job's own processes.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+            if job:
+                cluster, _, proc = job.partition(" ")
+                if cluster.isdigit() and proc.isdigit():
+                    self.log.aborted(int(cluster), int(proc),
+                                     "the local runner was restarted; the job it left "
+                                     "running was stopped and its node runs again")
+            self.say(f"stopped process group {pgid} left running by an earlier runner"
+                     + (f" (job {job.replace(' ', '.')})" if job else ""))
+        shutil.rmtree(self.dir / ".scratch", ignore_errors=True)
         return done
 
     # the run ----------------------------------------------------------------
 
     def run(self) -> int:
         lock_fd = os.open(self.files["lock"], os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + 2.0
+        deadline = time.monotonic() + LOCK_WAIT_S
         while True:
             try:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                # a watcher's liveness probe holds it for microseconds; a runner forever
                 if time.monotonic() > deadline:
-                    self.say("another runner holds the lock for this DAG; exiting")
-                    return 0
+                    os.close(lock_fd)
+                    print(f"{self.dag_path.name}: another runner holds "
+                          f"{self.files['lock'].name}; not starting a second one",
+                          file=sys.stderr)
+                    return int(ExitCode.LOCKED)
                 time.sleep(0.01)
         os.ftruncate(lock_fd, 0)
         os.write(lock_fd, f"{os.getpid()}\n".encode())
         if self.files["metrics"].exists():
             self.say("the DAG already finished (metrics file present); nothing to do")
-            return 0
+            try:
+                return int(json.loads(self.files["metrics"].read_text())["exitcode"])
+            except (ValueError, KeyError, TypeError):
+                return EXIT_FAILED
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
         started = time.time()
-        dag = read_dag(self.dag_path)
-        done = self._recover()
         self.log = EventLogWriter(self.files["nodes.log"])
-        runs = {name: NodeRun(node) for name, node in dag.nodes.items()}
-        for name in done:
-            if name in runs:
-                runs[name].state = "done"
-        for name, node in dag.nodes.items():
-            if node.done and runs[name].state != "done":
-                runs[name].state = "done"
-        self.say(f"starting DAG {self.dag_path.name}: {len(runs)} nodes, "
-                 f"{len(done)} already done, at most {self.max_jobs} jobs at once "
+        try:
+            self.dag = read_dag(self.dag_path)
+        except (DagError, OSError) as exc:
+            self.say(f"cannot read the DAG: {exc}")
+            return self._write_metrics({"status": "failed", "exitcode": EXIT_FAILED,
+                                        "reason": f"cannot read the DAG: {exc}"}, started)
+        done = self._recover()
+        for order, (name, node) in enumerate(self.dag.nodes.items()):
+            self.runs[name] = NodeRun(node, order)
+            if name in done or node.done:
+                self.runs[name].state = "done"
+        already = sum(r.state == "done" for r in self.runs.values())
+        self.say(f"starting DAG {self.dag_path.name}: {len(self.runs)} nodes, "
+                 f"{already} already done, at most {self.max_jobs} jobs at once "
                  f"(pid {os.getpid()})")
-        self._loop(dag, runs)
-        return self._finish(runs, started)
+        try:
+            self._loop()
+        finally:
+            if self.jobs:  # an unexpected error: leave no job behind
+                self._signal_jobs(signal.SIGKILL)
+        return self._finish(started)
 
-    def _ready(self, dag: Dag, runs: dict[str, NodeRun]) -> list[NodeRun]:
-        ready = []
-        for run in runs.values():
-            if run.state == "waiting" and all(runs[p].state == "done"
-                                              for p in run.node.parents):
-                ready.append(run)
-        ready.sort(key=lambda r: (-r.node.priority, r.node.name))
-        return ready
-
-    def _loop(self, dag: Dag, runs: dict[str, NodeRun]) -> None:
-        busy = 0
-        per_category: dict[str, int] = {}
+    def _loop(self) -> None:
         while True:
-            if not self.removing and self.abort is None:
-                for run in self._ready(dag, runs):
-                    if busy >= self.max_jobs:
-                        break
-                    cat = run.node.category
-                    if cat and per_category.get(cat, 0) >= dag.maxjobs.get(cat, 1 << 30):
-                        continue
-                    busy += 1
-                    if cat:
-                        per_category[cat] = per_category.get(cat, 0) + 1
-                    self._start_node(run)
-            active = [r for r in runs.values() if r.state in ("pre", "running", "post")]
-            if not active:
+            if self.removing or self.abort is not None:
+                self._stop_everything()
+            else:
+                self._start_ready()
+                self._start_pending_procs()
+            if not self.jobs and not any(r.state in ("pre", "running", "post")
+                                         for r in self.runs.values()):
                 return
-            kind, name, proc, code, sig, note = self.events.get()
-            run = runs[name]
-            ended = self._handle(run, kind, proc, code, sig, note)
-            if ended:
-                busy -= 1
-                if run.node.category:
-                    per_category[run.node.category] -= 1
-            if (self.removing or self.abort) and any(r.pids for r in runs.values()):
-                self._kill_all(runs)
+            try:
+                job, code, note = self.events.get(timeout=POLL_S)
+            except queue.Empty:
+                continue
+            self._job_ended(job, code, note)
+
+    # scheduling -------------------------------------------------------------
+
+    def _active_in(self, category: str) -> int:
+        return sum(1 for r in self.runs.values()
+                   if r.node.category == category and r.state in ("pre", "running", "post"))
+
+    def _slots_used(self) -> int:
+        return len(self.jobs) + sum(len(r.pending) for r in self.runs.values())
+
+    def _start_ready(self) -> None:
+        assert self.dag is not None
+        ready = [r for r in self.runs.values() if r.state == "waiting"
+                 and all(self.runs[p].state == "done" for p in r.node.parents)]
+        ready.sort(key=lambda r: (-r.node.priority, r.order))
+        for run in ready:
+            if self._slots_used() >= self.max_jobs:
+                return
+            category = run.node.category
+            if category and self._active_in(category) >= self.dag.maxjobs.get(category,
+                                                                               1 << 30):
+                continue
+            self._start_node(run)
+
+    def _start_pending_procs(self) -> None:
+        started = True
+        while started and len(self.jobs) < self.max_jobs:
+            started = False
+            for run in sorted((r for r in self.runs.values() if r.pending),
+                              key=lambda r: (-r.node.priority, r.order)):
+                if len(self.jobs) >= self.max_jobs:
+                    return
+                self._start_proc(run, run.pending.pop(0))
+                started = True
 
     # nodes ------------------------------------------------------------------
 
     def _start_node(self, run: NodeRun) -> None:
         run.attempt += 1
-        run.proc_results = []
-        if run.node.noop:
-            run.state = "running"
-            self.events.put(("noop", run.node.name, 0, 0, None, ""))
-            return
+        run.job_failed = False
+        run.job_return = 0
+        run.pre_return = -1
+        run.reason = ""
         if run.node.pre is not None:
             run.state = "pre"
-            self._spawn_script(run, run.node.pre, "pre", None)
+            self._spawn_script(run, run.node.pre, "pre")
         else:
             self._submit(run)
 
-    def _script_args(self, run: NodeRun, script: Script, retval: int | None) -> list[str]:
-        subst = {"$JOB": run.node.name, "$RETRY": str(run.attempt - 1),
-                 "$MAX_RETRIES": str(run.node.retry),
-                 "$RETURN": str(retval if retval is not None else -1),
-                 "$DAG_STATUS": "0", "$FAILED_COUNT": "0"}
-        out = []
-        for arg in [script.executable, *script.arguments]:
-            for key, value in subst.items():
-                arg = arg.replace(key, value)
-            out.append(arg)
-        return out
+    def _workdir(self, node: Node) -> Path:
+        return self.dir / node.directory if node.directory else self.dir
 
-    def _spawn_script(self, run: NodeRun, script: Script, kind: str,
-                      retval: int | None) -> None:
-        argv = self._script_args(run, script, retval)
-        workdir = self.dir / run.node.directory if run.node.directory else self.dir
+    def _script_argv(self, run: NodeRun, script: Script, kind: str) -> list[str]:
+        # DAGMan substitutes a macro only when it is a whole argument
+        failed = sum(r.state == "failed" for r in self.runs.values())
+        macros = {"$JOB": run.node.name, "$RETRY": str(run.attempt - 1),
+                  "$MAX_RETRIES": str(run.node.retry),
+                  "$DAG_STATUS": "2" if failed else "0", "$FAILED_COUNT": str(failed)}
+        if kind == "post":
+            macros.update({"$RETURN": str(run.job_return),
+                           "$PRE_SCRIPT_RETURN": str(run.pre_return),
+                           "$JOBID": f"{run.cluster}.{run.last_proc}"})
+        return [script.executable, *(macros.get(a, a) for a in script.arguments)]
+
+    def _spawn_script(self, run: NodeRun, script: Script, kind: str) -> None:
+        argv = self._script_argv(run, script, kind)
+        workdir = self._workdir(run.node)
         exe = argv[0] if os.path.isabs(argv[0]) else str(workdir / argv[0])
-        if not os.path.exists(exe) and shutil.which(argv[0]):
+        if not os.path.exists(exe) and "/" not in argv[0] and shutil.which(argv[0]):
             exe = shutil.which(argv[0]) or exe
         self.say(f"node {run.node.name}: running {kind.upper()} script {' '.join(argv)}")
         try:
             child = subprocess.Popen([exe, *argv[1:]], cwd=workdir, stdin=subprocess.DEVNULL,
                                      start_new_session=True)
         except OSError as exc:
-            self.events.put((kind, run.node.name, 0, None, None, f"cannot start: {exc}"))
+            reason = f"{kind.upper()} script {exe} cannot be started: {exc.strerror}"
+            self._script_ended(run, kind, 1, reason)
             return
-        run.pids.add(child.pid)
-        threading.Thread(target=self._wait, args=(child, kind, run, 0), daemon=True).start()
+        self._track(Job(run, kind, child))
 
-    def _wait(self, child: subprocess.Popen[bytes], kind: str, run: NodeRun, proc: int) -> None:
-        code = child.wait()
-        run.pids.discard(child.pid)
-        if code < 0:
-            self.events.put((kind, run.node.name, proc, None, -code, ""))
-        else:
-            self.events.put((kind, run.node.name, proc, code, None, ""))
+    def _track(self, job: Job) -> None:
+        pid = job.popen.pid
+        self.jobs[pid] = job
+        label = (f" {job.run.cluster} {job.spec.proc}" if job.spec is not None else "")
+        self._progress(f"START {pid} {_start_time(pid) or '-'}{label}")
+        threading.Thread(target=self._wait, args=(job,), daemon=True).start()
+
+    def _wait(self, job: Job) -> None:
+        code = job.popen.wait()
+        note = ""
+        spec = job.spec
+        if (spec is not None and job.scratch is not None and spec.transfer_files
+                and code >= 0 and not job.killed_because):
+            note = _transfer_outputs(spec, job.scratch)
+        self.events.put((job, code, note))
 
     def _submit(self, run: NodeRun) -> None:
         run.state = "running"
         run.cluster = self.next_cluster
         self.next_cluster += 1
-        self._progress(f"CLUSTER {run.cluster}")
+        self._progress(f"CLUSTER {run.cluster}", durable=True)
         node = run.node
-        workdir = self.dir / node.directory if node.directory else self.dir
-        try:
-            procs = expand_submit(workdir / node.submit_file, node.name, node.vars,
-                                  run.cluster, run.attempt - 1)
-        except Exception as exc:  # a broken submit file fails the node, not the runner
-            self.say(f"node {node.name}: submit failed: {exc}")
-            self.log.submitted(run.cluster, 0, node.name)
-            self.log.aborted(run.cluster, 0, f"submit failed: {exc}")
-            self.events.put(("proc", node.name, 0, None, None, f"submit failed: {exc}"))
-            run.procs_left = 1
+        if node.noop:
+            # like DAGMan: a NOOP node's job is not run, its PRE/POST scripts are
+            self.say(f"node {node.name}: NOOP, its job is not run")
+            self._job_done(run)
             return
-        run.procs_left = len(procs)
+        try:
+            procs = expand_submit(self._workdir(node) / node.submit_file, node.name,
+                                  node.vars, run.cluster, run.attempt - 1,
+                                  node.append_vars)
+        except Exception as exc:  # a broken submit file fails the node, not the runner
+            reason = f"submit failed: {exc}"
+            self.say(f"node {node.name}: {reason}")
+            self.log.submitted(run.cluster, 0, node.name)
+            self.log.aborted(run.cluster, 0, reason)
+            run.job_failed, run.job_return, run.reason = True, RETURN_SUBMIT_FAILED, reason
+            self._job_done(run)
+            return
         self.say(f"node {node.name}: submitting {len(procs)} job(s) as cluster {run.cluster}"
                  f" (attempt {run.attempt})")
         for spec in procs:
             self.log.submitted(run.cluster, spec.proc, node.name)
-            self._start_proc(run, spec)
+        run.pending = list(procs)
+        run.procs_left = len(procs)
+        if not procs:  # 'queue 0'
+            self._job_done(run)
 
     def _start_proc(self, run: NodeRun, spec: ProcSpec) -> None:
         cluster, proc, node = run.cluster, spec.proc, run.node.name
+        run.last_proc = proc
         scratch = self.dir / ".scratch" / f"{node}.{cluster}.{proc}"
         if scratch.exists():
             shutil.rmtree(scratch)
         scratch.mkdir(parents=True)
-        for item in spec.transfer_input_files:
-            source = Path(item) if os.path.isabs(item) else spec.initialdir / item
-            try:
-                if source.is_dir():
-                    shutil.copytree(source, scratch / source.name, symlinks=True)
-                else:
-                    shutil.copy2(source, scratch / source.name)
-            except OSError as exc:
-                reason = (f"Transfer input files failure at execution point local while "
-                          f"receiving files from access point: reading from file {source}: "
-                          f"(errno {exc.errno}) {exc.strerror}")
-                self.log.held(cluster, proc, reason, 13, exc.errno or 0)
-                self.log.aborted(cluster, proc, "via local engine: held jobs are removed "
-                                                "(no one can release them here)")
-                self.say(f"node {node}: job {cluster}.{proc} held: {reason}")
-                self.events.put(("proc", node, proc, None, None, f"held: {reason}"))
+        if not spec.initialdir.is_dir():
+            self._held(run, spec, scratch, 14, 2,
+                       f"Error from starter on local: cannot access initial working "
+                       f"directory {spec.initialdir}: (errno 2) No such file or directory")
+            return
+        if spec.transfer_files:
+            problem = _transfer_inputs(spec, scratch)
+            if problem:
+                self._held(run, spec, scratch, 13, problem[0], problem[1])
                 return
         if spec.container_image:
             self.say(f"node {node}: container_image {spec.container_image} is ignored by "
                      "the local engine; the command runs directly on this machine")
-        exe = spec.executable
-        if not os.path.isabs(exe):
-            exe = str(spec.initialdir / exe)
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-               "HOME": os.environ.get("HOME", str(scratch)), "TMPDIR": str(scratch),
-               "_CONDOR_SCRATCH_DIR": str(scratch),
-               "OMP_NUM_THREADS": spec.request.get("request_cpus", "1") or "1"}
-        for key in ("LANG", "LC_ALL", "DOCKET_HOME", "DOCKET_TOOLS_CONFIG"):
-            if key in os.environ:
-                env[key] = os.environ[key]
-        env.update(spec.environment)
+        env = _job_environment(spec, scratch)
         cwd = scratch if spec.transfer_files else spec.initialdir
         try:
             with contextlib.ExitStack() as stack:
-                stdout = (stack.enter_context(open(spec.initialdir / spec.output, "wb"))
-                          if spec.output else subprocess.DEVNULL)
-                stderr = (stack.enter_context(open(spec.initialdir / spec.error, "wb"))
-                          if spec.error else subprocess.DEVNULL)
-                child = subprocess.Popen([exe, *spec.arguments], cwd=cwd, env=env,
-                                         stdin=subprocess.DEVNULL, stdout=stdout,
+                stdout, stderr = _open_streams(spec, stack)
+                child = subprocess.Popen([spec.executable, *spec.arguments], cwd=cwd,
+                                         env=env, stdin=subprocess.DEVNULL, stdout=stdout,
                                          stderr=stderr, start_new_session=True)
+        except _StreamError as exc:
+            self._held(run, spec, scratch, 7, exc.errno, str(exc))
+            return
         except OSError as exc:
-            self.log.executing(cluster, proc)
-            self.say(f"node {node}: cannot run {exe}: {exc.strerror}")
-            self.log.terminated(cluster, proc, 127, None)
-            shutil.rmtree(scratch, ignore_errors=True)
-            self.events.put(("proc", node, proc, 127, None, f"cannot run {exe}: "
-                                                            f"{exc.strerror}"))
+            self._held(run, spec, scratch, 6, exc.errno or 0,
+                       f"Error from starter on local: Failed to execute "
+                       f"'{spec.executable}': (errno {exc.errno}) {exc.strerror}")
             return
         self.log.executing(cluster, proc)
-        run.pids.add(child.pid)
-        threading.Thread(target=self._wait_proc, args=(child, run, spec, scratch),
-                         daemon=True).start()
+        self._track(Job(run, "proc", child, spec, scratch))
 
-    def _wait_proc(self, child: subprocess.Popen[bytes], run: NodeRun, spec: ProcSpec,
-                   scratch: Path) -> None:
-        code = child.wait()
-        run.pids.discard(child.pid)
-        sig = -code if code < 0 else None
-        exit_code = None if sig else code
-        note = ""
-        if spec.transfer_files and sig is None:
-            note = self._transfer_outputs(spec, scratch)
+    def _held(self, run: NodeRun, spec: ProcSpec, scratch: Path | None, code: int,
+              subcode: int, reason: str) -> None:
+        """A job HTCondor would put on hold: log the hold, then remove it (nobody can
+        release it here), and fail the proc with the hold reason."""
+        self.log.held(run.cluster, spec.proc, reason, code, subcode)
+        self.log.aborted(run.cluster, spec.proc, "the local engine removes held jobs: "
+                                                 "nobody can release them here")
+        self.say(f"node {run.node.name}: job {run.cluster}.{spec.proc} held "
+                 f"(code {code} subcode {subcode}): {reason}")
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        self._proc_ended(run, failed=True, value=RETURN_REMOVED, reason=f"held: {reason}")
+
+    def _job_ended(self, job: Job, code: int, note: str) -> None:
+        """A process ended (waiter thread's report, handled on the main thread)."""
+        self.jobs.pop(job.popen.pid, None)
+        self._progress(f"END {job.popen.pid}")
+        run = job.run
+        signum = -code if code < 0 else None
+        if job.kind in ("pre", "post"):
+            if job.killed_because:
+                self._node_removed(run, job.killed_because)
+                return
+            self._script_ended(run, job.kind, code if signum is None else -signum,
+                               "" if signum is None else
+                               f"{job.kind.upper()} script killed by signal {signum}",
+                               signum)
+            return
+        spec = job.spec
+        assert spec is not None
+        if job.scratch is not None:
+            shutil.rmtree(job.scratch, ignore_errors=True)
+        if job.killed_because:
+            self.log.aborted(run.cluster, spec.proc, job.killed_because)
+            self._proc_ended(run, failed=True, value=RETURN_REMOVED,
+                             reason=job.killed_because, removed=True)
+            return
         if note:
-            self.log.held(run.cluster, spec.proc, note, 12, 2)
-            self.log.aborted(run.cluster, spec.proc, "via local engine: held jobs are removed")
+            self._held(run, spec, None, 12, 2, note)
+            return
+        self.log.terminated(run.cluster, spec.proc, None if signum else code, signum)
+        if signum is not None:
+            self._proc_ended(run, failed=True, value=-signum,
+                             reason=f"job {run.cluster}.{spec.proc} killed by signal "
+                                    f"{signum}")
         else:
-            self.log.terminated(run.cluster, spec.proc, exit_code, sig)
-        shutil.rmtree(scratch, ignore_errors=True)
-        self.events.put(("proc", run.node.name, spec.proc, exit_code, sig,
-                         f"held: {note}" if note else ""))
+            self._proc_ended(run, failed=code != 0, value=code,
+                             reason=f"job {run.cluster}.{spec.proc} exited with {code}")
 
-    def _transfer_outputs(self, spec: ProcSpec, scratch: Path) -> str:
-        inputs = {Path(i).name for i in spec.transfer_input_files}
-        if spec.transfer_output_files is not None:
-            names = spec.transfer_output_files
-        else:
-            names = [p.name for p in scratch.iterdir() if p.is_file() and p.name not in inputs]
-        for name in names:
-            source = scratch / name
-            target = spec.initialdir / Path(name).name
-            try:
-                if source.is_dir():
-                    if target.exists():
-                        shutil.rmtree(target)
-                    shutil.copytree(source, target, symlinks=True)
-                else:
-                    shutil.copy2(source, target)
-            except OSError as exc:
-                return (f"Transfer output files failure at access point while receiving "
-                        f"files from execution point local: reading from file {source}: "
-                        f"(errno {exc.errno}) {exc.strerror}")
-        return ""
+    def _proc_ended(self, run: NodeRun, failed: bool, value: int, reason: str,
+                    removed: bool = False) -> None:
+        run.procs_left -= 1
+        if failed and not run.job_failed:
+            run.job_failed, run.job_return, run.reason = True, value, reason
+            if not removed:
+                # DAGMan removes the rest of a multi-proc node once one of its jobs fails
+                self._remove_siblings(run, f"removed by the local engine: job "
+                                           f"{run.cluster} of node {run.node.name} failed")
+        if run.procs_left <= 0 and run.state == "running":
+            if any(j.run is run for j in self.jobs.values()):
+                return
+            self._job_done(run)
 
-    def _handle(self, run: NodeRun, kind: str, proc: int, code: int | None,
-                sig: int | None, note: str) -> bool:
-        """Advance a node after one of its processes ended; True when the node is over."""
+    def _remove_siblings(self, run: NodeRun, why: str) -> None:
+        for spec in run.pending:
+            self.log.aborted(run.cluster, spec.proc, why)
+            run.procs_left -= 1
+        run.pending = []
+        for job in self.jobs.values():
+            if job.run is run and not job.killed_because:
+                job.killed_because = why
+                _killpg(job.popen.pid, signal.SIGTERM)
+
+    def _job_done(self, run: NodeRun) -> None:
+        """Every job of the node has ended: run the POST script or decide the node."""
+        node = run.node
+        if self.removing or self.abort is not None:
+            # stopping: no POST script starts; a node whose jobs all succeeded and that
+            # has no POST script is done all the same
+            if run.job_failed and not run.stopped:
+                self._node_result(run, ok=False)
+            elif node.post is None and not run.job_failed:
+                self._node_result(run, ok=True)
+            else:
+                self._node_removed(run, self.stop_reason)
+            return
+        if node.post is not None:
+            run.state = "post"
+            self._spawn_script(run, node.post, "post")
+            return
+        # with no POST script, the job's value is the node's (ABORT-DAG-ON is checked here)
+        self._check_abort(run, run.job_return)
+        self._node_result(run, ok=not run.job_failed)
+
+    def _script_ended(self, run: NodeRun, kind: str, value: int, reason: str = "",
+                      signum: int | None = None) -> None:
         node = run.node
         if kind == "pre":
-            if code == 0:
-                self._submit(run)
-                return False
-            run.exit_value = code
-            run.reason = note or (f"PRE script exited with {code}" if sig is None
-                                  else f"PRE script killed by signal {sig}")
-            return self._node_result(run, ok=False)
-        if kind in ("proc", "noop"):
-            run.proc_results.append((code, sig, note))
-            run.procs_left -= 1
-            if kind == "proc" and run.procs_left > 0:
-                return False
-            failures = [r for r in run.proc_results if r[0] != 0 or r[1] is not None]
-            run.exit_value = failures[0][0] if failures else 0
-            if failures:
-                c, s, n = failures[0]
-                run.reason = n or (f"job exited with {c}" if s is None
-                                   else f"job killed by signal {s}")
-            if node.abort_on and failures and run.exit_value == node.abort_on[0] or (
-                    node.abort_on and not failures and node.abort_on[0] == 0):
-                value = node.abort_on[1] if node.abort_on[1] is not None else run.exit_value
-                self.abort = (node.name, int(value or 0))
-                self.say(f"node {node.name}: exit value {run.exit_value} matches ABORT-DAG-ON;"
-                         f" aborting the DAG with return value {value}")
-            if node.post is not None and not self.removing:
-                run.state = "post"
-                self._spawn_script(run, node.post, "post", run.exit_value)
-                return False
-            return self._node_result(run, ok=not failures)
-        if kind == "post":
-            self.log.post_script(run.cluster, 0, node.name, code, sig)
-            ok = code == 0 and sig is None
-            if not ok:
-                run.reason = (f"POST script exited with {code}" if sig is None
-                              else f"POST script killed by signal {sig}")
-                run.exit_value = code
-            return self._node_result(run, ok=ok)
-        return False
+            run.pre_return = value
+            if value == 0 and signum is None:
+                if self.removing or self.abort is not None:
+                    self._node_removed(run, self.stop_reason)
+                else:
+                    self._submit(run)
+                return
+            if node.pre_skip is not None and value == node.pre_skip and signum is None:
+                self.say(f"node {node.name}: PRE script exited with {value}; PRE_SKIP: "
+                         "the node is done without running its job")
+                self._node_result(run, ok=True)
+                return
+            run.reason = reason or f"PRE script exited with {value}"
+            self._check_abort(run, value)
+            self._node_result(run, ok=False)
+            return
+        # POST: its exit decides the node, whatever the job did
+        self.log.post_script(run.cluster, run.last_proc, node.name,
+                             None if signum is not None else value, signum)
+        ok = value == 0 and signum is None
+        if not ok:
+            run.reason = reason or (f"POST script exited with {value}" + (
+                f" (job: {run.reason})" if run.job_failed else ""))
+            run.job_return = value
+        self._check_abort(run, value)
+        self._node_result(run, ok=ok)
 
-    def _node_result(self, run: NodeRun, ok: bool) -> bool:
+    def _check_abort(self, run: NodeRun, value: int) -> bool:
+        node = run.node
+        if node.abort_on is None or value != node.abort_on[0] or self.abort is not None:
+            return False
+        dag_return = node.abort_on[1] if node.abort_on[1] is not None else value
+        self.abort = (node.name, dag_return)
+        self.stop_reason = (f"removed by the local engine: node {node.name} exited with "
+                            f"{value} (ABORT-DAG-ON)")
+        self.say(f"node {node.name}: exit value {value} matches ABORT-DAG-ON; aborting the "
+                 f"DAG with return value {dag_return}")
+        return True
+
+    def _node_result(self, run: NodeRun, ok: bool) -> None:
         node = run.node
         if ok:
             run.state = "done"
-            self._progress(f"DONE {node.name}")
+            self._progress(f"DONE {node.name}", durable=True)
             self.say(f"node {node.name}: done (attempt {run.attempt})")
-            return True
+            return
         retries_left = run.attempt <= node.retry
-        unless = node.retry_unless_exit is not None and run.exit_value == node.retry_unless_exit
-        if retries_left and not unless and not self.removing and self.abort is None:
+        unless = (node.retry_unless_exit is not None
+                  and run.job_return == node.retry_unless_exit)
+        if run.state == "pre":
+            unless = (node.retry_unless_exit is not None
+                      and run.pre_return == node.retry_unless_exit)
+        stopping = self.removing or self.abort is not None
+        if retries_left and not unless and not stopping:
             self.say(f"node {node.name}: failed ({run.reason}); retry {run.attempt} of "
                      f"{node.retry}")
-            run.state = "waiting"
-            # a retried node goes back through the ready list, PRE script included
-            return True
+            run.state = "waiting"  # back through the ready list, PRE script included
+            return
         run.state = "failed"
         self.say(f"node {node.name}: failed ({run.reason})"
-                 + ("; RETRY UNLESS-EXIT matched, no retry" if unless else ""))
-        return True
+                 + ("; RETRY UNLESS-EXIT matched, no retry" if unless and retries_left
+                    else ""))
 
-    # ending -----------------------------------------------------------------
+    def _node_removed(self, run: NodeRun, reason: str) -> None:
+        run.state = "removed"
+        run.reason = reason
+        self.say(f"node {run.node.name}: {reason}")
+
+    # stopping -----------------------------------------------------------------
 
     def _on_term(self, signum: int, _frame: object) -> None:
+        # Only set a flag: the main loop notices within POLL_S (no locks in a handler).
         self.removing = True
-        self.events.put(("wake", "", 0, None, None, ""))
 
-    def _kill_all(self, runs: dict[str, NodeRun]) -> None:
-        pids = [pid for r in runs.values() for pid in r.pids]
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + KILL_GRACE_S
-        while any(r.pids for r in runs.values()) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        for r in runs.values():
-            for pid in list(r.pids):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)
+    def _stop_everything(self) -> None:
+        if self.kill_deadline is None:
+            if self.removing:
+                self.stop_reason = "removed: the DAG was cancelled (SIGTERM to its runner)"
+                self.say("the DAG is being removed; stopping every running job")
+            else:
+                self.say("ABORT-DAG-ON: stopping every running job")
+            self.kill_deadline = time.monotonic() + KILL_GRACE_S
+            for run in self.runs.values():
+                if run.state in ("pre", "running", "post"):
+                    run.stopped = True
+                if run.pending:
+                    for spec in run.pending:
+                        self.log.aborted(run.cluster, spec.proc, self.stop_reason)
+                        run.procs_left -= 1
+                    run.pending = []
+                    if not any(j.run is run for j in self.jobs.values()):
+                        self._node_removed(run, self.stop_reason)
+            for job in self.jobs.values():
+                if not job.killed_because:
+                    job.killed_because = self.stop_reason
+            self._signal_jobs(signal.SIGTERM)
+        elif self.jobs and time.monotonic() > self.kill_deadline:
+            self._signal_jobs(signal.SIGKILL)
+            self.kill_deadline = time.monotonic() + KILL_GRACE_S
 
-    def _finish(self, runs: dict[str, NodeRun], started: float) -> int:
+    def _signal_jobs(self, signum: int) -> None:
+        for pid in list(self.jobs):
+            _killpg(pid, signum)
+
+    def _finish(self, started: float) -> int:
+        runs = self.runs
         failed = {n: r.reason for n, r in runs.items() if r.state == "failed"}
+        removed = sorted(n for n, r in runs.items() if r.state == "removed")
         succeeded = [n for n, r in runs.items() if r.state == "done"]
         if self.removing:
-            status, exitcode = "removed", 2
+            status, exitcode = "removed", EXIT_REMOVED
         elif self.abort is not None:
-            status, exitcode = "aborted", self.abort[1] or 1
+            status, exitcode = "aborted", self.abort[1]
         elif failed or len(succeeded) != len(runs):
-            status, exitcode = "failed", 1
+            status, exitcode = "failed", EXIT_FAILED
         else:
             status, exitcode = "complete", 0
-        metrics = {"engine": "local", "status": status, "exitcode": exitcode,
+        metrics = {"status": status, "exitcode": exitcode,
                    "jobs": len(runs), "jobs_succeeded": len(succeeded),
                    "jobs_failed": len(failed), "failed_nodes": failed,
-                   "not_run": sorted(n for n, r in runs.items()
-                                     if r.state in ("waiting", "ready")),
-                   "start_time": started, "end_time": time.time()}
+                   "removed_nodes": removed,
+                   "not_run": sorted(n for n, r in runs.items() if r.state == "waiting")}
         if self.abort is not None:
             metrics["aborted_by"] = self.abort[0]
-        atomic_write(self.files["metrics"], json.dumps(metrics, indent=2, sort_keys=True))
+        self._write_metrics(metrics, started)
         self.say(f"DAG {status}: exit code {exitcode}; {len(succeeded)} of {len(runs)} nodes "
                  f"done" + (f"; failed: {', '.join(sorted(failed))}" if failed else ""))
-        self.log.close()
         return exitcode
+
+    def _write_metrics(self, metrics: dict[str, object], started: float) -> int:
+        ended = time.time()
+        metrics.update({"engine": "local", "start_time": started, "end_time": ended,
+                        "duration": round(ended - started, 3)})
+        metrics.setdefault("failed_nodes", {})
+        atomic_write(self.files["metrics"], json.dumps(metrics, indent=2, sort_keys=True))
+        self.log.close()
+        if self._progress_fh is not None:
+            self._progress_fh.close()
+        return int(metrics["exitcode"])  # type: ignore[call-overload]
+
+
+# jobs: files and environment ------------------------------------------------------
+
+
+class _StreamError(OSError):
+    pass
+
+
+def _killpg(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signum)
+
+
+def _open_streams(spec: ProcSpec, stack: contextlib.ExitStack) -> tuple[object, object]:
+    def open_one(name: str | None, what: str) -> object:
+        if not name:
+            return subprocess.DEVNULL
+        target = spec.initialdir / name
+        try:
+            return stack.enter_context(open(target, "wb"))
+        except OSError as exc:
+            raise _StreamError(exc.errno or 0,
+                               f"Error from starter on local: cannot open {what} file "
+                               f"{target}: (errno {exc.errno}) {exc.strerror}") from None
+
+    stdout = open_one(spec.output, "output")
+    if spec.error and spec.output and (spec.initialdir / spec.error) == (
+            spec.initialdir / spec.output):
+        return stdout, subprocess.STDOUT  # one file for both, as condor_submit allows
+    return stdout, open_one(spec.error, "error")
+
+
+def _job_environment(spec: ProcSpec, scratch: Path) -> dict[str, str]:
+    env: dict[str, str] = {}
+    if spec.getenv is True:
+        env.update(os.environ)
+    elif spec.getenv:
+        for key, value in os.environ.items():
+            if any(fnmatch.fnmatchcase(key, pattern) for pattern in spec.getenv):
+                env[key] = value
+    # HTCondor gives a job no PATH of its own; a shell-free local run still needs one
+    env.setdefault("PATH", os.environ.get("PATH", "/usr/bin:/bin"))
+    env.setdefault("HOME", os.environ.get("HOME", str(scratch)))
+    for key in ("LANG", "LC_ALL", "DOCKET_HOME", "DOCKET_TOOLS_CONFIG"):
+        if key in os.environ:
+            env.setdefault(key, os.environ[key])
+    where = str(scratch if spec.transfer_files else spec.initialdir)
+    env.update({"_CONDOR_SCRATCH_DIR": where, "TMPDIR": where, "TMP": where, "TEMP": where,
+                "_CONDOR_JOB_IWD": str(spec.initialdir), "BATCH_SYSTEM": "HTCondor",
+                "OMP_NUM_THREADS": spec.request.get("request_cpus", "1") or "1"})
+    env.update(spec.environment)
+    return env
+
+
+def _transfer_inputs(spec: ProcSpec, scratch: Path) -> tuple[int, str] | None:
+    """Copy transfer_input_files into the scratch dir; (errno, hold reason) on failure."""
+    for item in spec.transfer_input_files:
+        contents_only = item.endswith("/")
+        source = Path(item.rstrip("/") or "/")
+        if not source.is_absolute():
+            source = spec.initialdir / source
+        try:
+            if "://" in item:
+                raise OSError(95, f"URL transfers ({item}) are not supported by the local "
+                                  "engine")
+            if source.is_dir():
+                if contents_only:
+                    shutil.copytree(source, scratch, symlinks=True, dirs_exist_ok=True)
+                else:
+                    shutil.copytree(source, scratch / source.name, symlinks=True)
+            else:
+                shutil.copy2(source, scratch / source.name)
+        except OSError as exc:
+            return exc.errno or 0, (
+                "Transfer input files failure at execution point local while receiving "
+                f"files from access point: reading from file {source}: "
+                f"(errno {exc.errno}) {exc.strerror}")
+    return None
+
+
+def _transfer_outputs(spec: ProcSpec, scratch: Path) -> str:
+    """Copy outputs back to initialdir; the hold reason on failure, else ''."""
+    if spec.transfer_output_files is not None:
+        names = spec.transfer_output_files
+    else:
+        # like HTCondor: new or changed files at the top of the scratch dir, no dirs
+        inputs = {Path(i.rstrip("/")).name for i in spec.transfer_input_files}
+        names = sorted(p.name for p in scratch.iterdir()
+                       if p.is_file() and not p.is_symlink() and p.name not in inputs)
+    for name in names:
+        source = scratch / name
+        target = spec.initialdir / Path(name).name
+        try:
+            if source.is_dir():
+                if target.exists():
+                    shutil.rmtree(target)
+                shutil.copytree(source, target, symlinks=True)
+            else:
+                shutil.copy2(source, target)
+        except OSError as exc:
+            return ("Transfer output files failure at access point local while receiving "
+                    f"files from execution point local: reading from file {source}: "
+                    f"(errno {exc.errno}) {exc.strerror}")
+    return ""
 
 
 def main(argv: list[str] | None = None) -> int:
