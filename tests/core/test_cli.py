@@ -92,3 +92,19 @@ def test_restarting_the_watcher_never_kills_or_repeats_a_workflow(home, docket):
     assert kinds.count("node.submitted") == 1 and kinds.count("node.finished") == 1
     assert kinds.count("execution.finished") == 1
     assert (directory / "working" / "null.runs").read_text().strip() == "1"
+
+
+def test_watch_with_polling_picks_up_files(home, docket):
+    docket("tick")
+    watch = subprocess.Popen([str(BIN / "docket"), "watch", "--poll", "--home", str(home)],
+                             stderr=subprocess.DEVNULL)
+    try:
+        drop(home, "polled.yaml", request_doc("polled"))
+        archive = home / "spool" / "accepted" / "polled" / "v1.yaml"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not archive.exists():
+            time.sleep(0.05)
+        assert archive.exists()
+    finally:
+        watch.terminate()
+        assert watch.wait(timeout=20) == 0

@@ -81,3 +81,13 @@ def test_cancel_a_queued_and_a_running_request(home, docket):
     assert execution["engine_state"] == "done"
     assert docket("show", "waiting", "--json").json()["executions"][0]["engine_state"] == "none"
     assert docket("cancel", "nobody").code == 3
+
+
+def test_a_disabled_capability_rejects_new_requests(home, docket):
+    path = home / "templates" / "null" / "capability.yaml"
+    text = path.read_text().replace("  max_jobs: 4\n", "  max_jobs: 4\n  enabled: false\n")
+    path.write_text(text)
+    drop(home, "a.yaml", request_doc("not-now"))
+    docket("tick")
+    error = (home / "spool" / "rejected" / "a.yaml.error").read_text()
+    assert "capability 'null' is disabled; ask an operator to enable its queue" in error
