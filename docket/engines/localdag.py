@@ -107,6 +107,7 @@ class NodeRun:
     reason: str = ""
     pending: list[ProcSpec] = field(default_factory=list)  # procs waiting for a slot
     procs_left: int = 0
+    nprocs: int = 0
     job_failed: bool = False
     last_proc: int = 0
     stopped: bool = False  # its jobs were stopped by a removal or an ABORT-DAG-ON
@@ -385,7 +386,7 @@ class DagRun:
         for spec in procs:
             self.log.submitted(run.cluster, spec.proc, node.name)
         run.pending = list(procs)
-        run.procs_left = len(procs)
+        run.procs_left = run.nprocs = len(procs)
         if not procs:  # 'queue 0'
             self._job_done(run)
 
@@ -469,13 +470,13 @@ class DagRun:
             self._held(run, spec, None, 12, 2, note)
             return
         self.log.terminated(run.cluster, spec.proc, None if signum else code, signum)
+        which = f" (job {run.cluster}.{spec.proc})" if run.nprocs > 1 else ""
         if signum is not None:
             self._proc_ended(run, failed=True, value=-signum,
-                             reason=f"job {run.cluster}.{spec.proc} killed by signal "
-                                    f"{signum}")
+                             reason=f"job killed by signal {signum}{which}")
         else:
             self._proc_ended(run, failed=code != 0, value=code,
-                             reason=f"job {run.cluster}.{spec.proc} exited with {code}")
+                             reason=f"job exited with {code}{which}")
 
     def _proc_ended(self, run: NodeRun, failed: bool, value: int, reason: str,
                     removed: bool = False) -> None:
