@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["REPO", "BIN", "PYTHON", "DOCKET", "row", "interleave", "median", "percentile",
+__all__ = ["Skip", "REPO", "BIN", "PYTHON", "DOCKET", "row", "interleave", "median", "percentile",
            "scratch", "make_home", "docket", "timed_run", "Inotify", "request_document",
            "log"]
 
@@ -32,6 +32,10 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PYTHON = Path(sys.executable)
 DOCKET = BIN / "docket"
+
+
+class Skip(Exception):  # noqa: N818 - reads as "raise Skip(why)"
+    """A benchmark that cannot run here (a missing tool, an unbuildable artifact)."""
 
 
 def log(message: str) -> None:
