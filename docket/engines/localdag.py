@@ -126,7 +126,9 @@ class Job:
 
 
 class DagRun:
-    def __init__(self, dag_path: Path, max_jobs: int) -> None:
+    def __init__(self, dag_path: Path, max_jobs: int,
+                 kill_grace_s: float = KILL_GRACE_S) -> None:
+        self.kill_grace_s = kill_grace_s
         self.dag_path = dag_path.resolve()
         self.dir = self.dag_path.parent
         self.files = dag_files(self.dag_path)
@@ -252,7 +254,9 @@ class DagRun:
             if self.removing or self.abort is not None:
                 self._stop_everything()
             else:
-                self._start_ready()
+                # a node can end at once (NOOP, a broken submit file): start until stable
+                while self._start_ready():
+                    pass
                 self._start_pending_procs()
             if not self.jobs and not any(r.state in ("pre", "running", "post")
                                          for r in self.runs.values()):
@@ -272,19 +276,23 @@ class DagRun:
     def _slots_used(self) -> int:
         return len(self.jobs) + sum(len(r.pending) for r in self.runs.values())
 
-    def _start_ready(self) -> None:
+    def _start_ready(self) -> bool:
+        """Start the ready nodes that the limits allow; True if any started."""
         assert self.dag is not None
+        started = False
         ready = [r for r in self.runs.values() if r.state == "waiting"
                  and all(self.runs[p].state == "done" for p in r.node.parents)]
         ready.sort(key=lambda r: (-r.node.priority, r.order))
         for run in ready:
             if self._slots_used() >= self.max_jobs:
-                return
+                break
             category = run.node.category
             if category and self._active_in(category) >= self.dag.maxjobs.get(category,
                                                                                1 << 30):
                 continue
             self._start_node(run)
+            started = True
+        return started
 
     def _start_pending_procs(self) -> None:
         started = True
@@ -608,7 +616,7 @@ class DagRun:
                 self.say("the DAG is being removed; stopping every running job")
             else:
                 self.say("ABORT-DAG-ON: stopping every running job")
-            self.kill_deadline = time.monotonic() + KILL_GRACE_S
+            self.kill_deadline = time.monotonic() + self.kill_grace_s
             for run in self.runs.values():
                 if run.state in ("pre", "running", "post"):
                     run.stopped = True
@@ -625,7 +633,7 @@ class DagRun:
             self._signal_jobs(signal.SIGTERM)
         elif self.jobs and time.monotonic() > self.kill_deadline:
             self._signal_jobs(signal.SIGKILL)
-            self.kill_deadline = time.monotonic() + KILL_GRACE_S
+            self.kill_deadline = time.monotonic() + self.kill_grace_s
 
     def _signal_jobs(self, signum: int) -> None:
         for pid in list(self.jobs):
@@ -777,9 +785,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m docket.engines.localdag",
                                      description="Run one DAG on this machine.")
     parser.add_argument("dag", type=Path)
-    parser.add_argument("--max-jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--max-jobs", type=int, default=os.cpu_count() or 1,
+                        help="at most this many job and script processes at once")
+    parser.add_argument("--kill-grace-s", type=float, default=KILL_GRACE_S,
+                        help="on removal, SIGKILL jobs still running this long after SIGTERM")
     args = parser.parse_args(argv)
-    return DagRun(args.dag, args.max_jobs).run()
+    return DagRun(args.dag, args.max_jobs, args.kill_grace_s).run()
 
 
 if __name__ == "__main__":
