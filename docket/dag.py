@@ -124,6 +124,12 @@ def _parse_vars(text: str, where: str) -> dict[str, str]:
     return out
 
 
+def _split2(text: str) -> tuple[str, str]:
+    """The first word and the rest (either may be empty)."""
+    parts = text.split(None, 1)
+    return (parts[0] if parts else "", parts[1] if len(parts) > 1 else "")
+
+
 def _int(word: str, what: str, where: str) -> int:
     try:
         return int(word)
@@ -143,7 +149,7 @@ def parse_dag(text: str, path: Path) -> Dag:
         where = f"{path}:{number}"
         if not line or line.startswith("#"):
             continue
-        keyword, rest = (line.split(None, 1) + [""])[:2]
+        keyword, rest = _split2(line)
         keyword = keyword.upper()
         rest = rest.strip()
         if keyword == "JOB":
@@ -232,8 +238,8 @@ def _apply(keyword: str, rest: str, where: str, node_of) -> None:  # noqa: ANN00
     if not words:
         raise DagError(f"{where}: {keyword} needs a node name")
     if keyword == "VARS":
-        name, assignments = (rest.split(None, 1) + [""])[:2]
-        mode, tail = (assignments.split(None, 1) + [""])[:2]
+        name, assignments = _split2(rest)
+        mode, tail = _split2(assignments)
         append = mode.upper() == "APPEND"
         if mode.upper() in ("APPEND", "PREPEND"):
             assignments = tail
