@@ -114,6 +114,14 @@ def load_capability(templates_dir: Path, name: str) -> Capability:
         raise CapabilityError(f"{_where(path, marks, ('name',))}: name {definition.name!r} "
                               f"must match the folder name {name!r}")
     machine = load_machine(templates_dir, definition.state_machine, path, marks)
+    if definition.start_state is not None and definition.start_state not in machine.states:
+        raise CapabilityError(f"{_where(path, marks, ('start_state',))}: start_state "
+                              f"{definition.start_state!r} is not a state of machine "
+                              f"{machine.name!r} ({', '.join(machine.states)})")
+    if definition.requires_qa and not machine.has_event("qa-pass"):
+        raise CapabilityError(f"{_where(path, marks, ('requires_qa',))}: requires_qa is true "
+                              f"but machine {machine.name!r} has no qa-pass transition; use "
+                              "single-qa or two-stage-qa")
     workflow = folder / definition.workflow
     if not workflow.is_file():
         raise CapabilityError(f"{_where(path, marks, ('workflow',))}: workflow template "

@@ -37,7 +37,10 @@ from docket.rules import Accepted, Duplicate, Rules
 from docket.store import Store, now
 
 __all__ = ["Intake", "IntakeReport", "Outcome", "check_document", "is_candidate",
-           "file_owner"]
+           "file_owner", "spec_sha256", "DECISIONS_DIR"]
+
+# Accepted decisions are archived here; request names cannot start with "_".
+DECISIONS_DIR = "_decisions"
 
 log = logging.getLogger("docket.intake")
 
@@ -56,6 +59,7 @@ class Outcome:
     execution: int | None = None
     reasons: list[str] = field(default_factory=list)
     moved_to: str | None = None
+    document: str | None = None  # metadata.name of an applied decision
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v not in (None, [])}
@@ -102,7 +106,7 @@ def _writers_gone(path: Path, st: os.stat_result, settle_s: float) -> bool:
         os.close(fd)
 
 
-def _spec_sha256(spec: dict[str, Any]) -> str:
+def spec_sha256(spec: dict[str, Any]) -> str:
     canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -126,6 +130,8 @@ def check_document(raw: bytes, home: Home, capabilities: CapabilityCache) -> Che
     parsed = parse_document(raw, max_bytes=config.max_document_bytes,
                             max_nodes=config.max_yaml_nodes)
     spec = parsed.model.spec
+    if parsed.kind != "CapabilityRequest":
+        return Checked(parsed, {}, [])  # checked against the state when applied
 
     def problem(message: str, *path: Any) -> Problem:
         line, col = parsed.where("spec", *path)
@@ -180,6 +186,15 @@ def _check_output_dir(value: str, home: Home) -> None:
                       "ask an operator to add it to output_roots in docket.yaml")
 
 
+def _document_name(raw: bytes | None) -> str | None:
+    from docket.documents import load_yaml
+
+    with contextlib.suppress(Exception):
+        data, _ = load_yaml(raw or b"")
+        return str(data["metadata"]["name"])
+    return None
+
+
 class Intake:
     def __init__(self, home: Home, store: Store, rules: Rules,
                  capabilities: CapabilityCache) -> None:
@@ -188,6 +203,12 @@ class Intake:
         self.rules = rules
         self.capabilities = capabilities
         self._ensure_table()
+
+    def roles_of(self, user: str) -> set[str]:
+        """The user's analyst roles from the home's analysts.yaml (read on every use)."""
+        from docket.analysts import load_analysts
+
+        return set(load_analysts(self.home.root).roles_of(user))
 
     def _ensure_table(self) -> None:
         # bookkeeping of files whose move is still owed, not state: never rebuilt
@@ -293,20 +314,36 @@ class Intake:
         except DocumentError as exc:
             return self._reject(name, [str(p) for p in exc.problems], actor)
         model = checked.parsed.model
+        submitter = model.metadata.submitter
+        if submitter is not None and submitter != actor:
+            return self._reject(name, [
+                f"metadata.submitter {submitter!r} is not the owner of the file ({actor!r}); "
+                "docket takes the actor from the file, so leave submitter out or make it "
+                "match"], actor)
+        if checked.parsed.kind != "CapabilityRequest":
+            return self._apply_decision(name, checked.parsed, raw, actor)
         request = model.metadata.name
         spec = model.spec.model_dump(mode="json")
         capability = self.capabilities.get(model.spec.capability)
-        existing = self.store.one("SELECT capability FROM requests WHERE name=?", request)
+        definition = capability.definition
+        existing = self.store.one("SELECT * FROM requests WHERE name=?", request)
         if existing is not None and existing["capability"] != capability.name:
             return self._reject(name, [
                 f"spec.capability: request {request!r} is a {existing['capability']!r} "
                 f"request; a new version cannot change it to {capability.name!r} (use a "
                 "new metadata.name)"], actor)
         _max_jobs, _paused, enabled = self.rules.queue_settings(capability.name)
-        if not enabled:
+        if not enabled or not definition.enabled:
             return self._reject(name, [f"spec.capability: capability {capability.name!r} is "
                                        "disabled; ask an operator to enable its queue"], actor)
-        sha = _spec_sha256(spec)
+        if definition.submitters is not None:
+            from docket.analysts import may_submit
+
+            if not may_submit(actor, definition.submitters):
+                return self._reject(name, [
+                    f"spec.capability: {actor} may not submit {capability.name!r} requests "
+                    f"(allowed: {', '.join(definition.submitters) or 'nobody'})"], actor)
+        sha = spec_sha256(spec)
         duplicate: Duplicate | None = self.rules.find_duplicate(request, sha)
         if duplicate is not None:
             reason = (f"duplicate: identical to {request} version {duplicate.version} "
@@ -314,10 +351,45 @@ class Intake:
             self.store.record("document.duplicate", request=request, version=duplicate.version,
                               actor=actor, file=name)
             return Outcome(name, "duplicate", request, duplicate.version, reasons=[reason])
+        if existing is not None and existing["sealed"]:
+            passed = existing["passed_version"]
+            return self._reject(name, [
+                f"metadata.name: request {request!r} is sealed"
+                + (f" (version {passed} passed QA)" if passed else "")
+                + "; it takes no new versions — submit a new request name"], actor)
+        if existing is not None and definition.single_version_only:
+            return self._reject(name, [
+                f"metadata.name: capability {capability.name!r} allows one version per "
+                f"request and {request!r} exists; use a new name"], actor)
         accepted: Accepted = self.rules.accept(
             capability, request, spec, checked.parameters, sha, raw.decode(), name, identity,
             actor)
         return Outcome(name, "accepted", request, accepted.version, accepted.execution)
+
+    def _apply_decision(self, name: str, parsed: ParsedDocument, raw: bytes,
+                        actor: str) -> Outcome:
+        from docket.decisions import Refused, apply_decision
+
+        model = parsed.model
+        try:
+            with self.store.transaction():
+                self.store.conn.execute("SAVEPOINT decision")
+                try:
+                    result = apply_decision(self.rules, parsed.kind, model.metadata.name,
+                                            model.spec, actor, self.roles_of)
+                except BaseException:
+                    self.store.conn.execute("ROLLBACK TO decision")
+                    raise
+                finally:
+                    self.store.conn.execute("RELEASE decision")
+        except Refused as exc:
+            # the refusal, not half a decision, is what the record keeps
+            self.store.record("decision.refused", actor=actor, file=name, kind=parsed.kind,
+                              reason=str(exc))
+            return self._reject(name, [str(exc)], actor)
+        return Outcome(name, "applied", result.get("request"), result.get("version"),
+                       result.get("execution"), reasons=[result["outcome"]],
+                       document=model.metadata.name)
 
     def _reject(self, name: str, reasons: list[str], actor: str) -> Outcome:
         self.store.record("document.rejected", actor=actor, file=name, reasons=reasons)
@@ -326,6 +398,16 @@ class Intake:
     # after the commit -------------------------------------------------------------
 
     def _move(self, outcome: Outcome, path: Path, raw: bytes | None) -> None:
+        if outcome.status == "applied":
+            name = outcome.document or _document_name(raw) or path.stem
+            archive = self.home.accepted / DECISIONS_DIR / f"{name}.yaml"
+            if not archive.exists():
+                atomic_write(archive, raw or b"", mode=0o444)
+            outcome.moved_to = str(archive)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            fsync_dir(path.parent)
+            return
         if outcome.status == "accepted":
             archive = self.home.accepted / str(outcome.request) / f"v{outcome.version}.yaml"
             if not archive.exists():

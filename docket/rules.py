@@ -69,7 +69,7 @@ class Rules:
         except CapabilityError:
             if self._default_machine is None:
                 templates = self.capabilities.templates_dir
-                self._default_machine = load_machine(templates, "default", templates)
+                self._default_machine = load_machine(templates, "simple", templates)
             return self._default_machine
 
     # versions -------------------------------------------------------------------
@@ -82,36 +82,47 @@ class Rules:
     def accept(self, capability: Capability, request: str, spec: dict[str, Any],
                parameters: dict[str, Any], sha256: str, document: str,
                source_file: str | None, source_identity: str | None,
-               actor: str | None) -> Accepted:
+               actor: str | None, **source: Any) -> Accepted:
         """Record a new version and its first execution, superseding queued older ones."""
         store = self.store
         last = store.one("SELECT max(number) AS n FROM versions WHERE request=?", request)
         number = (last["n"] or 0) + 1
         store.record("version.accepted", request=request, version=number, actor=actor,
                      capability=capability.name, sha256=sha256, spec=spec, document=document,
-                     source_file=source_file, source_identity=source_identity)
+                     source_file=source_file, source_identity=source_identity, **source)
         superseded = []
         for row in store.all("SELECT * FROM executions WHERE request=? AND version<? AND "
                              "engine_state='none'", request, number):
             if self.feed(row, "supersede", reason=f"superseded by version {number}",
                          actor=actor):
                 superseded.append(row["id"])
-        execution = self.create_execution(capability, request, number, parameters,
-                                          spec.get("priority", 0), actor)
+        if capability.definition.on_new_version == "cancel":
+            for row in store.all("SELECT * FROM executions WHERE request=? AND version<? AND "
+                                 "engine_state IN ('starting', 'running')", request, number):
+                self.feed(row, "cancel", reason=f"cancelled: version {number} arrived",
+                          actor=actor)
+        execution = self.create_execution(capability, request, number, parameters, spec,
+                                          actor)
         return Accepted(request, number, execution, superseded)
 
     def create_execution(self, capability: Capability, request: str, version: int,
-                         parameters: dict[str, Any], priority: int,
-                         actor: str | None) -> int:
+                         parameters: dict[str, Any], spec: dict[str, Any],
+                         actor: str | None, attempt: int | None = None) -> int:
         store = self.store
         top = store.one("SELECT max(id) AS n FROM executions")
         execution = (top["n"] or 0) + 1
         count = store.one("SELECT count(*) AS n FROM executions WHERE request=? AND version=?",
                           request, version)
+        definition = capability.definition
         store.record("execution.created", request=request, version=version,
                      execution=execution, actor=actor, number=count["n"] + 1,
-                     capability=capability.name, state=capability.machine.initial,
-                     priority=priority, parameters=parameters)
+                     capability=capability.name,
+                     state=definition.start_state or capability.machine.initial,
+                     priority=spec.get("priority", 0), parameters=parameters,
+                     tags=spec.get("tags", []), group=spec.get("group"),
+                     events=spec.get("events", []),
+                     timeout_s=spec.get("timeout_s") or definition.timeout_s,
+                     attempt=attempt or count["n"] + 1)
         row = store.one("SELECT * FROM executions WHERE id=?", execution)
         self.feed(row, "accept", actor=actor)
         return execution
@@ -119,34 +130,109 @@ class Rules:
     # state machine --------------------------------------------------------------
 
     def feed(self, execution: Any, event: str, *, reason: str | None = None,
-             actor: str | None = None, **fields: Any) -> bool:
-        """Give ``event`` to the execution's machine; record the transition or the refusal."""
+             actor: str | None = None, roles: set[str] | None = None,
+             **fields: Any) -> bool:
+        """Give ``event`` to the execution's machine; record the transition or the refusal.
+
+        ``roles`` are the actor's analyst roles when a person caused the event; a
+        transition marked ``@role`` refuses anyone without it. System events pass None.
+        """
+        return self.transition(execution, event, reason=reason, actor=actor, roles=roles,
+                               **fields) is None
+
+    def transition(self, execution: Any, event: str, *, reason: str | None = None,
+                   actor: str | None = None, roles: set[str] | None = None,
+                   **fields: Any) -> str | None:
+        """Like ``feed``, but returns the reason of a refusal (None when it was taken)."""
         machine = self.machine_for(execution["capability"])
         state = execution["state"]
         common = {"request": execution["request"], "version": execution["version"],
                   "execution": execution["id"], "actor": actor}
-        transition = machine.on(state, event)
+        transition = machine.on(state, event, fields)
+        refusal = None
         if transition is None:
             accepted = ", ".join(machine.accepts(state)) or "nothing (final state)"
+            refusal = f"state {state!r} does not accept {event!r}; it accepts {accepted}"
+        elif transition.role and roles is not None and transition.role not in roles:
+            refusal = (f"{event!r} in state {state!r} needs an analyst with the role "
+                       f"{transition.role!r}; {actor or 'this user'} has "
+                       + (", ".join(sorted(roles)) or "no role"))
+        if refusal is not None:
             self.store.record("event.refused", **common, event=event, state=state,
-                              reason=f"state {state!r} does not accept {event!r}; it accepts "
-                                     f"{accepted}", **fields)
-            return False
+                              reason=refusal, **fields)
+            return refusal
+        assert transition is not None
+        final = transition.target in machine.final
         self.store.record("execution.transition", **common, event=event, to=transition.target,
-                          reason=reason, actions=list(transition.actions,),
-                          final=transition.target in machine.final,
+                          reason=reason, actions=list(transition.actions), final=final,
                           **{"from": state}, **fields)
         for action in transition.actions:
-            if action == "run":
+            word, _, argument = action.partition(" ")
+            if word == "run":
                 self.store.record("execution.starting", **common,
                                   directory=str(self.processing_dir(execution)),
                                   engine="local", site="local")
-            elif action == "notify":
+            elif word == "notify":
                 self.store.record("notification", **common,
                                   message=f"{execution['request']} v{execution['version']} "
                                           f"is now {transition.target}")
-            # enqueue: waiting is the state itself; kill: see Launcher.kill_stopped
-        return True
+            elif word == "run-workflow":
+                self._follow_up(execution, argument, actor)
+            # enqueue: waiting is the state itself; kill: see Launcher.stop_cancelled
+        if event == "qa-pass":
+            self._seal_on_pass(execution, actor)
+        return None
+
+    def _seal_on_pass(self, execution: Any, actor: str | None) -> None:
+        """Workspaces' rule: one version passes; the others fail; the request is sealed."""
+        request, version = execution["request"], execution["version"]
+        self.store.record("request.sealed", request=request, version=version, actor=actor,
+                          passed_version=version, execution=execution["id"],
+                          reason=f"version {version} passed QA")
+        for row in self.store.all("SELECT * FROM executions WHERE request=? AND id!=?",
+                                  request, execution["id"]):
+            machine = self.machine_for(row["capability"])
+            if row["state"] in machine.final or "failed" not in machine.states:
+                continue
+            self.store.record("execution.transition", request=request, version=row["version"],
+                              execution=row["id"], actor=actor, event="version-passed",
+                              to="failed", final=True, actions=["kill"],
+                              reason=f"version {version} passed QA",
+                              **{"from": row["state"]})
+
+    def _follow_up(self, execution: Any, capability_name: str, actor: str | None) -> None:
+        """``run-workflow X``: a new request of capability X about this execution's work."""
+        from docket.capabilities import resolve_parameters
+
+        capability = self.capabilities.get(capability_name)
+        offered = {"source_request": execution["request"],
+                   "source_version": execution["version"],
+                   "source_directory": str(self.processing_dir(execution))}
+        wanted = {k: v for k, v in offered.items() if k in capability.definition.parameters}
+        parameters, problems = resolve_parameters(capability, wanted)
+        name = f"{execution['request']}-{capability_name}"[:63].rstrip("-._")
+        spec = {"capability": capability_name, "parameters": wanted, "priority": 0,
+                "files": [], "output_dir": None, "tags": [], "group": None, "events": [],
+                "timeout_s": None}
+        if problems:
+            self.store.record("notification", request=execution["request"],
+                              version=execution["version"], execution=execution["id"],
+                              actor=actor, message=f"run-workflow {capability_name} not "
+                              f"started: {problems[0]}")
+            return
+        import yaml
+
+        document = yaml.safe_dump({"apiVersion": "docket/v1", "kind": "CapabilityRequest",
+                                   "metadata": {"name": name, "labels": {
+                                       "follow-up-of": execution["request"]}},
+                                   "spec": {"capability": capability_name,
+                                            "parameters": wanted}}, sort_keys=False)
+        from docket.intake import spec_sha256
+
+        sha = spec_sha256(spec)
+        if self.find_duplicate(name, sha) is None:
+            self.accept(capability, name, spec, parameters, sha, document,
+                        f"run-workflow from execution {execution['id']}", None, actor)
 
     def processing_dir(self, execution: Any) -> Path:
         row = self.store.one("SELECT spec FROM versions WHERE request=? AND number=?",
@@ -194,9 +280,12 @@ class Rules:
                 continue
             states = self.machine_for(capability).waiting_states()
             marks = ",".join("?" * len(states))
+            # an older version still running holds the next one back (on_new_version: wait)
             rows = self.store.all(
-                f"SELECT * FROM executions WHERE capability=? AND engine_state='none' AND "
-                f"state IN ({marks}) ORDER BY priority DESC, id ASC LIMIT ?",
+                f"SELECT * FROM executions AS e WHERE capability=? AND engine_state='none' AND "
+                f"state IN ({marks}) AND NOT EXISTS (SELECT 1 FROM executions AS o WHERE "
+                f"o.request=e.request AND o.engine_state IN ('starting', 'running')) "
+                f"ORDER BY priority DESC, id ASC LIMIT ?",
                 capability, *states, slots)
             for row in rows:
                 if self.feed(row, "start"):

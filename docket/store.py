@@ -19,7 +19,7 @@ from typing import Any
 
 __all__ = ["Store", "SCHEMA_VERSION", "STATE_TABLES", "now"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Each entry migrates from version i to i + 1.
 MIGRATIONS: list[str] = [
@@ -60,10 +60,30 @@ MIGRATIONS: list[str] = [
         started TEXT, finished TEXT, PRIMARY KEY (execution, node));
     CREATE TABLE cursors (execution INTEGER PRIMARY KEY, position BLOB NOT NULL);
     """,
+    # 2: decisions, sealing, and CHIME-style bookkeeping of every execution
+    """
+    ALTER TABLE requests ADD COLUMN sealed INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE requests ADD COLUMN passed_version INTEGER;
+    ALTER TABLE requests ADD COLUMN source_removed TEXT;
+    ALTER TABLE executions ADD COLUMN user TEXT;
+    ALTER TABLE executions ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE executions ADD COLUMN grp TEXT;
+    ALTER TABLE executions ADD COLUMN event_ids TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE executions ADD COLUMN timeout_s REAL;
+    ALTER TABLE executions ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE executions ADD COLUMN retries INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE executions ADD COLUMN results TEXT;
+    ALTER TABLE executions ADD COLUMN products TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE executions ADD COLUMN plots TEXT NOT NULL DEFAULT '[]';
+    CREATE INDEX executions_capability ON executions (capability, state);
+    CREATE TABLE decisions (
+        name TEXT PRIMARY KEY, kind TEXT NOT NULL, request TEXT, version INTEGER,
+        execution INTEGER, actor TEXT, time TEXT NOT NULL, decision TEXT, reason TEXT);
+    """,
 ]
 
 # Tables derived from events; ``rebuild`` empties and refills them.
-STATE_TABLES = ("requests", "versions", "executions", "queues", "nodes")
+STATE_TABLES = ("requests", "versions", "executions", "queues", "nodes", "decisions")
 
 FINAL_ENGINE_STATES = ("done",)
 
@@ -238,9 +258,12 @@ def _apply(conn: sqlite3.Connection, event: dict[str, Any]) -> None:
     elif t == "execution.created":
         conn.execute(
             "INSERT INTO executions (id, request, version, number, capability, state, priority,"
-            " parameters, created) VALUES (?,?,?,?,?,?,?,?,?)",
+            " parameters, created, user, tags, grp, event_ids, timeout_s, attempt) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (execution, request, version, d["number"], d["capability"], d["state"],
-             d["priority"], _canon(d["parameters"]), at))
+             d["priority"], _canon(d["parameters"]), at, event["actor"],
+             _canon(d.get("tags", [])), d.get("group"), _canon(d.get("events", [])),
+             d.get("timeout_s"), d.get("attempt", d["number"])))
         conn.execute("UPDATE requests SET current_execution=?, state=?, updated=? WHERE name=?",
                      (execution, d["state"], at, request))
     elif t == "execution.transition":
@@ -261,8 +284,36 @@ def _apply(conn: sqlite3.Connection, event: dict[str, Any]) -> None:
     elif t == "execution.finished":
         # a reason given earlier (a cancellation's) is the one a DA wants to read
         conn.execute("UPDATE executions SET engine_state='done', exit_code=?, "
-                     "reason=coalesce(reason, ?), stopped=? WHERE id=?",
-                     (d.get("exit_code"), d.get("reason"), at, execution))
+                     "reason=coalesce(reason, ?), stopped=?, results=?, products=?, plots=? "
+                     "WHERE id=?",
+                     (d.get("exit_code"), d.get("reason"), at,
+                      _canon(d["results"]) if d.get("results") is not None else None,
+                      _canon(d.get("products", [])), _canon(d.get("plots", [])), execution))
+    elif t == "execution.timed_out":
+        conn.execute("UPDATE executions SET reason=coalesce(reason, ?) WHERE id=?",
+                     (d.get("reason"), execution))
+    elif t == "execution.mediated":
+        conn.execute("UPDATE executions SET state=?, reason=? WHERE id=?",
+                     (d["to"], d.get("reason"), execution))
+        conn.execute("UPDATE requests SET state=?, updated=? WHERE name=? AND "
+                     "current_execution=?", (d["to"], at, request, execution))
+    elif t == "request.sealed":
+        conn.execute("UPDATE requests SET sealed=1, passed_version=coalesce(?, passed_version),"
+                     " current_version=coalesce(?, current_version), current_execution="
+                     "coalesce(?, current_execution), updated=? WHERE name=?",
+                     (d.get("passed_version"), d.get("passed_version"), d.get("execution"), at,
+                      request))
+        if d.get("execution") is not None:
+            conn.execute("UPDATE requests SET state=(SELECT state FROM executions WHERE id=?) "
+                         "WHERE name=?", (d["execution"], request))
+    elif t == "request.source_removed":
+        conn.execute("UPDATE requests SET source_removed=? WHERE name=?",
+                     (d.get("path"), request))
+    elif t == "decision.applied":
+        conn.execute("INSERT INTO decisions (name, kind, request, version, execution, actor, "
+                     "time, decision, reason) VALUES (?,?,?,?,?,?,?,?,?)",
+                     (d["name"], d["kind"], request, version, execution, event["actor"], at,
+                      d.get("decision"), d.get("reason")))
     elif t.startswith("node."):
         _apply_node(conn, t, d, at, execution)
     elif t == "queue.changed":

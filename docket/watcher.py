@@ -43,6 +43,7 @@ class PassReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {"accepted": self.intake.count("accepted"),
+                "applied": self.intake.count("applied"),
                 "duplicates": self.intake.count("duplicate"),
                 "rejected": self.intake.count("rejected"),
                 "waiting_files": self.intake.waiting,

@@ -4,13 +4,19 @@
 beside this file, for editors and pre-commit checks; a test fails when they are stale.
 """
 
+from schemas.analysts import AnalystsFile
 from schemas.capability import CapabilityDefinition, ParameterSpec, QueueSettings, StageSpec
 from schemas.documents import (
     API_VERSION,
     KINDS,
+    Cancel,
     CapabilityRequest,
     CapabilityRequestSpec,
+    Decision,
     Metadata,
+    QueueChange,
+    Resubmit,
+    Seal,
 )
 from schemas.home import HomeConfig
 
@@ -20,17 +26,29 @@ __all__ = [
     "CapabilityRequest",
     "CapabilityRequestSpec",
     "Metadata",
+    "Decision",
+    "Cancel",
+    "Resubmit",
+    "Seal",
+    "QueueChange",
     "CapabilityDefinition",
     "ParameterSpec",
     "QueueSettings",
     "StageSpec",
     "HomeConfig",
+    "AnalystsFile",
     "SCHEMA_FILES",
 ]
 
 # file name -> model; the files are generated, never edited by hand.
 SCHEMA_FILES = {
     "CapabilityRequest.schema.json": CapabilityRequest,
+    "Decision.schema.json": Decision,
+    "Cancel.schema.json": Cancel,
+    "Resubmit.schema.json": Resubmit,
+    "Seal.schema.json": Seal,
+    "QueueChange.schema.json": QueueChange,
     "capability.schema.json": CapabilityDefinition,
     "docket-home.schema.json": HomeConfig,
+    "analysts.schema.json": AnalystsFile,
 }

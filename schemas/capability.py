@@ -61,7 +61,26 @@ class CapabilityDefinition(_Strict):
                      ParameterSpec] = Field(default_factory=dict)
     queue: QueueSettings = Field(default_factory=QueueSettings)
     state_machine: Name | MachineSpec = Field(
-        default="default", description="A machine from templates/_machines/ or one inline.")
+        default="simple", description="A machine from templates/_machines/ (simple, single-qa,"
+                                      " two-stage-qa) or one spelt out here.")
+    enabled: bool = Field(default=True, description="A disabled capability rejects requests.")
+    requires_qa: bool = Field(
+        default=False, description="Results need a QA pass; the machine must have a qa-pass "
+                                   "transition. Passing one version seals the request.")
+    single_version_only: bool = Field(
+        default=False, description="A changed request is rejected instead of becoming a new "
+                                   "version.")
+    start_state: Name | None = Field(
+        default=None, description="State new executions start in (default: the machine's "
+                                  "initial state).")
+    on_new_version: Literal["wait", "cancel"] = Field(
+        default="wait", description="When a new version arrives while an older one runs: let "
+                                    "it finish first (wait) or stop it (cancel).")
+    submitters: list[str] | None = Field(
+        default=None, description="Who may submit requests: user names, or @group. "
+                                  "Default: anyone.")
+    timeout_s: float | None = Field(
+        default=None, gt=0, description="An execution running longer is stopped and failed.")
     stages: list[StageSpec] = Field(default_factory=list)
     workflow: str = Field(default="workflow.dag.j2",
                           description="The DAG template; submit templates sit beside it.")

@@ -7,7 +7,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 __all__ = ["API_VERSION", "KINDS", "NAME_PATTERN", "Name", "Metadata", "CapabilityRequestSpec",
-           "CapabilityRequest", "ParameterValue"]
+           "CapabilityRequest", "ParameterValue", "Decision", "Cancel", "Resubmit", "Seal",
+           "QueueChange"]
 
 API_VERSION = "docket/v1"
 
@@ -44,6 +45,15 @@ class CapabilityRequestSpec(_Strict):
         description="Files to attach, relative to the spool's attachments root.")
     output_dir: str | None = Field(
         default=None, description="Processing directory to use instead of the home's work/.")
+    tags: list[Annotated[str, StringConstraints(min_length=1, max_length=63)]] = Field(
+        default_factory=list, description="Free labels to find executions by "
+                                          "(docket results --tag).")
+    group: Annotated[str, StringConstraints(max_length=253)] | None = Field(
+        default=None, description="A group of related requests (a survey epoch, a project).")
+    events: list[Annotated[str, StringConstraints(min_length=1, max_length=253)]] = Field(
+        default_factory=list, description="Ids of the observatory events this work is for.")
+    timeout_s: float | None = Field(default=None, gt=0,
+                                    description="Stop and fail an execution running longer.")
 
 
 class CapabilityRequest(_Strict):
@@ -53,7 +63,88 @@ class CapabilityRequest(_Strict):
     spec: CapabilityRequestSpec
 
 
+Reason = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+
+
+class DecisionSpec(_Strict):
+    request: Name
+    version: int | None = Field(default=None, ge=1,
+                                description="Default: the request's current version.")
+    decision: Literal["qa-pass", "qa-fail", "approve", "reject", "retry"]
+    reason: Reason
+
+
+class Decision(_Strict):
+    """A person's decision about a request version (QA pass/fail, approve/reject)."""
+
+    apiVersion: Literal["docket/v1"]  # noqa: N815
+    kind: Literal["Decision"]
+    metadata: Metadata
+    spec: DecisionSpec
+
+
+class CancelSpec(_Strict):
+    request: Name
+    version: int | None = Field(default=None, ge=1, description="Default: every version.")
+    reason: Reason
+
+
+class Cancel(_Strict):
+    apiVersion: Literal["docket/v1"]  # noqa: N815
+    kind: Literal["Cancel"]
+    metadata: Metadata
+    spec: CancelSpec
+
+
+class ResubmitSpec(_Strict):
+    request: Name
+    version: int | None = Field(default=None, ge=1,
+                                description="Default: the request's current version.")
+    reason: Reason
+
+
+class Resubmit(_Strict):
+    """A new execution of an existing version."""
+
+    apiVersion: Literal["docket/v1"]  # noqa: N815
+    kind: Literal["Resubmit"]
+    metadata: Metadata
+    spec: ResubmitSpec
+
+
+class SealSpec(_Strict):
+    request: Name
+    reason: Reason
+
+
+class Seal(_Strict):
+    """No further versions of the request are accepted."""
+
+    apiVersion: Literal["docket/v1"]  # noqa: N815
+    kind: Literal["Seal"]
+    metadata: Metadata
+    spec: SealSpec
+
+
+class QueueChangeSpec(_Strict):
+    capability: Name
+    action: Literal["pause", "resume", "limit", "enable", "disable"]
+    max_jobs: int | None = Field(default=None, ge=0, description="For action: limit.")
+    reason: Reason
+
+
+class QueueChange(_Strict):
+    """An operator's change to a capability queue."""
+
+    apiVersion: Literal["docket/v1"]  # noqa: N815
+    kind: Literal["QueueChange"]
+    metadata: Metadata
+    spec: QueueChangeSpec
+
+
 # kind -> model; intake rejects any other kind with this list in the reason.
-KINDS: dict[str, type[BaseModel]] = {"CapabilityRequest": CapabilityRequest}
+KINDS: dict[str, type[BaseModel]] = {
+    "CapabilityRequest": CapabilityRequest, "Decision": Decision, "Cancel": Cancel,
+    "Resubmit": Resubmit, "Seal": Seal, "QueueChange": QueueChange}
 
 

@@ -38,7 +38,7 @@ def test_the_shipped_capabilities_load():
     ("name: x\nparameters:\n  n: {type: int, default: soon}\n",
      "capability.yaml:3: parameters.n.default: expected a number, got 'soon'"),
     ("name: x\nstate_machine: nope\n", "state_machine 'nope' does not exist; shipped "
-                                        "machines: default"),
+                                        "machines: simple"),
     ("name: x\nworkflow: missing.dag.j2\n",
      "capability.yaml:2: workflow template 'missing.dag.j2' does not exist"),
     ("name: x\nstate_machine:\n  states: [a, b, c]\n  initial: a\n  final: [b]\n"
@@ -61,8 +61,8 @@ def test_the_shipped_capabilities_load():
 def test_broken_definitions_name_file_line_and_field(tmp_path, text, message):
     templates = tmp_path / "templates"
     (templates / "_machines").mkdir(parents=True)
-    (templates / "_machines" / "default.yaml").write_text(
-        (REPO / "templates" / "_machines" / "default.yaml").read_text())
+    (templates / "_machines" / "simple.yaml").write_text(
+        (REPO / "templates" / "_machines" / "simple.yaml").read_text())
     _write_capability(templates, "x", text)
     with pytest.raises(CapabilityError) as caught:
         load_capability(templates, "x")

@@ -29,8 +29,8 @@ HOSTILE = {
     "no-api": ("kind: CapabilityRequest\nmetadata: {name: a}\nspec: {capability: demo}\n",
                "apiVersion is missing"),
     "unknown-kind": ("apiVersion: docket/v1\nkind: Pod\nmetadata: {name: a}\nspec: {}\n",
-                     "line 2, column 7 (kind): unknown kind 'Pod'; known kinds: "
-                     "CapabilityRequest"),
+                     "line 2, column 7 (kind): unknown kind 'Pod'; known kinds: Cancel, "
+                     "CapabilityRequest, Decision, QueueChange, Resubmit, Seal"),
     "no-kind": ("apiVersion: docket/v1\nmetadata: {name: a}\nspec: {}\n",
                 "kind is missing"),
     "missing-spec": (HEADER + "metadata: {name: a}\n", "(spec): this field is required"),

@@ -1,0 +1,173 @@
+"""Human decisions as documents: Decision, Cancel, Resubmit, Seal, QueueChange.
+
+Every change a person makes has a file behind it that can be committed, reviewed and
+replayed. Applying one checks who made it (the file's owner, never a name written in
+it) against the roles in ``analysts.yaml`` and the capability's state machine, then
+records events through the rules. A document that cannot be applied is refused with
+the reason, like any rejected document.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from docket.capabilities import CapabilityError
+from docket.rules import Rules
+
+__all__ = ["Refused", "apply_decision", "DECISION_KINDS"]
+
+DECISION_KINDS = ("Decision", "Cancel", "Resubmit", "Seal", "QueueChange")
+
+
+class Refused(Exception):
+    """The document is valid but may not be applied; the message says why."""
+
+
+def _latest_execution(rules: Rules, request: str, version: int) -> Any:
+    row = rules.store.one("SELECT * FROM executions WHERE request=? AND version=? "
+                          "ORDER BY id DESC LIMIT 1", request, version)
+    if row is None:
+        raise Refused(f"request {request!r} version {version} has no execution")
+    return row
+
+
+def _request(rules: Rules, name: str) -> Any:
+    row = rules.store.one("SELECT * FROM requests WHERE name=?", name)
+    if row is None:
+        raise Refused(f"spec.request: no request named {name!r}")
+    return row
+
+
+def _version(rules: Rules, request: Any, version: int | None) -> int:
+    if version is None:
+        return int(request["current_version"])
+    if rules.store.one("SELECT 1 FROM versions WHERE request=? AND number=?",
+                       request["name"], version) is None:
+        raise Refused(f"spec.version: request {request['name']!r} has no version {version} "
+                      f"(current: {request['current_version']})")
+    return version
+
+
+def apply_decision(rules: Rules, kind: str, name: str, spec: Any, actor: str,
+                   roles_of: Callable[[str], set[str]]) -> dict[str, Any]:
+    """Apply one decision document inside the caller's transaction.
+
+    Returns what it did (request, version, execution, outcome); raises ``Refused``.
+    """
+    store = rules.store
+    if store.one("SELECT 1 FROM decisions WHERE name=?", name) is not None:
+        raise Refused(f"metadata.name: a decision named {name!r} was already applied; "
+                      "give each decision its own name")
+    roles = roles_of(actor)
+    result: dict[str, Any]
+    if kind == "QueueChange":
+        result = _queue_change(rules, spec, actor, roles)
+    elif kind == "Decision":
+        result = _decision(rules, spec, actor, roles)
+    elif kind == "Cancel":
+        result = _cancel(rules, spec, actor)
+    elif kind == "Resubmit":
+        result = _resubmit(rules, spec, actor, roles)
+    elif kind == "Seal":
+        result = _seal(rules, spec, actor, roles)
+    else:  # pragma: no cover - intake only passes the kinds above
+        raise Refused(f"unknown decision kind {kind!r}")
+    store.record("decision.applied", request=result.get("request"),
+                 version=result.get("version"), execution=result.get("execution"),
+                 actor=actor, name=name, kind=kind,
+                 decision=getattr(spec, "decision", None) or getattr(spec, "action", None),
+                 reason=spec.reason, outcome=result["outcome"])
+    return result
+
+
+def _queue_change(rules: Rules, spec: Any, actor: str, roles: set[str]) -> dict[str, Any]:
+    if "operator" not in roles:
+        raise Refused(f"queue changes need an analyst with the role 'operator'; {actor} has "
+                      + (", ".join(sorted(roles)) or "no role"))
+    try:
+        rules.capabilities.get(spec.capability)
+    except CapabilityError as exc:
+        raise Refused(f"spec.capability: {exc}") from None
+    change: dict[str, Any] = {
+        "pause": {"paused": True}, "resume": {"paused": False}, "enable": {"enabled": True},
+        "disable": {"enabled": False}}.get(spec.action, {})
+    if spec.action == "limit":
+        if spec.max_jobs is None:
+            raise Refused("spec.max_jobs: action 'limit' needs max_jobs")
+        change = {"max_jobs": spec.max_jobs}
+    rules.change_queue(spec.capability, actor=actor, reason=spec.reason, **change)
+    return {"outcome": f"queue {spec.capability}: " + ", ".join(
+        f"{k}={v}" for k, v in change.items())}
+
+
+def _decision(rules: Rules, spec: Any, actor: str, roles: set[str]) -> dict[str, Any]:
+    request = _request(rules, spec.request)
+    version = _version(rules, request, spec.version)
+    if spec.decision == "qa-pass" and request["sealed"]:
+        raise Refused(f"request {spec.request!r} is sealed (version "
+                      f"{request['passed_version']} passed QA); nothing more can pass")
+    execution = _latest_execution(rules, spec.request, version)
+    refusal = rules.transition(execution, spec.decision, reason=spec.reason, actor=actor,
+                               roles=roles)
+    if refusal is not None:
+        raise Refused(f"{spec.decision} for {spec.request} v{version}: {refusal}")
+    state = rules.store.one("SELECT state FROM executions WHERE id=?", execution["id"])
+    return {"request": spec.request, "version": version, "execution": execution["id"],
+            "outcome": f"{spec.decision}: {spec.request} v{version} is now {state['state']}"}
+
+
+def _cancel(rules: Rules, spec: Any, actor: str) -> dict[str, Any]:
+    request = _request(rules, spec.request)
+    cancelled = []
+    for row in rules.store.all("SELECT * FROM executions WHERE request=? ORDER BY id",
+                               spec.request):
+        if spec.version is not None and row["version"] != spec.version:
+            continue
+        machine = rules.machine_for(row["capability"])
+        if row["state"] not in machine.final and rules.feed(row, "cancel", reason=spec.reason,
+                                                            actor=actor):
+            cancelled.append(row["id"])
+    if not cancelled:
+        raise Refused(f"request {spec.request!r} has nothing to cancel (state "
+                      f"{request['state']})")
+    return {"request": spec.request, "version": spec.version,
+            "outcome": f"cancelled execution(s) {', '.join(map(str, cancelled))}"}
+
+
+def _resubmit(rules: Rules, spec: Any, actor: str, roles: set[str]) -> dict[str, Any]:
+    import json
+
+    request = _request(rules, spec.request)
+    if request["sealed"]:
+        raise Refused(f"request {spec.request!r} is sealed; it cannot run again")
+    version = _version(rules, request, spec.version)
+    running = rules.store.one("SELECT id FROM executions WHERE request=? AND version=? AND "
+                              "engine_state IN ('starting', 'running')", spec.request, version)
+    if running is not None:
+        raise Refused(f"{spec.request} v{version} is running (execution {running['id']}); "
+                      "cancel it first or wait")
+    row = rules.store.one("SELECT * FROM versions WHERE request=? AND number=?", spec.request,
+                          version)
+    try:
+        capability = rules.capabilities.get(row["capability"])
+    except CapabilityError as exc:
+        raise Refused(str(exc)) from None
+    previous = _latest_execution(rules, spec.request, version)
+    execution = rules.create_execution(capability, spec.request, version,
+                                       json.loads(previous["parameters"]),
+                                       json.loads(row["spec"]), actor)
+    return {"request": spec.request, "version": version, "execution": execution,
+            "outcome": f"resubmitted {spec.request} v{version} as execution {execution}"}
+
+
+def _seal(rules: Rules, spec: Any, actor: str, roles: set[str]) -> dict[str, Any]:
+    request = _request(rules, spec.request)
+    if not roles & {"da", "aod", "operator"}:
+        raise Refused(f"sealing a request needs an analyst (da, aod or operator); {actor} "
+                      "has no role")
+    if request["sealed"]:
+        raise Refused(f"request {spec.request!r} is already sealed")
+    rules.store.record("request.sealed", request=spec.request, actor=actor,
+                       reason=spec.reason)
+    return {"request": spec.request, "outcome": f"sealed {spec.request}"}
