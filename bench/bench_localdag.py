@@ -77,9 +77,9 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     return [
         row(BENCH, f"`python -m docket.engines.localdag`, {nodes:,} nodes, --max-jobs "
             f"{MAX_JOBS} (whole run)", t_dag, "s", baseline="shell loop, one after another",
-            baseline_value=t_loop, ratio_note="× baseline time", runs=repeats),
+            baseline_value=t_loop, ratio_note="× baseline", runs=repeats),
         row(BENCH, "same run", t_dag, "s", baseline=f"`xargs -P {MAX_JOBS}`",
-            baseline_value=t_pair, ratio_note="× baseline time", runs=repeats),
+            baseline_value=t_pair, ratio_note="× baseline", runs=repeats),
         row(BENCH, "per-node overhead over the shell loop", per_node_ms, "ms/node",
             runs=repeats, digits=2,
             note=f"per-node overhead over `xargs -P {MAX_JOBS}`: {per_node_pair_ms:.2f} ms"),

@@ -175,21 +175,23 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     t_f = median(times["f-strings"])
     t_check = median(check_times)
     n = f"{count + 2:,}"
+    tie = ("within 5 % of htcondor2.dags: a tie, given this machine's noise"
+           if abs(t_template / t_htc - 1) < 0.05 else "")
     return [
         row(BENCH, f"docket: `workflow.dag.j2` rendered and written ({n} nodes)", t_template,
             "s", baseline="`htcondor2.dags` build + `write_dag`", baseline_value=t_htc,
-            ratio_note="× htcondor2.dags time", target="no slower than htcondor2.dags",
-            met=t_template <= t_htc, runs=repeats),
+            ratio_note="× htcondor2.dags", target="no slower than htcondor2.dags",
+            met=t_template <= t_htc, runs=repeats, note=tie),
         row(BENCH, "docket: whole `render_execution` (all templates, metadata, then "
             "`check_workflow`)", t_execution, "s", baseline="`htcondor2.dags` build + "
-            "`write_dag`", baseline_value=t_htc, ratio_note="× htcondor2.dags time",
+            "`write_dag`", baseline_value=t_htc, ratio_note="× htcondor2.dags",
             target="no slower than htcondor2.dags", met=t_execution <= t_htc, runs=repeats),
         row(BENCH, "docket: `workflow.dag.j2` rendered and written", t_template, "s",
             baseline="plain f-string writer of the same file", baseline_value=t_f,
-            ratio_note="× f-string time", runs=repeats),
+            ratio_note="× f-strings", runs=repeats),
         row(BENCH, "where it goes: `check_workflow` alone (parse the DAG back, check the "
             "submit files)", t_check, "s", baseline="`htcondor2.dags`", baseline_value=t_htc,
-            ratio_note="× htcondor2.dags time", runs=repeats),
+            ratio_note="× htcondor2.dags", runs=repeats),
     ]
 
 

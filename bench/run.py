@@ -118,9 +118,11 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
         if r.get("baseline"):
             base = f"{fmt(r['baseline'])}: {fmt(r.get('baseline_value'), digits)} " \
                    f"{r.get('unit', '')}".strip()
-        ratio = fmt(r.get("ratio"), 3)
-        if r.get("ratio") is not None and r.get("ratio_note"):
-            ratio += f" ({fmt(r['ratio_note'])})"
+        ratio = "—"
+        if r.get("ratio") is not None:
+            ratio = f"{r['ratio']:.2f}"
+            if r.get("ratio_note"):
+                ratio += f" {fmt(r['ratio_note'])}"
         lines.append(f"| {fmt(r['measure'])} | {figure} | {base} | {ratio} | "
                      f"{fmt(r.get('target') or None)} | {verdict(r.get('met'))} |")
     return lines
@@ -149,8 +151,11 @@ def report(results: dict[str, dict[str, Any]], info: dict[str, str], quick: bool
             continue
         for r in res["rows"]:
             if r.get("target"):
+                figure = f"{fmt(r['value'], r.get('digits', 3))} {r.get('unit', '')}".strip()
+                ratio = (f"; {r['ratio']:.2f} {r.get('ratio_note', '')}".rstrip()
+                         if r.get("ratio") is not None else "")
                 out.append(f"| {res['title']} | {fmt(r.get('measure'))} | {fmt(r['target'])} "
-                           f"| {verdict(r.get('met'))} (ratio {fmt(r.get('ratio'))}) |")
+                           f"| {verdict(r.get('met'))}: {figure}{ratio} |")
     out.append("")
     for name, res in results.items():
         out += [f"## {res['title']}", ""]
