@@ -21,6 +21,16 @@ app = typer.Typer(help="docket: file-driven batch processing for observatory dat
 queue_app = typer.Typer(help="See and change capability queues.", no_args_is_help=True)
 app.add_typer(queue_app, name="queue")
 
+
+def _mount() -> None:
+    from cli.analysts import app as analysts_app
+
+    app.add_typer(analysts_app, name="analysts",
+                  help="List and edit the home's analysts and their roles.")
+
+
+_mount()
+
 HomeOption = Annotated[Path | None, typer.Option(
     "--home", help="The docket home (default: $DOCKET_HOME, else the current directory).",
     show_default=False)]
@@ -310,34 +320,232 @@ def queue_list(home: HomeOption = None, as_json: JsonOption = False) -> int:
     return 0
 
 
-def _queue_change(capability: str, home: Path | None, as_json: bool, **change: Any) -> int:
-    from docket.drivers import change_queue
+WaitOption = Annotated[bool, typer.Option(
+    "--wait/--no-wait", help="Wait until the decision is applied and print the outcome.")]
+ReasonOption = Annotated[str, typer.Option("--reason", help="Why (recorded).")]
 
-    result = change_queue(_home(home), capability, _user(), **change)
-    emit(result, as_json, lambda r: f"queue {capability}: " + ", ".join(
-        f"{k}={v}" for k, v in r["change"].items()))
+
+def _decide(kind: str, spec: dict[str, Any], verb: str, subject: str, home: Path | None,
+            wait: bool, as_json: bool) -> int:
+    from docket.drivers import decide
+
+    result = decide(_home(home), kind, spec, verb=verb, subject=subject, wait=wait)
+    emit(result, as_json, lambda r: (r.get("outcome") or
+                                     f"{kind} {r['document']} spooled as {r['spooled']}"))
     return 0
 
 
+def _queue_change(capability: str, action: str, reason: str, home: Path | None, wait: bool,
+                  as_json: bool, max_jobs: int | None = None) -> int:
+    return _decide("QueueChange", {"capability": capability, "action": action,
+                                   "max_jobs": max_jobs, "reason": reason},
+                   f"queue-{action}", capability, home, wait, as_json)
+
+
 @queue_app.command("pause")
-def queue_pause(capability: str, home: HomeOption = None, as_json: JsonOption = False) -> int:
+def queue_pause(capability: str, reason: ReasonOption = "paused by an operator",
+                wait: WaitOption = True, home: HomeOption = None,
+                as_json: JsonOption = False) -> int:
     """Hold new starts (running work continues; requests are still accepted)."""
-    return _queue_change(capability, home, as_json, paused=True)
+    return _queue_change(capability, "pause", reason, home, wait, as_json)
 
 
 @queue_app.command("resume")
-def queue_resume(capability: str, home: HomeOption = None,
+def queue_resume(capability: str, reason: ReasonOption = "resumed by an operator",
+                 wait: WaitOption = True, home: HomeOption = None,
                  as_json: JsonOption = False) -> int:
     """Let waiting executions start again."""
-    return _queue_change(capability, home, as_json, paused=False)
+    return _queue_change(capability, "resume", reason, home, wait, as_json)
 
 
 @queue_app.command("limit")
 def queue_limit(capability: str,
                 max_jobs: Annotated[int, typer.Argument(min=0, help="Concurrent executions.")],
+                reason: ReasonOption = "limit set by an operator", wait: WaitOption = True,
                 home: HomeOption = None, as_json: JsonOption = False) -> int:
     """Set how many executions of a capability may run at once."""
-    return _queue_change(capability, home, as_json, max_jobs=max_jobs)
+    return _queue_change(capability, "limit", reason, home, wait, as_json, max_jobs)
+
+
+@queue_app.command("enable")
+def queue_enable(capability: str, reason: ReasonOption = "enabled by an operator",
+                 wait: WaitOption = True, home: HomeOption = None,
+                 as_json: JsonOption = False) -> int:
+    """Accept new requests for a capability again."""
+    return _queue_change(capability, "enable", reason, home, wait, as_json)
+
+
+@queue_app.command("disable")
+def queue_disable(capability: str, reason: ReasonOption = "disabled by an operator",
+                  wait: WaitOption = True, home: HomeOption = None,
+                  as_json: JsonOption = False) -> int:
+    """Reject new requests for a capability (running and queued work continues)."""
+    return _queue_change(capability, "disable", reason, home, wait, as_json)
+
+
+# decisions ---------------------------------------------------------------------
+
+qa_app = typer.Typer(help="QA decisions on a request version.", no_args_is_help=True)
+app.add_typer(qa_app, name="qa")
+VersionOption = Annotated[int | None, typer.Option(
+    "--version", help="Request version (default: the current one).")]
+RequiredReason = Annotated[str, typer.Option("--reason", help="Why (recorded).")]
+
+
+def _decision(decision: str, name: str, version: int | None, reason: str,
+              home: Path | None, wait: bool, as_json: bool) -> int:
+    return _decide("Decision", {"request": name, "version": version, "decision": decision,
+                                "reason": reason}, decision, name, home, wait, as_json)
+
+
+@qa_app.command("pass")
+def qa_pass(name: str, reason: RequiredReason, version: VersionOption = None,
+            wait: WaitOption = True, home: HomeOption = None,
+            as_json: JsonOption = False) -> int:
+    """QA pass: this version is the result (the request is sealed)."""
+    return _decision("qa-pass", name, version, reason, home, wait, as_json)
+
+
+@qa_app.command("fail")
+def qa_fail(name: str, reason: RequiredReason, version: VersionOption = None,
+            wait: WaitOption = True, home: HomeOption = None,
+            as_json: JsonOption = False) -> int:
+    """QA fail: this version's result is not usable."""
+    return _decision("qa-fail", name, version, reason, home, wait, as_json)
+
+
+@qa_app.command("retry")
+def qa_retry(name: str, reason: RequiredReason, version: VersionOption = None,
+             wait: WaitOption = True, home: HomeOption = None,
+             as_json: JsonOption = False) -> int:
+    """Send a version awaiting QA back to its queue to run again."""
+    return _decision("retry", name, version, reason, home, wait, as_json)
+
+
+@app.command()
+def approve(name: str, reason: RequiredReason, version: VersionOption = None,
+            wait: WaitOption = True, home: HomeOption = None,
+            as_json: JsonOption = False) -> int:
+    """Approve a request version (AOD)."""
+    return _decision("approve", name, version, reason, home, wait, as_json)
+
+
+@app.command()
+def reject(name: str, reason: RequiredReason, version: VersionOption = None,
+           wait: WaitOption = True, home: HomeOption = None,
+           as_json: JsonOption = False) -> int:
+    """Reject a request version (AOD)."""
+    return _decision("reject", name, version, reason, home, wait, as_json)
+
+
+@app.command()
+def resubmit(name: str, reason: RequiredReason, version: VersionOption = None,
+             wait: WaitOption = True, home: HomeOption = None,
+             as_json: JsonOption = False) -> int:
+    """Run a version again, as a new execution."""
+    return _decide("Resubmit", {"request": name, "version": version, "reason": reason},
+                   "resubmit", name, home, wait, as_json)
+
+
+@app.command()
+def seal(name: str, reason: RequiredReason, wait: WaitOption = True,
+         home: HomeOption = None, as_json: JsonOption = False) -> int:
+    """Accept no further versions of a request."""
+    return _decide("Seal", {"request": name, "reason": reason}, "seal", name, home, wait,
+                   as_json)
+
+
+@app.command()
+def mediate(name: str,
+            set_state: Annotated[str, typer.Option("--set-state", help="The state to force.")],
+            reason: RequiredReason, home: HomeOption = None,
+            as_json: JsonOption = False) -> int:
+    """Force a request's current execution into a state (operators only; recorded)."""
+    from docket.drivers import mediate as mediate_request
+
+    result = mediate_request(_home(home), name, set_state, reason, _user())
+    emit(result, as_json, lambda r: f"{name}: execution {r['execution']} {r['from']} → "
+                                    f"{r['to']} ({reason})")
+    return 0
+
+
+# bookkeeping ---------------------------------------------------------------------
+
+
+@app.command()
+def results(capability: Annotated[str | None, typer.Option(help="Only this capability.")]
+            = None,
+            status: Annotated[str | None, typer.Option(help="Only executions in this state.")]
+            = None,
+            tag: Annotated[str | None, typer.Option(help="Only executions with this tag.")]
+            = None,
+            since: Annotated[str | None, typer.Option(
+                help="Only executions created at or after this UTC date/time (ISO).")] = None,
+            limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
+            home: HomeOption = None, as_json: JsonOption = False) -> int:
+    """Executions with their parameters, results, products and bookkeeping."""
+    from docket.report import results as results_of
+    from docket.store import Store
+
+    store = Store.open_readonly(_home(home).database)
+    try:
+        result = results_of(store, capability, status, tag, since, limit)
+    finally:
+        store.close()
+    emit(result, as_json, lambda r: table(
+        [(e["id"], e["request"], f"v{e['version']}", e["capability"], e["status"],
+          ",".join(e["tags"]), e["user"], (e["created"] or "")[:19], len(e["products"]))
+         for e in r["executions"]],
+        ["EXECUTION", "REQUEST", "VERSION", "CAPABILITY", "STATUS", "TAGS", "USER", "CREATED",
+         "PRODUCTS"]))
+    return 0
+
+
+@app.command()
+def history(name: str, home: HomeOption = None, as_json: JsonOption = False) -> int:
+    """Every event of a request, with its actor and reason."""
+    from docket.drivers import history as history_of
+
+    result = history_of(_home(home), name)
+    emit(result, as_json, lambda r: table(
+        [(e["time"][:23], e["type"], e["version"], e["execution"], e["actor"],
+          e["data"].get("reason") or e["data"].get("to") or "") for e in r["events"]],
+        ["TIME (UTC)", "EVENT", "VERSION", "EXECUTION", "ACTOR", "REASON / STATE"]))
+    return 0
+
+
+@app.command()
+def metrics(home: HomeOption = None, as_json: JsonOption = False) -> int:
+    """Counts per capability and state, queue wait and run time, failures by cause."""
+    from docket.report import metrics as metrics_of
+    from docket.store import Store
+
+    store = Store.open_readonly(_home(home).database)
+    try:
+        result = metrics_of(store)
+    finally:
+        store.close()
+
+    def human(r: dict[str, Any]) -> str:
+        def fmt(v: float | None) -> str:
+            return "-" if v is None else f"{v:.1f}"
+
+        rows = []
+        for cap, states in sorted(r["counts"].items()):
+            t = r["timing"].get(cap, {})
+            rows.append((cap, ", ".join(f"{n} {s}" for s, n in sorted(states.items())),
+                         fmt(t["queue_wait_s"]["p50"]), fmt(t["queue_wait_s"]["p95"]),
+                         fmt(t["run_time_s"]["p50"]), fmt(t["run_time_s"]["p95"])))
+        out = table(rows, ["CAPABILITY", "EXECUTIONS", "WAIT p50 s", "WAIT p95 s",
+                           "RUN p50 s", "RUN p95 s"])
+        if r["failures_by_cause"]:
+            out += "\n\nfailures by cause:\n" + "\n".join(
+                f"  {n:5d}  {c}" for c, n in sorted(r["failures_by_cause"].items(),
+                                                    key=lambda x: -x[1]))
+        return out
+
+    emit(result, as_json, human)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,6 +6,7 @@ returns one plain result dict (the CLI prints it as a table or as ``--json``).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from docket.errors import Invalid, NotFound
 from docket.home import Home
 
 __all__ = ["submit_files", "validate_files", "cancel_request", "rebuild", "queues",
-           "change_queue", "spool_file"]
+           "spool_file", "decide", "mediate", "history"]
 
 
 def spool_file(home: Home, raw: bytes, name: str) -> Path:
@@ -140,17 +141,136 @@ def queues(home: Home) -> dict[str, Any]:
         store.close()
 
 
-def change_queue(home: Home, capability: str, actor: str, **change: Any) -> dict[str, Any]:
-    from docket.capabilities import list_capabilities
+# decisions ---------------------------------------------------------------------
 
-    if capability not in list_capabilities(home.templates):
-        raise NotFound(f"unknown capability {capability!r}",
-                       "see 'docket queue list' for the capabilities")
+
+def _decision_name(verb: str, subject: str) -> str:
+    import secrets
+    from datetime import UTC, datetime
+
+    stamp = datetime.now(UTC).strftime("%Y%m%dt%H%M%S")
+    head = f"{verb}-{subject}"[: 63 - len(stamp) - 6].rstrip("-._")
+    return f"{head}-{stamp}-{secrets.token_hex(2)}"
+
+
+def decide(home: Home, kind: str, spec: dict[str, Any], *, verb: str, subject: str,
+           wait: bool = True, timeout_s: float = 60.0) -> dict[str, Any]:
+    """Write a decision document into the spool; by default wait until it is applied.
+
+    When no watcher holds the home's intake, the command applies its own document (one
+    intake pass over just that file), so the verbs also work where cron runs ``tick``.
+    """
+    import time
+
+    import yaml
+
+    from docket.errors import DocketError, Locked
+
+    name = _decision_name(verb, subject)
+    document = {"apiVersion": "docket/v1", "kind": kind, "metadata": {"name": name},
+                "spec": {k: v for k, v in spec.items() if v is not None}}
+    raw = yaml.safe_dump(document, sort_keys=False).encode()
+    path = spool_file(home, raw, f"{name}.yaml")
+    result: dict[str, Any] = {"document": name, "spooled": str(path), "kind": kind}
+    if not wait:
+        result["status"] = "spooled"
+        return result
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if path.exists():
+            with contextlib.suppress(Locked):  # a watcher has the intake: wait for it
+                _apply_here(home, path.name)
+        outcome = _decision_outcome(home, name, path)
+        if outcome is not None:
+            result.update(outcome)
+            if outcome["status"] == "rejected":
+                raise DocketError(f"{kind} {name} was refused: {outcome['reason']}",
+                                  f"see {outcome['error_file']}")
+            return result
+        if time.monotonic() > deadline:
+            raise DocketError(f"{kind} {name} was not applied within {timeout_s:g} s",
+                              "is the watcher running? it stays in the spool; "
+                              "'docket tick' applies it")
+        time.sleep(0.1)
+
+
+def _apply_here(home: Home, filename: str) -> None:
+    from docket.watcher import Watcher, intake_lock
+
+    with intake_lock(home.intake_lock, "docket (applying its own decision)"):
+        watcher = Watcher(home)
+        try:
+            watcher.intake.scan([filename])
+        finally:
+            watcher.close()
+
+
+def _decision_outcome(home: Home, name: str, path: Path) -> dict[str, Any] | None:
+    import json
+
+    from docket.store import Store
+
+    if path.exists() or not home.database.exists():
+        return None
+    store = Store.open_readonly(home.database)
+    try:
+        row = store.one("SELECT data FROM events WHERE type='decision.applied' AND "
+                        "json_extract(data, '$.name')=?", name)
+    finally:
+        store.close()
+    if row is not None:
+        return {"status": "applied", "outcome": json.loads(row["data"])["outcome"]}
+    error = home.rejected / f"{path.name}.error"
+    if error.exists():
+        lines = [ln[4:] for ln in error.read_text().splitlines() if ln.startswith("  - ")]
+        return {"status": "rejected", "reason": "; ".join(lines), "error_file": str(error)}
+    return None
+
+
+def mediate(home: Home, name: str, state: str, reason: str, actor: str) -> dict[str, Any]:
+    """An operator's destructive fix-up of a request's state, recorded with the old one."""
+    from docket.analysts import load_analysts
+    from docket.errors import UsageError
+
+    if "operator" not in load_analysts(home.root).roles_of(actor):
+        raise UsageError(f"only an analyst with the role 'operator' may mediate; {actor} is "
+                         "not one", "ask an operator, or 'docket analysts add' one")
     store, rules = _watcher_parts(home)
     try:
-        rules.change_queue(capability, actor=actor, **change)
-        return {"capability": capability, "change": change}
+        request = store.one("SELECT * FROM requests WHERE name=?", name)
+        if request is None:
+            raise NotFound(f"no request named {name!r}", "see 'docket status' for the names")
+        execution = store.one("SELECT * FROM executions WHERE id=?",
+                              request["current_execution"])
+        machine = rules.machine_for(execution["capability"])
+        if state not in machine.states:
+            raise Invalid(f"{state!r} is not a state of {execution['capability']!r}",
+                          f"states: {', '.join(machine.states)}")
+        store.record("execution.mediated", request=name, version=execution["version"],
+                     execution=execution["id"], actor=actor, to=state, reason=reason,
+                     **{"from": execution["state"]})
+        return {"request": name, "execution": execution["id"], "from": execution["state"],
+                "to": state, "reason": reason}
     finally:
         store.close()
 
 
+def history(home: Home, name: str) -> dict[str, Any]:
+    import json
+
+    from docket.store import Store
+
+    store = Store.open_readonly(home.database)
+    try:
+        rows = store.all("SELECT id, time, type, version, execution, actor, data FROM events "
+                         "WHERE request=? ORDER BY id", name)
+        if not rows:
+            raise NotFound(f"no request named {name!r}", "see 'docket status' for the names")
+        events = []
+        for r in rows:
+            item = dict(r)
+            item["data"] = json.loads(item["data"])
+            events.append(item)
+        return {"request": name, "events": events}
+    finally:
+        store.close()

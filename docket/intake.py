@@ -205,10 +205,15 @@ class Intake:
         self._ensure_table()
 
     def roles_of(self, user: str) -> set[str]:
-        """The user's analyst roles from the home's analysts.yaml (read on every use)."""
+        """The user's analyst roles from the home's analysts.yaml (re-read when it changes)."""
         from docket.analysts import load_analysts
+        from docket.decisions import Refused
+        from docket.errors import DocketError
 
-        return set(load_analysts(self.home.root).roles_of(user))
+        try:
+            return set(load_analysts(self.home.root).roles_of(user))
+        except DocketError as exc:  # a broken analysts.yaml refuses decisions, loudly
+            raise Refused(f"cannot check roles: {exc}") from None
 
     def _ensure_table(self) -> None:
         # bookkeeping of files whose move is still owed, not state: never rebuilt

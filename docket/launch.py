@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,48 @@ from docket.render import WORKFLOW_FILE, render_execution
 from docket.rules import Rules
 from docket.store import Store
 
-__all__ = ["Launcher"]
+__all__ = ["Launcher", "collect_results", "RESULTS_FILE", "MAX_RESULTS_BYTES"]
+
+# A workflow reports its results (CHIME's "results") as a JSON object in this file.
+RESULTS_FILE = "results.json"
+MAX_RESULTS_BYTES = 65_536
+_PLOT_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".svg")
 
 log = logging.getLogger("docket.launch")
 
 # A runner that dies this often is broken, not unlucky.
 MAX_RESUMES = 3
+
+
+def collect_results(directory: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]],
+                                             list[dict[str, Any]], str | None]:
+    """What an ended execution left: results.json, products and plots (with sha256)."""
+    from docket.fileio import sha256_file
+
+    results: dict[str, Any] | None = None
+    problem = None
+    path = directory / RESULTS_FILE
+    if path.is_file():
+        if path.stat().st_size > MAX_RESULTS_BYTES:
+            problem = f"{RESULTS_FILE} is over {MAX_RESULTS_BYTES} bytes"
+        else:
+            try:
+                loaded = json.loads(path.read_text())
+                if isinstance(loaded, dict):
+                    results = loaded
+                else:
+                    problem = f"{RESULTS_FILE} must hold a JSON object"
+            except (ValueError, UnicodeDecodeError) as exc:
+                problem = f"{RESULTS_FILE} is not valid JSON: {exc}"
+    products: list[dict[str, Any]] = []
+    plots: list[dict[str, Any]] = []
+    root = directory / "products"
+    if root.is_dir():
+        for file in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
+            entry = {"path": str(file.relative_to(directory)), "size_bytes": file.stat().st_size,
+                     "sha256": sha256_file(file)}
+            (plots if file.suffix.lower() in _PLOT_SUFFIXES else products).append(entry)
+    return results, products, plots, problem
 
 
 def _labels(document: str) -> dict[str, str]:
@@ -121,6 +158,7 @@ class Launcher:
     def follow(self, row: Any) -> bool:
         directory = Path(row["directory"])
         dag = directory / WORKFLOW_FILE
+        self._check_timeout(row, dag)
         result = self.engine.result(dag)  # read before the log: the log is complete by then
         self._read_events(row, dag)
         if result is None:
@@ -148,10 +186,14 @@ class Launcher:
             reason = "; ".join(f"node {n}: {r}" for n, r in sorted(failed.items()))
         else:
             reason = result.get("reason") or f"the workflow ended with exit code {exit_code}"
+        results, products, plots, problem = collect_results(directory)
+        if problem and exit_code == 0:
+            reason = problem
         with self.store.transaction():
             self.store.record("execution.finished", request=row["request"],
                               version=row["version"], execution=row["id"],
-                              exit_code=exit_code, status=status, reason=reason)
+                              exit_code=exit_code, status=status, reason=reason,
+                              results=results, products=products, plots=plots)
             current = self._row(row["id"])
             machine = self.rules.machine_for(row["capability"])
             if current["state"] not in machine.final:
@@ -171,6 +213,22 @@ class Launcher:
                                   execution=row["id"], **event)
             if cursor is not None:
                 self.store.save_cursor(row["id"], cursor)
+
+    def _check_timeout(self, row: Any, dag: Path) -> None:
+        limit = row["timeout_s"]
+        if not limit or not row["started"]:
+            return
+        started = datetime.strptime(row["started"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+            tzinfo=UTC)
+        ran_s = (datetime.now(UTC) - started).total_seconds()
+        if ran_s <= limit:
+            return
+        if self.store.one("SELECT 1 FROM events WHERE execution=? AND type="
+                          "'execution.timed_out'", row["id"]) is None:
+            self.store.record("execution.timed_out", request=row["request"],
+                              version=row["version"], execution=row["id"],
+                              reason=f"timed out: ran longer than {limit:g} s")
+        self.engine.cancel(dag)
 
     # stopping -------------------------------------------------------------------
 

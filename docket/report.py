@@ -75,3 +75,77 @@ def show(store: Store, name: str, stage_specs: list[Any] | None = None,
         h["data"] = json.loads(h["data"])
     return {"request": dict(request), "versions": versions, "executions": executions,
             "events": history}
+
+
+def results(store: Store, capability: str | None = None, status: str | None = None,
+            tag: str | None = None, since: str | None = None,
+            limit: int = 100) -> dict[str, Any]:
+    """Executions with their bookkeeping (CHIME's Work fields), newest first."""
+    where, args = [], []
+    for column, value in (("capability", capability), ("state", status)):
+        if value:
+            where.append(f"{column}=?")
+            args.append(value)
+    if tag:
+        where.append("EXISTS (SELECT 1 FROM json_each(tags) WHERE value=?)")
+        args.append(tag)
+    if since:
+        where.append("created >= ?")
+        args.append(since)
+    clause = ("WHERE " + " AND ".join(where)) if where else ""
+    rows = store.all(f"SELECT * FROM executions {clause} ORDER BY id DESC LIMIT ?", *args,
+                     limit)
+    out = []
+    for row in rows:
+        item = dict(row)
+        for key in ("parameters", "tags", "event_ids", "products", "plots", "results"):
+            item[key] = json.loads(item[key]) if item[key] else ({} if key in (
+                "parameters",) else None if key == "results" else [])
+        item["group"] = item.pop("grp")
+        item["status"] = item["state"]
+        out.append(item)
+    return {"executions": out}
+
+
+def _percentile(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * p
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def metrics(store: Store) -> dict[str, Any]:
+    """Counts per capability and state, queue wait and run time percentiles, failures."""
+    counts: dict[str, dict[str, int]] = {}
+    for row in store.all("SELECT capability, state, count(*) AS n FROM executions "
+                         "GROUP BY capability, state"):
+        counts.setdefault(row["capability"], {})[row["state"]] = row["n"]
+    timing: dict[str, dict[str, Any]] = {}
+    for cap in counts:
+        rows = store.all(
+            "SELECT (julianday(started) - julianday(created)) * 86400 AS wait_s, "
+            "(julianday(stopped) - julianday(started)) * 86400 AS run_s FROM executions "
+            "WHERE capability=? AND started IS NOT NULL", cap)
+        waits = [r["wait_s"] for r in rows if r["wait_s"] is not None]
+        runs = [r["run_s"] for r in rows if r["run_s"] is not None]
+        timing[cap] = {"queue_wait_s": {"p50": _percentile(waits, 0.5),
+                                        "p95": _percentile(waits, 0.95)},
+                       "run_time_s": {"p50": _percentile(runs, 0.5),
+                                      "p95": _percentile(runs, 0.95)},
+                       "executions_timed": len(runs)}
+    failures: dict[str, int] = {}
+    for row in store.all("SELECT reason FROM executions WHERE state='failed'"):
+        cause = _cause(row["reason"] or "unknown")
+        failures[cause] = failures.get(cause, 0) + 1
+    return {"counts": counts, "timing": timing, "failures_by_cause": failures}
+
+
+def _cause(reason: str) -> str:
+    """A failure reason without the parts that differ run to run (node names, numbers)."""
+    import re
+
+    text = reason.split(";")[0]
+    text = re.sub(r"^node \S+: ", "", text)
+    return re.sub(r"\d+", "N", text)[:80]

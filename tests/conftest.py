@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import pwd
 import shutil
 import sys
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+CURRENT_USER = pwd.getpwuid(os.getuid()).pw_name
 BIN = Path(sys.executable).parent
 
 
@@ -45,6 +48,10 @@ def home(tmp_path: Path) -> Path:
     root = tmp_path / "home"
     shutil.copytree(REPO / "templates", root / "templates")
     (root / "spool" / "incoming").mkdir(parents=True)
+    # the user running the tests is every kind of analyst; tests of authorization add
+    # their own users
+    (root / "analysts.yaml").write_text(
+        f"analysts:\n  {CURRENT_USER}:\n    roles: [da, aod, operator]\n")
     return root
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
-from tests.conftest import drop, request_doc
+from tests.conftest import CURRENT_USER, drop, request_doc
 
 
 def _start_order(home) -> list[str]:
@@ -52,17 +53,34 @@ def test_the_limit_bounds_concurrent_executions(home, docket):
     assert peak == 2
 
 
-def test_queue_changes_are_events_with_the_actor(home, docket):
+def test_queue_changes_are_documents_applied_with_the_actor(home, docket):
     docket("tick")
-    result = docket("queue", "limit", "demo", "7", "--json")
-    assert result.code == 0 and result.json()["change"] == {"max_jobs": 7}
+    result = docket("queue", "limit", "demo", "7", "--reason", "night shift", "--json")
+    assert result.code == 0, result.err
+    assert result.json()["status"] == "applied"
+    assert result.json()["outcome"] == "queue demo: max_jobs=7"
+    archived = home / "spool" / "accepted" / "_decisions" / f"{result.json()['document']}.yaml"
+    assert "kind: QueueChange" in archived.read_text()
     conn = sqlite3.connect(home / "state" / "docket.db")
-    actor, = conn.execute("SELECT actor FROM events WHERE type='queue.changed'").fetchone()
-    assert actor
+    actor, data = conn.execute("SELECT actor, data FROM events WHERE type='queue.changed'"
+                               ).fetchone()
+    assert actor == CURRENT_USER and '"reason":"night shift"' in data
     unknown = docket("queue", "pause", "nope")
-    assert unknown.code == 3
-    assert unknown.err == ("Error: unknown capability 'nope' — see 'docket queue list' for the "
-                           "capabilities\n")
+    assert unknown.code == 1
+    assert "was refused: spec.capability: unknown capability 'nope'" in unknown.err
+    assert unknown.err.count("\n") == 1
+    spooled = docket("queue", "resume", "demo", "--no-wait", "--json").json()
+    assert spooled["status"] == "spooled" and Path(spooled["spooled"]).exists()
+
+
+def test_queue_changes_need_an_operator(home, docket):
+    (home / "analysts.yaml").write_text(f"analysts:\n  {CURRENT_USER}:\n    roles: [da]\n")
+    docket("tick")
+    result = docket("queue", "pause", "null")
+    assert result.code == 1
+    assert (f"queue changes need an analyst with the role 'operator'; {CURRENT_USER} has da"
+            in result.err)
+    assert docket("queue", "list", "--json").json()["queues"][1]["paused"] is False
 
 
 def test_cancel_a_queued_and_a_running_request(home, docket):
