@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import json
 import os
+import re
 import select
 import shutil
 import statistics
@@ -119,17 +121,33 @@ def docket(home: Path, *args: str, check: bool = True,
     return proc
 
 
-def make_home(root: Path, *, pause: Sequence[str] = ("null", "demo")) -> Path:
-    """A docket home with the shipped templates, a database, and paused queues.
+def make_home(root: Path) -> Path:
+    """A docket home with the shipped templates, a database, and queues that start nothing.
 
-    Pausing the queues keeps the benchmarks measuring intake, not execution: accepted
-    requests wait in their queue, as they would behind a busy cluster.
+    Every capability's queue gets ``max_jobs: 0`` in the home's copy of the templates, so
+    accepted requests wait in their queue as they would behind a busy cluster, and the
+    benchmarks measure intake, not execution. (Pausing a queue would need a QueueChange
+    decision by an analyst with the operator role; a limit of 0 needs nobody.)
     """
     root.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(REPO / "templates", root / "templates")
-    docket(root, "tick")  # creates the database: queue changes need it
-    for capability in pause:
-        docket(root, "queue", "pause", capability)
+    templates = root / "templates"
+    shutil.copytree(REPO / "templates", templates)
+    for definition in sorted(templates.glob("*/capability.yaml")):
+        if definition.parent.name.startswith(("_", ".")):
+            continue
+        text = definition.read_text()
+        text, found = re.subn(r"^(\s+max_jobs:\s*)\d+", r"\g<1>0", text, flags=re.M)
+        if not found:
+            if re.search(r"^queue:", text, flags=re.M):
+                raise RuntimeError(f"{definition}: a queue section without max_jobs; "
+                                   "bench/benchlib.py cannot set it to 0")
+            text += "\nqueue:\n  max_jobs: 0\n"
+        definition.write_text(text)
+    docket(root, "tick")  # creates the database, as a running home has one
+    out = docket(root, "queue", "list", "--json", stdout=subprocess.PIPE).stdout
+    limits = {q["capability"]: q["max_jobs"] for q in json.loads(out)["queues"]}
+    if any(limits.values()):
+        raise RuntimeError(f"queue limits are not all 0 in the bench home: {limits}")
     return root
 
 
