@@ -389,8 +389,9 @@ class Intake:
                     self.store.conn.execute("RELEASE decision")
         except Refused as exc:
             # the refusal, not half a decision, is what the record keeps
-            self.store.record("decision.refused", actor=actor, file=name, kind=parsed.kind,
-                              reason=str(exc))
+            self.store.record("decision.refused", actor=actor,
+                              request=getattr(model.spec, "request", None), file=name,
+                              kind=parsed.kind, reason=str(exc))
             return self._reject(name, [str(exc)], actor)
         return Outcome(name, "applied", result.get("request"), result.get("version"),
                        result.get("execution"), reasons=[result["outcome"]],

@@ -197,8 +197,10 @@ class Launcher:
             current = self._row(row["id"])
             machine = self.rules.machine_for(row["capability"])
             if current["state"] not in machine.final:
+                # a reason recorded earlier (a timeout's) says more than "removed"
                 self.rules.feed(current, "succeed" if exit_code == 0 else "fail",
-                                reason=reason)
+                                reason=current["reason"] or reason,
+                                exit_code=exit_code)
         self._clear_marker(directory)
         return True
 

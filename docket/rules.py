@@ -122,7 +122,7 @@ class Rules:
                      tags=spec.get("tags", []), group=spec.get("group"),
                      events=spec.get("events", []),
                      timeout_s=spec.get("timeout_s") or definition.timeout_s,
-                     attempt=attempt or count["n"] + 1)
+                     attempt=attempt or 1)
         row = store.one("SELECT * FROM executions WHERE id=?", execution)
         self.feed(row, "accept", actor=actor)
         return execution
@@ -179,6 +179,9 @@ class Rules:
             elif word == "run-workflow":
                 self._follow_up(execution, argument, actor)
             # enqueue: waiting is the state itself; kill: see Launcher.stop_cancelled
+        if (transition.target in machine.waiting_states()
+                and execution["engine_state"] == "done"):
+            self.store.record("execution.requeued", **common, reason=reason)
         if event == "qa-pass":
             self._seal_on_pass(execution, actor)
         return None
@@ -242,8 +245,9 @@ class Rules:
         if output_dir:
             path = Path(output_dir)
             return path if path.is_absolute() else self.work_dir / path
-        return (self.work_dir / execution["request"] / f"v{execution['version']}"
-                / f"e{self._number(execution)}")
+        attempt = int(execution["attempt"] or 1)
+        leaf = f"e{self._number(execution)}" + (f".{attempt}" if attempt > 1 else "")
+        return self.work_dir / execution["request"] / f"v{execution['version']}" / leaf
 
     def _number(self, execution: Any) -> int:
         return int(execution["number"])

@@ -301,11 +301,18 @@ def _apply(conn: sqlite3.Connection, event: dict[str, Any]) -> None:
         conn.execute("UPDATE requests SET sealed=1, passed_version=coalesce(?, passed_version),"
                      " current_version=coalesce(?, current_version), current_execution="
                      "coalesce(?, current_execution), updated=? WHERE name=?",
-                     (d.get("passed_version"), d.get("passed_version"), d.get("execution"), at,
+                     (d.get("passed_version"), d.get("passed_version"), execution, at,
                       request))
-        if d.get("execution") is not None:
+        if execution is not None:
             conn.execute("UPDATE requests SET state=(SELECT state FROM executions WHERE id=?) "
-                         "WHERE name=?", (d["execution"], request))
+                         "WHERE name=?", (execution, request))
+    elif t == "execution.requeued":
+        # a retry runs the same execution again, as its next attempt, in a new directory
+        conn.execute("UPDATE executions SET engine_state='none', attempt=attempt+1, "
+                     "retries=retries+1, exit_code=NULL, reason=NULL, stopped=NULL, "
+                     "started=NULL, results=NULL, products='[]', plots='[]' WHERE id=?",
+                     (execution,))
+        conn.execute("DELETE FROM cursors WHERE execution=?", (execution,))
     elif t == "request.source_removed":
         conn.execute("UPDATE requests SET source_removed=? WHERE name=?",
                      (d.get("path"), request))
