@@ -82,6 +82,7 @@ class Recipe:
     entry: str  # "module:function"
     extra: tuple[str, ...] = ()
     provided: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()  # distributions left out of the resolve
 
     @property
     def entry_module(self) -> str:
@@ -111,17 +112,18 @@ def load_recipes(path: Path = RECIPES) -> tuple[dict[str, Recipe], Settings]:
     scripts = _pyproject()["project"]["scripts"]
     recipes: dict[str, Recipe] = {}
     for name, table in data.get("tool", {}).items():
-        unknown = set(table) - {"entry", "extra", "provided"}
+        unknown = set(table) - {"entry", "extra", "provided", "exclude"}
         if unknown:
             raise Invalid(f"{path}: [tool.{name}] has unknown keys {sorted(unknown)}",
-                          "use only entry, extra and provided")
+                          "use only entry, extra, provided and exclude")
         entry = table.get("entry") or scripts.get(name)
         if not entry:
             raise Invalid(f"{path}: tool {name!r} has no console script in pyproject.toml",
                           "add it to [project.scripts] or give an entry = \"module:func\"")
         recipes[name] = Recipe(name=name, entry=str(entry),
                                extra=tuple(table.get("extra", ())),
-                               provided=tuple(table.get("provided", ())))
+                               provided=tuple(table.get("provided", ())),
+                               exclude=tuple(table.get("exclude", ())))
     return recipes, _settings(data)
 
 
@@ -285,8 +287,9 @@ def _pex_version() -> str:
 
 
 def pex_options(recipe: Recipe, settings: Settings) -> list[str]:
-    """The pex flags every tool is built with (besides paths and requirements)."""
-    return [
+    """The pex flags a tool is built with (besides paths and requirements)."""
+    excluded = [arg for project in recipe.exclude for arg in ("--exclude", project)]
+    return [*excluded,
         "--entry-point", recipe.entry,
         # venv mode: the first run installs a venv in PEX_ROOT; later runs exec its
         # python directly, which is what makes warm start-up close to a venv's
@@ -368,7 +371,7 @@ def build_one(recipe: Recipe, settings: Settings, out_dir: Path = DIST, *,
         "tool": recipe.name, "entry": recipe.entry, "key": key, "sha256": digest,
         "pex": _pex_version(), "interpreter_constraint": settings.interpreter_constraint,
         "modules": list(modules), "requirements": requirements,
-        "provided": list(recipe.provided),
+        "provided": list(recipe.provided), "excluded": list(recipe.exclude),
     }, indent=2) + "\n", durable=False)
     seconds = time.monotonic() - started
     log(f"built {out} in {seconds:.1f} s ({len(modules)} modules, "
