@@ -309,12 +309,13 @@ class Rules:
         views = []
         for name in sorted(names):
             max_jobs, paused, enabled = self.queue_settings(name)
+            waiting = json.dumps(self.machine_for(name).waiting_states())
             counts = self.store.one(
                 "SELECT sum(engine_state IN ('starting','running')) AS running, "
-                "sum(engine_state='none' AND state NOT IN (SELECT value FROM json_each(?))) "
-                "AS waiting, min(CASE WHEN engine_state='none' THEN created END) AS oldest "
-                "FROM executions WHERE capability=?",
-                json.dumps(sorted(self.machine_for(name).final)), name)
+                "sum(engine_state='none' AND state IN (SELECT value FROM json_each(?))) "
+                "AS waiting, min(CASE WHEN engine_state='none' AND state IN (SELECT value "
+                "FROM json_each(?)) THEN created END) AS oldest "
+                "FROM executions WHERE capability=?", waiting, waiting, name)
             views.append(QueueView(name, max_jobs, paused, enabled, counts["running"] or 0,
                                    counts["waiting"] or 0, counts["oldest"]))
         return views
