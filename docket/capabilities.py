@@ -88,7 +88,8 @@ def load_machine(templates_dir: Path, spec: str | MachineSpec, owner: Path,
         prefix = ("state_machine",)
     try:
         return Machine.build(name, list(mspec.states), mspec.initial, list(mspec.final),
-                             list(mspec.transitions))
+                             list(mspec.transitions),
+                             known_capabilities=set(list_capabilities(templates_dir)))
     except MachineError as exc:
         loc = (*prefix, "transitions", exc.index) if exc.index is not None else prefix
         raise CapabilityError(f"{_where(where_path, where_marks, loc)}: {exc}") from None

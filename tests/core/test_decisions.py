@@ -285,3 +285,48 @@ def test_mediate_is_for_operators_and_recorded(home, docket, users):
     (home / "analysts.yaml").write_text(f"analysts:\n  {CURRENT_USER}:\n    roles: [da]\n")
     refused = docket("mediate", "stuck", "--set-state", "complete", "--reason", "x")
     assert refused.code == 2 and "only an analyst with the role 'operator'" in refused.err
+
+
+def test_a_custom_machine_matches_event_fields_and_runs_a_follow_up(home, docket):
+    folder = home / "templates" / "picky"
+    shutil.copytree(home / "templates" / "null", folder)
+    (folder / "example-request.yaml").unlink()
+    text = (folder / "capability.yaml").read_text().replace('name: "null"', "name: picky")
+    text = text.replace("state_machine: simple\n", """state_machine:
+  states: [submitted, queued, executing, needs-data, complete, failed, cancelled]
+  initial: submitted
+  final: [complete, failed, cancelled]
+  transitions:
+    - "[submitted] -<accept>{enqueue}-> [queued]"
+    - "[queued] -<start>{run}-> [executing]"
+    - "[queued] -<cancel>-> [cancelled]"
+    - "[executing] -<succeed>{run-workflow demo}-> [complete]"
+    - "[executing] -<fail(exit_code=1)>-> [needs-data]"
+    - "[executing] -<fail>-> [failed]"
+    - "[needs-data] -<cancel>-> [cancelled]"
+""")
+    (folder / "capability.yaml").write_text(text)
+    drop(home, "a.yaml", request_doc("missing-data", "picky", exit_code=1))
+    drop(home, "b.yaml", request_doc("good-data", "picky"))
+    docket("tick", "--wait")
+    assert docket("show", "missing-data", "--json").json()["request"]["state"] == "needs-data"
+    assert docket("show", "good-data", "--json").json()["request"]["state"] == "complete"
+    follow = docket("show", "good-data-demo", "--json").json()
+    assert follow["request"]["capability"] == "demo"
+    assert follow["request"]["state"] == "complete"
+    assert follow["versions"][0]["source_file"] == "run-workflow from execution 2"
+
+
+def test_an_unknown_follow_up_capability_is_an_error_at_load(home):
+    from docket.capabilities import CapabilityError, load_capability
+
+    path = home / "templates" / "null" / "capability.yaml"
+    path.write_text(path.read_text().replace("state_machine: simple\n", """state_machine:
+  states: [a, b]
+  initial: a
+  final: [b]
+  transitions:
+    - "[a] -<go>{run-workflow nowhere}-> [b]"
+"""))
+    with pytest.raises(CapabilityError, match="run-workflow names unknown capability 'nowhere'"):
+        load_capability(home / "templates", "null")
