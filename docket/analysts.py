@@ -150,6 +150,16 @@ class Analysts:
                 return user
         return None
 
+    def actor_for_author(self, name: str | None, email: str | None) -> str:
+        """The actor of a git commit: the user listing ``email``, else ``Name <email>``.
+
+        An author no entry lists is recorded as git shows them and has no role.
+        """
+        user = self.user_for_email(email)
+        if user is not None:
+            return user
+        return f"{name or 'unknown'} <{email or ''}>"
+
     def as_dict(self) -> dict[str, Any]:
         return {"file": str(self.path), "analysts": [
             {"user": u, "roles": sorted(self.entries[u].roles),

@@ -11,7 +11,9 @@ the contents come from git's objects (``git ls-tree`` of ``HEAD``, ``git cat-fil
 a half-written file, a local edit or a staged change is never read. Each changed
 document carries the commit that gave the file its current content, and that commit's
 author, who is the document's actor. With ``require_signed`` a document whose commit has
-no good signature (``%G?`` other than ``G``) carries a ``problem`` and must be rejected.
+no good signature (``%G?`` other than ``G``), or whose signer's email is not the author's,
+carries a ``problem`` and must be rejected: an author email is whatever the committer typed,
+and only the signature proves who it was.
 
 Speed on a repository of thousands of files: one ``ls-tree`` gives every blob id; only
 files whose blob differs from the one docket knows go further, through one ``git log``
@@ -304,6 +306,13 @@ class GitSource:
                 problem = (f"commit {_short(commit.sha)} by {commit.author_name} "
                            f"<{commit.author_email}>, which last changed it, {meaning}; "
                            "this home accepts only signed commits (require_signed)")
+            elif (commit is not None and self.require_signed
+                  and _signer_email(sig[2]) != commit.author_email.lower()):
+                # anyone can write any author email; the signature is what proves who
+                problem = (f"commit {_short(commit.sha)}, which last changed it, is authored "
+                           f"as {commit.author_name} <{commit.author_email}> but signed by "
+                           f"{sig[2] or 'an unnamed key'}; with require_signed the signer "
+                           "must be the author")
             documents.append((-1 if index is None else index, GitDocument(
                 path=path, raw=contents.get(blob, b"") if size <= self.max_bytes else b"",
                 blob=blob, size_bytes=size, commit=commit.sha if commit else None,
@@ -443,6 +452,13 @@ def _stop(proc: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def _signer_email(signer: str) -> str:
+    """The email in a signer's identity (``Name <email>`` from gpg, or an ssh principal)."""
+    start, end = signer.rfind("<"), signer.rfind(">")
+    email = signer[start + 1:end] if 0 <= start < end else signer
+    return email.strip().lower()
 
 
 def _text(raw: bytes) -> str:

@@ -170,6 +170,10 @@ def test_a_hand_written_file_is_read(home: Path) -> None:
     assert analysts.with_role("da") == ["alice"]
     assert analysts.user_for_email("alice@example.org") == "alice"
     assert analysts.user_for_email("mallory@example.org") is None
+    assert analysts.actor_for_author("Alice A", "ALICE@example.org") == "alice"
+    assert analysts.actor_for_author("Mallory", "mallory@example.org") == (
+        "Mallory <mallory@example.org>")
+    assert analysts.roles_of("Mallory <mallory@example.org>") == set()
     result = cli("list", "--home", home)
     assert result.out.splitlines() == [
         "USER   ROLES     EMAILS             NAME",

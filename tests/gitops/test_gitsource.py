@@ -414,6 +414,8 @@ def test_require_signed_accepts_a_good_signature_only(
     stranger = repos.commit({"stranger.yaml": request("stranger")}, BOB, "signed by a "
                             "stranger", sign=mallory_key, env={"GNUPGHOME": str(mallory_home)})
     repos.commit({"plain.yaml": request("plain")}, BOB, "not signed")
+    posing = repos.commit({"posing.yaml": request("posing")}, BOB, "alice signs as bob",
+                          sign=alice_key, env={"GNUPGHOME": str(alice_home)})
     # docket verifies with the keyring of the user it runs as: here, one that trusts alice
     monkeypatch.setenv("GNUPGHOME", str(alice_home))
     source = repos.source(require_signed=True)
@@ -429,3 +431,12 @@ def test_require_signed_accepts_a_good_signature_only(
         "a signature that cannot be checked (is the signer's public key in the keyring "
         "docket uses?); this home accepts only signed commits (require_signed)")
     assert "is not signed" in docs["plain.yaml"].problem
+    assert docs["posing.yaml"].signature == "G"
+    assert docs["posing.yaml"].problem == (
+        f"commit {posing[:12]}, which last changed it, is authored as Bob Builder "
+        "<bob@example.org> but signed by alice <alice@example.org>; with require_signed the "
+        "signer must be the author")
+    # without require_signed the signature is reported, not judged
+    relaxed = by_path(repos.source().scan({}).changed)
+    assert {d.problem for d in relaxed.values()} == {None}
+    assert relaxed["posing.yaml"].signer == "alice <alice@example.org>"
