@@ -343,8 +343,13 @@ def failure_from_node(row: Mapping[str, Any], directory: Path,
         except (KeyError, IndexError):
             return None
 
-    return Failure(node=node, exit_code=column("exit_code"), signal=column("signal"),
-                   hold_code=column("hold_code"), hold_subcode=column("hold_subcode"),
+    exit_code, signal = column("exit_code"), column("signal")
+    hold_code, hold_subcode = column("hold_code"), column("hold_subcode")
+    if exit_code is not None or signal is not None:
+        # the job ended by itself, so a hold code left from an earlier attempt is stale
+        hold_code = hold_subcode = None
+    return Failure(node=node, exit_code=exit_code, signal=signal,
+                   hold_code=hold_code, hold_subcode=hold_subcode,
                    host=column("host"), reason=column("reason"), request_memory_mb=memory,
                    logs=logs)
 

@@ -1,0 +1,200 @@
+"""``docket inspect``: get into a running (or failed) workflow.
+
+Everything a DA needs at once: where the processing directory is, each node's state with
+its engine, site, host, attempts, exit and hold reason, the last lines of every failing
+node's stdout and stderr (found through the node's submit file, as HTCondor would name
+them), and for HTCondor the exact ``condor_q -better-analyze`` and ``condor_ssh_to_job``
+commands to run next. It reads the database read-only and the processing directory's files;
+it never writes and never contacts a daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from docket.errors import Invalid, NotFound
+from docket.home import Home
+from docket.quoting import quote
+
+__all__ = ["inspect_request", "tail_lines", "condor_commands", "FAILING_STATES"]
+
+FAILING_STATES = ("failed", "held")
+WORKFLOW_FILE = "workflow.dag"
+MAX_PROCS_SHOWN = 4
+
+
+def tail_lines(path: Path, lines: int) -> list[str] | None:
+    """The last ``lines`` lines of a text file (None when it cannot be read)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - 256 * 1024))
+            text = fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    return list(deque(text.splitlines(), maxlen=lines))
+
+
+def _node_streams(directory: Path, node: str, cluster: int | None) -> tuple[
+        str | None, list[tuple[int, Path | None, Path | None]], str | None]:
+    """(submit file, [(proc, stdout, stderr)], problem) for ``node``, as its submit file
+    names them with the DAG's VARS and the node's cluster applied."""
+    from docket.dag import DagError, read_dag
+    from docket.submit import expand_submit
+
+    try:
+        dag = read_dag(directory / WORKFLOW_FILE)
+    except (DagError, OSError) as exc:
+        return None, [], f"cannot read the DAG: {exc}"
+    spec = dag.nodes.get(node)
+    if spec is None:
+        return None, [], f"node {node} is not in {WORKFLOW_FILE}"
+    folder = directory / spec.directory if spec.directory else directory
+    submit = folder / spec.submit_file
+    try:
+        procs = expand_submit(submit, node, spec.vars, cluster or 0,
+                              append_vars=spec.append_vars)
+    except (Invalid, OSError) as exc:
+        return str(submit), [], f"cannot read the submit file: {exc}"
+
+    def where(value: str | None, base: Path) -> Path | None:
+        if not value or value == "/dev/null":
+            return None
+        path = Path(value)
+        return path if path.is_absolute() else base / path
+
+    streams = [(p.proc, where(p.output, p.initialdir), where(p.error, p.initialdir))
+               for p in procs[:MAX_PROCS_SHOWN]]
+    return str(submit), streams, None
+
+
+def condor_commands(engine_id: str | None, nodes: list[dict[str, Any]],
+                    schedd: str | None = None, collector: str | None = None) -> list[
+                        dict[str, str]]:
+    """The commands to run next against the pool, exact and ready to paste."""
+    from docket.engines.htcondor import parse_engine_id
+
+    target = ""
+    dagman = None
+    if engine_id:
+        with contextlib.suppress(Invalid):
+            name, dagman = parse_engine_id(engine_id)
+            schedd = schedd or (None if name == "local" else name)
+    if schedd:
+        target += f" -name {quote(schedd, 'shell')}"
+    if collector:
+        target += f" -pool {quote(collector, 'shell')}"
+    out = []
+    if dagman is not None:
+        out.append({"what": "the DAG's jobs, node by node",
+                    "command": f"condor_q{target} -nobatch -dag {dagman}"})
+    for n in nodes:
+        cluster = n.get("cluster")
+        if cluster is None:
+            continue
+        if n["state"] in ("held", "idle"):
+            out.append({"node": n["node"],
+                        "what": f"why node {n['node']} is {n['state']}",
+                        "command": f"condor_q{target} -better-analyze {cluster}"})
+        if n["state"] == "held":
+            out.append({"node": n["node"], "what": f"release node {n['node']} as it is",
+                        "command": f"condor_release{target} {cluster}"})
+        if n["state"] == "running":
+            out.append({"node": n["node"], "what": f"a shell beside node {n['node']}'s job",
+                        "command": f"condor_ssh_to_job{target} {cluster}.0"})
+    return out
+
+
+def inspect_request(home: Home, name: str, execution: int | None = None,
+                    lines: int = 20) -> dict[str, Any]:
+    """Everything ``docket inspect NAME`` shows, as one plain dict."""
+    from docket.store import Store
+
+    store = Store.open_readonly(home.database)
+    try:
+        request = store.one("SELECT * FROM requests WHERE name=?", name)
+        if request is None:
+            raise NotFound(f"no request named {name!r}", "see 'docket status' for the names")
+        if execution is None:
+            row = store.one("SELECT * FROM executions WHERE request=? ORDER BY "
+                            "(id = ?) DESC, id DESC LIMIT 1", name,
+                            request["current_execution"])
+        else:
+            row = store.one("SELECT * FROM executions WHERE request=? AND (id=? OR number=?) "
+                            "ORDER BY id LIMIT 1", name, execution, execution)
+        if row is None:
+            raise NotFound(f"request {name!r} has no execution"
+                           + (f" {execution}" if execution is not None else ""),
+                           "see 'docket show NAME' for its executions")
+        nodes = [dict(n) for n in store.all(
+            "SELECT node, state, attempts, cluster, exit_code, signal, hold_code, "
+            "hold_subcode, reason, host, started, finished FROM nodes WHERE execution=? "
+            "ORDER BY node", row["id"])]
+    finally:
+        store.close()
+    directory = Path(row["directory"]) if row["directory"] else None
+    engine = row["engine"] or None
+    for n in nodes:
+        n["engine"] = engine
+        n["site"] = row["site"]
+        n["hold_reason"] = n["reason"] if n["hold_code"] is not None else None
+    failing = []
+    for n in nodes:
+        if n["state"] not in FAILING_STATES and not (n["exit_code"] or n["signal"]):
+            continue
+        item: dict[str, Any] = {"node": n["node"], "state": n["state"], "reason": n["reason"]}
+        if directory is None:
+            item["problem"] = "the execution has no processing directory yet"
+        else:
+            submit, streams, problem = _node_streams(directory, n["node"], n["cluster"])
+            item["submit_file"] = submit
+            if problem:
+                item["problem"] = problem
+            item["procs"] = [
+                {"proc": proc,
+                 "stdout": {"path": str(out) if out else None,
+                            "lines": tail_lines(out, lines) if out else None},
+                 "stderr": {"path": str(err) if err else None,
+                            "lines": tail_lines(err, lines) if err else None}}
+                for proc, out, err in streams]
+        failing.append(item)
+    commands: list[dict[str, str]] = []
+    collector = schedd = None
+    if engine == "htcondor":
+        with contextlib.suppress(Invalid):
+            from docket.sites import load_sites
+            from schemas.sites import ScheddLocation
+
+            for site in load_sites(home.root).sites:
+                if site.name == row["site"] and isinstance(site.schedd, ScheddLocation):
+                    collector, schedd = site.schedd.collector, site.schedd.name
+        commands = condor_commands(row["engine_id"], nodes, schedd, collector)
+    files = {}
+    if directory is not None:
+        dag = directory / WORKFLOW_FILE
+        for label, suffix in (("dagman_out", "dagman.out"), ("nodes_log", "nodes.log"),
+                              ("metrics", "metrics"), ("node_status", "status"),
+                              ("adjustments", None)):
+            path = (directory / "adjustments.json" if suffix is None
+                    else dag.with_name(f"{dag.name}.{suffix}"))
+            if path.exists():
+                files[label] = str(path)
+    adjustments = None
+    if directory is not None:
+        with contextlib.suppress(OSError, ValueError):
+            adjustments = json.loads((directory / "adjustments.json").read_text())
+    return {"request": name, "capability": request["capability"],
+            "request_state": request["state"],
+            "execution": {"id": row["id"], "number": row["number"], "version": row["version"],
+                          "state": row["state"], "engine": engine, "site": row["site"],
+                          "engine_id": row["engine_id"], "engine_state": row["engine_state"],
+                          "directory": str(directory) if directory else None,
+                          "started": row["started"], "stopped": row["stopped"],
+                          "exit_code": row["exit_code"], "reason": row["reason"]},
+            "nodes": nodes, "failing": failing, "commands": commands, "files": files,
+            "adjustments": adjustments}
