@@ -245,8 +245,10 @@ class GitSource:
         rc, out, _ = self._run(["rev-parse", "--abbrev-ref", "--symbolic-full-name", "@{u}"],
                                check=False)
         if rc != 0:
-            return PullResult(True, before, before, "no upstream branch is configured; "
-                              "nothing to pull", pulled=False)
+            detached = self._run(["symbolic-ref", "-q", "HEAD"], check=False)[0] != 0
+            why = ("HEAD is detached (not on a branch)" if detached else
+                   "no upstream branch is configured")
+            return PullResult(True, before, before, f"{why}; nothing to pull", pulled=False)
         upstream = out.decode().strip()
         try:
             rc, out, err = self._run(["pull", "--no-rebase", "--ff-only"], check=False)

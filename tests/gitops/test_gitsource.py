@@ -361,6 +361,14 @@ def test_no_upstream_is_nothing_to_pull(tmp_path: Path) -> None:
     assert [d.path for d in source.scan({}).changed] == ["a.yaml"]
 
 
+def test_a_detached_head_is_nothing_to_pull(repos: Repos) -> None:
+    repos.commit({"a.yaml": request("a")})
+    git(repos.checkout, "checkout", "-q", "--detach", "HEAD")
+    result = repos.source().pull()
+    assert (result.ok, result.pulled) == (True, False)
+    assert result.message == "HEAD is detached (not on a branch); nothing to pull"
+
+
 # signatures ---------------------------------------------------------------------------
 
 
