@@ -212,13 +212,13 @@ class GitSource:
             raise ExternalFailure(f"{self.git} is not installed or not on PATH",
                                   "install git") from None
 
-    def _run(self, args: list[str], *, input: bytes | None = None,
-             check: bool = True) -> tuple[int, bytes, bytes]:
+    def _run(self, args: list[str], *, input: bytes | None = None, check: bool = True,
+             timeout: bool = True) -> tuple[int, bytes, bytes]:
         with tempfile.TemporaryFile() as err:
             proc = self._popen(args, subprocess.PIPE if input is not None
                                else subprocess.DEVNULL, err)
             try:
-                out, _ = proc.communicate(input, timeout=self.timeout_s)
+                out, _ = proc.communicate(input, timeout=self.timeout_s if timeout else None)
             except subprocess.TimeoutExpired:
                 _stop(proc)
                 raise ExternalFailure(
@@ -240,7 +240,11 @@ class GitSource:
     # pulling ------------------------------------------------------------------------
 
     def pull(self) -> PullResult:
-        """``git pull --ff-only``: bring the checkout up to date, or leave it as it was."""
+        """``git pull --ff-only``: bring the checkout up to date, or leave it as it was.
+
+        Run before each ``scan``; a failure is reported in the result (never raised), and
+        the next call simply tries again.
+        """
         before = self.head()
         rc, out, _ = self._run(["rev-parse", "--abbrev-ref", "--symbolic-full-name", "@{u}"],
                                check=False)
@@ -250,10 +254,16 @@ class GitSource:
                    "no upstream branch is configured")
             return PullResult(True, before, before, f"{why}; nothing to pull", pulled=False)
         upstream = out.decode().strip()
+        # 'git pull --ff-only' in its two steps, so that a timeout can only ever stop the
+        # download (harmless), never the update of the working tree
         try:
-            rc, out, err = self._run(["pull", "--no-rebase", "--ff-only"], check=False)
-        except ExternalFailure as exc:  # a timeout
-            return PullResult(False, before, self.head(), str(exc))
+            rc, out, err = self._run(["fetch"], check=False)
+        except ExternalFailure as exc:  # the timeout
+            return PullResult(False, before, self.head(), f"git pull from {upstream} failed: "
+                              f"{exc}")
+        if rc == 0:
+            rc, out, err = self._run(["merge", "--ff-only", "--no-edit", "@{u}"], check=False,
+                                     timeout=False)
         after = self.head()
         if rc != 0:
             message = f"git pull from {upstream} failed: {_summary(_text(err + out))}"

@@ -349,6 +349,21 @@ def test_a_pull_from_a_remote_that_is_gone(repos: Repos) -> None:
     assert result.message.startswith("git pull from origin/main failed: fatal: ")
 
 
+def test_a_pull_that_hangs_is_stopped_and_reported(repos: Repos) -> None:
+    # a server that never answers: ssh that just waits
+    git(repos.checkout, "remote", "set-url", "origin", "ssh://git.example.invalid/r.git")
+    git(repos.checkout, "config", "core.sshCommand", "sleep 60 #")
+    source = repos.source(timeout_s=1)
+    before, files = source.head(), _snapshot(repos.checkout)
+    result = source.pull()
+    assert (result.ok, result.after) == (False, before)
+    assert result.message == (
+        f"git pull from origin/main failed: git fetch in {repos.checkout} did not finish in "
+        "1 s — check the network and the remote; the next tick tries again")
+    assert _snapshot(repos.checkout) == files
+    assert not (repos.checkout / ".git" / "index.lock").exists()
+
+
 def test_no_upstream_is_nothing_to_pull(tmp_path: Path) -> None:
     git(tmp_path, "init", "-q", "-b", "main", "local")
     (tmp_path / "local" / "a.yaml").write_text(request("a"))
