@@ -31,6 +31,9 @@ def _mount() -> None:
 
 _mount()
 
+GitOption = Annotated[Path | None, typer.Option(
+    "--git", help="Also read documents committed in this git checkout (pulled with "
+                  "--ff-only; never modified).", show_default=False)]
 HomeOption = Annotated[Path | None, typer.Option(
     "--home", help="The docket home (default: $DOCKET_HOME, else the current directory).",
     show_default=False)]
@@ -97,8 +100,8 @@ def validate(files: Annotated[list[Path], typer.Argument(help="Documents to chec
 def watch(poll: Annotated[bool, typer.Option(
               "--poll", help="Poll the spool (network filesystems where inotify sees "
                              "nothing).")] = False,
-          home: HomeOption = None) -> int:
-    """Watch the spool and run the work: the long-lived intake."""
+          git: GitOption = None, home: HomeOption = None) -> int:
+    """Watch the spool (and a git checkout) and run the work: the long-lived intake."""
     import logging
     import signal
     import threading
@@ -126,7 +129,8 @@ def watch(poll: Annotated[bool, typer.Option(
             print(f"execution {e} ended", file=sys.stderr, flush=True)
 
     try:
-        watcher.watch(poll=poll, stop=stop, on_pass=report)
+        watcher.watch(poll=poll, stop=stop, on_pass=report,
+                      git=watcher.git_source(git) if git else None)
     finally:
         watcher.close()
     return 0
@@ -136,7 +140,7 @@ def watch(poll: Annotated[bool, typer.Option(
 def tick(wait: Annotated[bool, typer.Option(
              "--wait", help="Repeat passes until no execution is waiting to start or "
                             "running.")] = False,
-         home: HomeOption = None, as_json: JsonOption = False) -> int:
+         git: GitOption = None, home: HomeOption = None, as_json: JsonOption = False) -> int:
     """One pass of intake and work (for cron)."""
     from docket.watcher import Watcher, intake_lock
 
@@ -147,11 +151,17 @@ def tick(wait: Annotated[bool, typer.Option(
         with intake_lock(h.intake_lock, "docket tick"):
             import time
 
+            source = watcher.git_source(git) if git else None
+            first = True
             while True:
-                report = watcher.step().as_dict()
+                report = watcher.step(git=source if first else None).as_dict()
+                first = False
                 for key, value in report.items():
-                    total[key] = (total.get(key, 0) + value if isinstance(value, int)
-                                  else total.get(key, []) + value)
+                    if key == "git":
+                        total[key] = value
+                    else:
+                        total[key] = (total.get(key, 0) + value if isinstance(value, int)
+                                      else total.get(key, []) + value)
                 busy = watcher.store.one(
                     "SELECT count(*) AS n FROM executions WHERE engine_state IN "
                     "('starting', 'running')")["n"]
@@ -172,6 +182,10 @@ def tick(wait: Annotated[bool, typer.Option(
             lines.append(line)
             if d["status"] != "accepted":
                 lines.extend(f"  - {reason}" for reason in d.get("reasons", []))
+        if r.get("git"):
+            g = r["git"]
+            lines.insert(0, ("git: " if g["ok"] else "git pull FAILED (nothing read from the "
+                             "checkout this pass): ") + g.get("message", "not pulled"))
         lines.append(f"{r['accepted']} accepted, {r['duplicates']} duplicate, "
                      f"{r['rejected']} rejected; {len(r['started'])} started, "
                      f"{len(r['ended'])} ended")
@@ -205,7 +219,9 @@ def status(state: Annotated[str | None, typer.Option(help="Only requests in this
     def human(r: dict[str, Any]) -> str:
         counts = ", ".join(f"{n} {s}" for s, n in sorted(r["counts"].items())) or "none"
         rows = [(q["name"], q["capability"], f"v{q['version']}", q["state"],
-                 q["updated"][:19].replace("T", " "), (q["reason"] or "")[:60])
+                 q["updated"][:19].replace("T", " "),
+                 (q["reason"] or (f"source {q['source_removed']} was removed from git"
+                                  if q["source_removed"] else ""))[:60])
                 for q in r["requests"]]
         return (f"{r['total']} requests: {counts}\n\n"
                 + table(rows, ["REQUEST", "CAPABILITY", "VERSION", "STATE", "UPDATED (UTC)",

@@ -186,6 +186,11 @@ def _check_output_dir(value: str, home: Home) -> None:
                       "ask an operator to add it to output_roots in docket.yaml")
 
 
+def known_request(store: Store, path: str) -> str | None:
+    row = store.one("SELECT request FROM git_files WHERE path=?", path)
+    return row["request"] if row else None
+
+
 def _document_name(raw: bytes | None) -> str | None:
     from docket.documents import load_yaml
 
@@ -220,6 +225,73 @@ class Intake:
         self.store.conn.execute(
             "CREATE TABLE IF NOT EXISTS intake_files (identity TEXT PRIMARY KEY, "
             "status TEXT NOT NULL, request TEXT, version INTEGER, error TEXT, time TEXT)")
+        # GitOps: the content docket last decided for each committed path
+        self.store.conn.execute(
+            "CREATE TABLE IF NOT EXISTS git_files (path TEXT PRIMARY KEY, blob TEXT NOT NULL,"
+            " commit_sha TEXT, status TEXT, request TEXT, time TEXT)")
+
+    # GitOps ----------------------------------------------------------------------
+
+    def scan_git(self, source: Any) -> IntakeReport:
+        """Decide the committed documents of a git checkout that changed since last time.
+
+        Nothing in the checkout is moved or edited: accepted documents are archived in the
+        spool as usual, rejected ones are copied to ``spool/rejected/git/`` beside their
+        ``.error``. A file that disappeared changes nothing but is noted on its request.
+        """
+        from docket.analysts import load_analysts
+
+        report = IntakeReport()
+        known = {r["path"]: r["blob"] for r in self.store.all("SELECT path, blob FROM "
+                                                              "git_files")}
+        scan = source.scan(known)
+        analysts = load_analysts(self.home.root)
+        decided: list[tuple[Outcome, Any]] = []
+        with self.store.transaction():
+            for doc in scan.changed:
+                actor = analysts.actor_for_author(doc.author_name, doc.author_email)
+                if doc.problem:
+                    outcome = self._reject(doc.path, [doc.problem], actor)
+                else:
+                    outcome = self._evaluate(Path(doc.path), doc.raw, f"git:{doc.blob}",
+                                             actor, source_file=doc.path,
+                                             source={"commit": doc.commit,
+                                                     "author": doc.author})
+                self.store.conn.execute(
+                    "INSERT OR REPLACE INTO git_files (path, blob, commit_sha, status, "
+                    "request, time) VALUES (?, ?, ?, ?, ?, ?)",
+                    (doc.path, doc.blob, doc.commit, outcome.status,
+                     outcome.request or known_request(self.store, doc.path), now()))
+                decided.append((outcome, doc))
+            for path in scan.vanished:
+                row = self.store.one("SELECT request FROM git_files WHERE path=?", path)
+                if row is not None and row["request"]:
+                    self.store.record("request.source_removed", request=row["request"],
+                                      path=path, commit=scan.head)
+                self.store.conn.execute("DELETE FROM git_files WHERE path=?", (path,))
+        for outcome, doc in decided:
+            self._keep_copy(outcome, doc)
+            report.outcomes.append(outcome)
+        return report
+
+    def _keep_copy(self, outcome: Outcome, doc: Any) -> None:
+        if outcome.status in ("accepted", "applied"):
+            if outcome.status == "accepted":
+                archive = (self.home.accepted / str(outcome.request)
+                           / f"v{outcome.version}.yaml")
+            else:
+                archive = self.home.accepted / DECISIONS_DIR / f"{outcome.document}.yaml"
+            if not archive.exists():
+                atomic_write(archive, doc.raw, mode=0o444)
+            outcome.moved_to = str(archive)
+            return
+        target = self.home.rejected / "git" / doc.path.replace("/", "__")
+        header = "duplicate" if outcome.status == "duplicate" else "rejected"
+        atomic_write(target.with_name(target.name + ".error"), (
+            f"{doc.path} (commit {doc.commit}, {doc.author}): {header} at {now()}\n"
+            + "".join(f"  - {r}\n" for r in outcome.reasons)))
+        atomic_write(target, doc.raw)
+        outcome.moved_to = str(target)
 
     # the pass -------------------------------------------------------------------
 
@@ -307,8 +379,10 @@ class Intake:
              json.dumps(outcome.reasons), now()))
         return outcome
 
-    def _evaluate(self, path: Path, raw: bytes | None, identity: str, actor: str) -> Outcome:
-        name = path.name
+    def _evaluate(self, path: Path, raw: bytes | None, identity: str, actor: str,
+                  source_file: str | None = None,
+                  source: dict[str, Any] | None = None) -> Outcome:
+        name = source_file or path.name
         if raw is None:
             return self._reject(name, ["spool files must be regular files, not symlinks"],
                                 actor)
@@ -368,7 +442,7 @@ class Intake:
                 f"request and {request!r} exists; use a new name"], actor)
         accepted: Accepted = self.rules.accept(
             capability, request, spec, checked.parameters, sha, raw.decode(), name, identity,
-            actor)
+            actor, **(source or {}))
         return Outcome(name, "accepted", request, accepted.version, accepted.execution)
 
     def _apply_decision(self, name: str, parsed: ParsedDocument, raw: bytes,

@@ -21,8 +21,9 @@ def status(store: Store, limit: int = 20, state: str | None = None) -> dict[str,
     where, args = ("WHERE state=?", [state]) if state else ("", [])
     rows = store.all(
         f"SELECT r.name, r.capability, r.current_version AS version, r.state, r.updated, "
-        f"e.id AS execution, e.engine_state, e.reason FROM (SELECT * FROM requests {where} "
-        f"ORDER BY updated DESC LIMIT ?) AS r LEFT JOIN executions e "
+        f"r.source_removed, e.id AS execution, e.engine_state, e.reason "
+        f"FROM (SELECT * FROM requests {where} ORDER BY updated DESC LIMIT ?) AS r "
+        f"LEFT JOIN executions e "
         f"ON e.id = r.current_execution ORDER BY r.updated DESC", *args, limit)
     return {"counts": counts, "total": sum(counts.values()),
             "requests": [dict(r) for r in rows]}

@@ -40,6 +40,7 @@ class PassReport:
     started: list[int] = field(default_factory=list)
     ended: list[int] = field(default_factory=list)
     stopped: list[int] = field(default_factory=list)
+    git: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"accepted": self.intake.count("accepted"),
@@ -48,7 +49,8 @@ class PassReport:
                 "rejected": self.intake.count("rejected"),
                 "waiting_files": self.intake.waiting,
                 "documents": [o.as_dict() for o in self.intake.outcomes],
-                "started": self.started, "ended": self.ended, "stopped": self.stopped}
+                "started": self.started, "ended": self.ended, "stopped": self.stopped,
+                **({"git": self.git} if self.git is not None else {})}
 
 
 @contextlib.contextmanager
@@ -91,10 +93,26 @@ class Watcher:
     def close(self) -> None:
         self.store.close()
 
-    def step(self, names: list[str] | None = None) -> PassReport:
-        """One pass: intake, stop what was cancelled, start what queues allow, follow."""
+    def git_source(self, repo_dir: Path) -> Any:
+        from docket.gitsource import GitSource
+
+        return GitSource(repo_dir, require_signed=self.home.config.require_signed,
+                         max_bytes=self.home.config.max_document_bytes)
+
+    def step(self, names: list[str] | None = None, git: Any = None,
+             pull: bool = True) -> PassReport:
+        """One pass: intake, stop what was cancelled, start what queues allow, follow.
+
+        With ``git`` (a GitSource), the checkout is pulled first; a failed pull leaves the
+        state untouched (its documents wait for the next pass) and is reported.
+        """
         report = PassReport()
         report.intake = self.intake.scan(names)
+        if git is not None:
+            result = git.pull() if pull else None
+            report.git = result.as_dict() if result else {"ok": True, "pulled": False}
+            if result is None or result.ok:
+                report.intake.outcomes.extend(self.intake.scan_git(git).outcomes)
         report.stopped = self.launcher.stop_cancelled()
         with self.store.transaction():
             report.started = self.rules.schedule()
@@ -112,7 +130,7 @@ class Watcher:
             return self.step()
 
     def watch(self, *, poll: bool = False, stop: threading.Event | None = None,
-              on_pass: Any = None) -> None:
+              on_pass: Any = None, git: Any = None) -> None:
         """Run until ``stop`` is set (or SIGINT/SIGTERM): the long-lived intake."""
         import watchfiles
 
@@ -120,10 +138,11 @@ class Watcher:
         interval_ms = int(self.home.config.poll_interval_s * 1000)
         with intake_lock(self.home.intake_lock, "docket watch" + (" --poll" if poll else "")):
             log.info("watching %s (%s)", incoming, "polling" if poll else "inotify")
-            report = self.step()
+            report = self.step(git=git)
             if on_pass:
                 on_pass(report)
             next_follow = time.monotonic() + self.home.config.poll_interval_s
+            next_pull = time.monotonic() + self.home.config.git_pull_interval_s
             for changes in watchfiles.watch(
                     incoming, step=1, debounce=1, rust_timeout=interval_ms,
                     yield_on_timeout=True, force_polling=poll, poll_delay_ms=10,
@@ -132,7 +151,10 @@ class Watcher:
                 names = sorted({Path(p).name for _c, p in changes
                                 if Path(p).parent == incoming and is_candidate(Path(p).name)})
                 waiting = report.intake.waiting
-                if time.monotonic() >= next_follow or not changes or waiting:
+                if git is not None and time.monotonic() >= next_pull:
+                    report = self.step(git=git)
+                    next_pull = time.monotonic() + self.home.config.git_pull_interval_s
+                elif time.monotonic() >= next_follow or not changes or waiting:
                     report = self.step()  # full pass: rescans files still being written
                     next_follow = time.monotonic() + self.home.config.poll_interval_s
                 elif names:

@@ -32,5 +32,11 @@ class HomeConfig(BaseModel):
     local_max_jobs: int | None = Field(default=None, ge=1,
                                        description="Node jobs at once per local DAG "
                                                    "(default: number of cores).")
+    require_signed: bool = Field(
+        default=False, description="GitOps: only documents whose last commit carries a "
+                                   "good signature by its author count.")
+    git_pull_interval_s: float = Field(default=60.0, gt=0,
+                                       description="GitOps: how often 'docket watch --git' "
+                                                   "pulls.")
     poll_interval_s: float = Field(default=0.5, gt=0,
                                    description="How often the watcher checks running work.")
