@@ -463,3 +463,37 @@ def test_require_signed_accepts_a_good_signature_only(
     relaxed = by_path(repos.source().scan({}).changed)
     assert {d.problem for d in relaxed.values()} == {None}
     assert relaxed["posing.yaml"].signer == "alice <alice@example.org>"
+
+
+def test_a_repository_of_thousands_of_files(tmp_path: Path) -> None:
+    """2,000 documents in 200 commits, then 100 edits: every author right."""
+    repo = tmp_path / "big"
+    git(tmp_path, "init", "-q", "-b", "main", str(repo))
+    stream = []
+    for c in range(300):
+        mark = c + 1
+        who = f"Analyst{c % 7}"
+        stream.append(f"commit refs/heads/main\nmark :{mark}\n"
+                      f"author {who} <{who.lower()}@example.org> {1700000000 + c} +0000\n"
+                      f"committer {who} <{who.lower()}@example.org> {1700000000 + c} +0000\n"
+                      f"data {len(str(c))}\n{c}\n" + (f"from :{mark - 1}\n" if mark > 1 else ""))
+        files = ([(f"r{c:03d}/q{i}.yaml", request(f"r{c}-{i}")) for i in range(10)]
+                 if c < 200 else [(f"r{c % 200:03d}/q{c % 10}.yaml", f"# edit {c}\n")])
+        for path, text in files:
+            data = text.encode()
+            stream.append(f"M 100644 inline {path}\ndata {len(data)}\n{text}\n")
+    subprocess.run(["git", "fast-import", "--quiet"], cwd=repo, check=True,
+                   input="".join(stream).encode())
+    git(repo, "checkout", "-q", "main")
+    source = GitSource(repo)
+    scan = source.scan({})
+    assert len(scan.changed) == 2000
+    docs = by_path(scan.changed)
+    for path in ("r000/q0.yaml", "r005/q5.yaml", "r099/q9.yaml", "r150/q3.yaml",
+                 "r199/q9.yaml"):
+        expected = git(repo, "log", "-1", "--format=%H %ae", "--", path)
+        assert f"{docs[path].commit} {docs[path].author_email}" == expected, path
+    known = {d.path: d.blob for d in scan.changed}
+    assert source.scan(known).changed == []
+    del known["r042/q2.yaml"]
+    assert [d.path for d in source.scan(known).changed] == ["r042/q2.yaml"]
