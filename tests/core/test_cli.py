@@ -15,7 +15,10 @@ from tests.conftest import BIN, REPO, drop, request_doc, run_docket
 
 COMMANDS = ["submit", "validate", "watch", "tick", "status", "show", "cancel",
             "rebuild-state", "queue", "queue list", "queue pause", "queue resume",
-            "queue limit"]
+            "queue limit", "queue enable", "queue disable", "qa", "qa pass", "qa fail",
+            "qa retry", "approve", "reject", "resubmit", "seal", "mediate", "results",
+            "history", "metrics", "analysts", "analysts list", "analysts add",
+            "analysts remove"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
