@@ -268,7 +268,14 @@ class AnalystChange:
 def _edit_lock(path: Path, timeout_s: float = _LOCK_TIMEOUT_S) -> Iterator[None]:
     lock = path.with_name(path.name + ".lock")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o664)
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o664)
+    except PermissionError:
+        try:  # someone else's lock file: flock works on a read-only descriptor too
+            fd = os.open(lock, os.O_RDONLY)
+        except OSError as exc:
+            raise DocketError(f"cannot open the lock {lock}: {exc.strerror}",
+                              f"ask the owner of {path.parent} for write access") from None
     try:
         deadline = time.monotonic() + timeout_s
         while True:
@@ -307,7 +314,11 @@ def _write(path: Path, entries: Mapping[str, Any]) -> None:
         st: os.stat_result | None = path.stat()
     except FileNotFoundError:
         st = None
-    atomic_write(path, text, mode=(st.st_mode & 0o777) if st else 0o644)
+    try:
+        atomic_write(path, text, mode=(st.st_mode & 0o777) if st else 0o644)
+    except PermissionError:
+        raise DocketError(f"cannot write {path}: permission denied",
+                          f"ask the owner of {path.parent} for write access") from None
     if st is not None:
         # the new file belongs to whoever ran the edit; keep the group that shares it
         with contextlib.suppress(OSError):

@@ -444,3 +444,14 @@ def test_an_operator_user_edits_and_the_group_is_kept(shared_home: Path,
 def test_unknown_user_is_not_found_error_type(home: Path) -> None:
     with pytest.raises(NotFound):
         lib.remove(home, "nobody-here", "root")
+
+
+def test_a_home_the_user_cannot_write(shared_home: Path, test_user: Account) -> None:
+    lib.add(shared_home, test_user.name, ["operator"], "root")
+    os.chmod(shared_home, 0o755)  # readable, not writable, by the test user
+    r = as_user(test_user, lambda: cli("add", "alice", "-r", "da",
+                                       "--home", str(shared_home)))
+    assert (r.code, r.out) == (1, "")
+    assert r.err == (f"Error: cannot write {shared_home}/analysts.yaml: permission denied — "
+                     f"ask the owner of {shared_home} for write access\n")
+    assert lib.load_analysts(shared_home).users() == [test_user.name]
