@@ -19,6 +19,8 @@ from schemas.documents import (
     Seal,
 )
 from schemas.home import HomeConfig
+from schemas.policy import FailurePolicy
+from schemas.sites import SitesFile
 
 __all__ = [
     "API_VERSION",
@@ -37,6 +39,8 @@ __all__ = [
     "StageSpec",
     "HomeConfig",
     "AnalystsFile",
+    "FailurePolicy",
+    "SitesFile",
     "SCHEMA_FILES",
 ]
 
@@ -51,4 +55,6 @@ SCHEMA_FILES = {
     "capability.schema.json": CapabilityDefinition,
     "docket-home.schema.json": HomeConfig,
     "analysts.schema.json": AnalystsFile,
+    "sites.schema.json": SitesFile,
+    "failure-policy.schema.json": FailurePolicy,
 }
