@@ -158,6 +158,8 @@ class Analysts:
         user = self.user_for_email(email)
         if user is not None:
             return user
+        if not name and not email:
+            return "unknown author"  # e.g. beyond the edge of a shallow clone
         return f"{name or 'unknown'} <{email or ''}>"
 
     def as_dict(self) -> dict[str, Any]:

@@ -174,6 +174,7 @@ def test_a_hand_written_file_is_read(home: Path) -> None:
     assert analysts.actor_for_author("Mallory", "mallory@example.org") == (
         "Mallory <mallory@example.org>")
     assert analysts.roles_of("Mallory <mallory@example.org>") == set()
+    assert analysts.actor_for_author(None, None) == "unknown author"
     result = cli("list", "--home", home)
     assert result.out.splitlines() == [
         "USER   ROLES     EMAILS             NAME",
