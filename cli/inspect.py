@@ -42,13 +42,17 @@ def render(r: dict[str, Any]) -> str:
             exit_ = (f"signal {n['signal']}" if n["signal"] is not None
                      else "" if n["exit_code"] is None else str(n["exit_code"]))
             rows.append((n["node"], n["state"], n["engine"] or "-", n["site"] or "-",
-                         n["host"] or "", n["attempts"], exit_, hold[:70]))
+                         n["host_name"] or "", n["attempts"], exit_, hold[:60]))
         out += ["", table(rows, ["NODE", "STATE", "ENGINE", "SITE", "HOST", "ATTEMPTS", "EXIT",
                                  "HOLD"])]
     else:
         out += ["", "no node has been submitted yet"]
     for f in r["failing"]:
-        out += ["", f"node {f['node']} ({f['state']}): {f.get('reason') or ''}".rstrip(": ")]
+        out += ["", f"node {f['node']}: {f['summary']}"]
+        if f.get("policy"):
+            d = f["policy"]
+            wait = f", after {d['delay_s']:g}s" if d["delay_s"] else ""
+            out.append(f"  failure policy: {d['action']}{wait} ({d['reason']})")
         if f.get("problem"):
             out.append(f"  {f['problem']}")
         for p in f.get("procs", []):

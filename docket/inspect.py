@@ -18,7 +18,9 @@ from typing import Any
 
 from docket.errors import Invalid, NotFound
 from docket.home import Home
+from docket.policy import attempts_by_rule, decide, failure_from_node, host_name, load_policy
 from docket.quoting import quote
+from schemas.policy import FailurePolicy
 
 __all__ = ["inspect_request", "tail_lines", "condor_commands", "FAILING_STATES"]
 
@@ -71,6 +73,33 @@ def _node_streams(directory: Path, node: str, cluster: int | None) -> tuple[
     streams = [(p.proc, where(p.output, p.initialdir), where(p.error, p.initialdir))
                for p in procs[:MAX_PROCS_SHOWN]]
     return str(submit), streams, None
+
+
+def _policy(home: Home, capability: str) -> FailurePolicy | None:
+    """The capability's failure policy (the default one unless it names another)."""
+    from docket.capabilities import CapabilityError, load_capability
+
+    spec = None
+    with contextlib.suppress(CapabilityError, OSError):
+        spec = getattr(load_capability(home.templates, capability).definition,
+                       "failure_policy", None)
+    try:
+        return load_policy(home.templates, spec)
+    except Invalid:
+        return None
+
+
+def _summary(n: dict[str, Any]) -> str:
+    """One line on how a node stands: held (code/subcode): reason, killed by signal, ..."""
+    if n["hold_reason"] is not None or n["hold_code"] is not None:
+        what = "held" if n["state"] == "held" else "held, then removed"
+        return f"{what} (code {n['hold_code']}/{n['hold_subcode']}): {n['hold_reason']}"
+    if n["signal"] is not None:
+        return f"killed by signal {n['signal']}"
+    if n["exit_code"] not in (None, 0):
+        said = n["reason"] and f"exited with {n['exit_code']}" not in n["reason"]
+        return f"exited with {n['exit_code']}" + (f": {n['reason']}" if said else "")
+    return n["state"] + (f": {n['reason']}" if n["reason"] else "")
 
 
 def condor_commands(engine_id: str | None, nodes: list[dict[str, Any]],
@@ -135,6 +164,19 @@ def inspect_request(home: Home, name: str, execution: int | None = None,
             "SELECT node, state, attempts, cluster, exit_code, signal, hold_code, "
             "hold_subcode, reason, host, started, finished FROM nodes WHERE execution=? "
             "ORDER BY node", row["id"])]
+        # the nodes table keeps the latest reason (a removal's, after a hold); the hold's
+        # own words are in its event
+        held_reasons = {}
+        decisions = []  # recorded as 'policy.decided' events: {node, action, rule_index, ...}
+        for event in store.all("SELECT execution, type, data FROM events WHERE execution IN "
+                               "(SELECT id "
+                               "FROM executions WHERE request=?) AND type IN ('node.held', "
+                               "'policy.decided') ORDER BY id", name):
+            data = json.loads(event["data"])
+            if event["type"] == "policy.decided":
+                decisions.append(data)
+            elif event["execution"] == row["id"]:
+                held_reasons[data.get("node")] = data.get("reason")
     finally:
         store.close()
     directory = Path(row["directory"]) if row["directory"] else None
@@ -142,12 +184,22 @@ def inspect_request(home: Home, name: str, execution: int | None = None,
     for n in nodes:
         n["engine"] = engine
         n["site"] = row["site"]
-        n["hold_reason"] = n["reason"] if n["hold_code"] is not None else None
+        n["host_name"] = host_name(n["host"])
+        # a hold explains the node only if the job did not end by itself afterwards
+        holds = n["hold_code"] is not None and (
+            n["state"] == "held" or (n["state"] == "failed" and n["exit_code"] is None
+                                     and n["signal"] is None))
+        n["hold_reason"] = (held_reasons.get(n["node"]) or n["reason"]) if holds else None
+        if not holds:
+            n["hold_code"] = n["hold_subcode"] = None
+        n["summary"] = _summary(n)
+    policy = _policy(home, request["capability"])
     failing = []
     for n in nodes:
         if n["state"] not in FAILING_STATES and not (n["exit_code"] or n["signal"]):
             continue
-        item: dict[str, Any] = {"node": n["node"], "state": n["state"], "reason": n["reason"]}
+        item: dict[str, Any] = {"node": n["node"], "state": n["state"], "reason": n["reason"],
+                                "summary": n["summary"]}
         if directory is None:
             item["problem"] = "the execution has no processing directory yet"
         else:
@@ -162,6 +214,11 @@ def inspect_request(home: Home, name: str, execution: int | None = None,
                  "stderr": {"path": str(err) if err else None,
                             "lines": tail_lines(err, lines) if err else None}}
                 for proc, out, err in streams]
+        if directory is not None and policy is not None:
+            failure = failure_from_node({**n, "reason": n["hold_reason"] or n["reason"]},
+                                        directory, policy)
+            item["policy"] = decide(failure, policy,
+                                    attempts_by_rule(decisions, n["node"])).as_dict()
         failing.append(item)
     commands: list[dict[str, str]] = []
     collector = schedd = None

@@ -14,7 +14,7 @@ from cli.inspect import app
 from docket.monitor import read_node_events
 from docket.store import Store
 from tests.conftest import drop, request_doc
-from tests.htcondor.condorkit import DATA, render
+from tests.htcondor.condorkit import DATA, TEMPLATES, render
 
 
 def inspect(*args: str) -> tuple[int, str, str]:
@@ -42,6 +42,8 @@ def test_a_failed_local_run_shows_the_failing_nodes_output(home, docket):
     assert row.split()[-1] == "1"
     assert f"  stdout of proc 0: {directory / 'process_1.out'}" in out
     assert "    | processed item m51" in out
+    assert "node process_1: exited with 1\n  failure policy: fail (rule #4 exit_code 1,2 -> " \
+           "fail)" in out
     assert "next:" not in out  # nothing to ask a pool
     assert f"  {directory / 'workflow.dag.dagman.out'}" in out
 
@@ -71,6 +73,7 @@ def _htcondor_home(root: Path) -> Path:
     """A home whose one execution ran on site chtc: events as the watcher records them,
     node events from the hand-written node log."""
     (root / "state").mkdir(parents=True)
+    shutil.copytree(TEMPLATES, root / "templates")
     (root / "sites.yaml").write_text(
         "sites:\n  - name: chtc\n    schedd: {collector: cm.chtc.wisc.edu, name: "
         "ap40.uw.osg-htc.org}\n")
@@ -93,6 +96,8 @@ def _htcondor_home(root: Path) -> Path:
     for event in events:
         kind = event.pop("type")
         store.record(kind, **common, **event)
+    # the watcher records each decision it acts on: the transfer retry was already used once
+    store.record("policy.decided", **common, node="deliver", action="retry", rule_index=2)
     store.record("node.submitted", **common, node="extra", cluster=105, proc=0)
     store.record("node.started", **common, node="extra", cluster=105, proc=0,
                  host="<10.0.0.9:9618?addrs=10.0.0.9-9618&alias=node9.example.org>")
@@ -111,6 +116,14 @@ def test_an_htcondor_run_shows_holds_and_the_commands_to_run_next(tmp_path):
     assert "held" in row and "htcondor" in row and "chtc" in row
     assert "12/2 Transfer output files failure" in row
     assert "    | summary.txt not written: disk full" in out
+    assert ("node process_0: held, then removed (code 34/0): Error from "
+            "slot1_2@node9.example.org: Job has gone over cgroup memory limit") in out
+    assert ("  failure policy: retry-with-more-memory (rule #1 hold_code 34 -> "
+            "retry-with-more-memory (limit 3, x2 up to 65536 MB): retry 1 of 3, "
+            "request_memory 64 MB -> 128 MB)") in out
+    assert "  failure policy: retry, after 120s (rule #2 hold_code 12,13 -> retry (limit 3, " \
+           "backoff 60s x2): retry 2 of 3)" in out
+    assert "node process_1: killed by signal 9\n  failure policy: retry (rule #3" in out
     target = "-name ap40.uw.osg-htc.org -pool cm.chtc.wisc.edu"
     for command in (f"condor_q {target} -nobatch -dag 2041",
                     f"condor_q {target} -better-analyze 104",
@@ -124,6 +137,11 @@ def test_an_htcondor_run_shows_holds_and_the_commands_to_run_next(tmp_path):
     assert (nodes["process_0"]["hold_code"], nodes["process_0"]["state"]) == (34, "failed")
     assert nodes["process_0"]["host"].startswith("<10.0.0.9:9618")
     assert nodes["deliver"]["hold_reason"].startswith("Transfer output files failure")
+    assert nodes["deliver"]["host_name"] == "node7.example.org"
+    assert nodes["fetch"]["hold_code"] is None  # held once, released, then done
+    policy = {f["node"]: f["policy"]["action"] for f in data["failing"]}
+    assert policy == {"process_0": "retry-with-more-memory", "process_1": "retry",
+                      "process_2": "fail", "deliver": "retry"}
     assert {f["node"] for f in data["failing"]} == {"process_0", "process_1", "process_2",
                                                     "deliver"}
     commands = [c["command"] for c in data["commands"]]
