@@ -4,10 +4,12 @@ the venv), ``--help`` and one real operation each."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
 import subprocess
+import sys
 import tomllib
 import zipfile
 from collections.abc import Callable
@@ -427,3 +429,32 @@ def test_docket_tick_runs_a_request_with_the_null_pex(tool_pex: ToolPex, bare: B
     directory = Path(shown["executions"][0]["directory"])
     assert (directory / "result.txt").is_file()
     assert (directory / "run.out").read_text() == "hello from null\n"
+
+
+@pytest.mark.casa
+def test_casa_envoy_pex_runs_real_casa_through_its_python_setting(
+        tool_pex: ToolPex, bare: Bare, tmp_path: Path) -> None:
+    """The PEX carries no CASA: ``python`` names an interpreter with casatasks (here the
+    dev venv's). HOME is set because CASA 6.7 crashes (SIGSEGV) without one."""
+    if importlib.util.find_spec("casatasks") is None:  # importing it would start CASA
+        pytest.skip("casatasks is not installed (make casa)")
+    spec = importlib.util.spec_from_file_location(
+        "pex_casa_testkit", REPO / "tests" / "casa" / "casa_testkit.py")
+    assert spec is not None and spec.loader is not None
+    testkit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(testkit)
+    ms = testkit.build_tiny_ms(tmp_path / "sim")
+    run = testkit.make_processing_dir(tmp_path / "run", {"ms": ms.name, "imsize": 64,
+                                                         "cell": "8arcsec"}, ms=ms)
+    home = tmp_path / "home"
+    home.mkdir()
+    pex = tool_pex("casa-envoy")
+    no_casa = bare(pex, "--imaging", run, cwd=tmp_path, env={"HOME": str(home)})
+    assert no_casa.returncode == 3
+    assert no_casa.stderr.startswith("Error: no measures data for CASA: python-casacore is "
+                                     "not installed for ")
+    payload = ok_json(bare(pex, "--imaging", run, "--json", cwd=tmp_path,
+                           env={"HOME": str(home), "DOCKET_CASA_ENVOY_PYTHON": sys.executable}))
+    assert (payload["verdict"], payload["program"]) == ("success", "casa")
+    fits = run / "products" / f"{ms.name[:-3]}.fits"
+    assert fits.read_bytes()[:30] == b"SIMPLE  =                    T"
