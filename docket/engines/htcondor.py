@@ -415,6 +415,9 @@ class HTCondorEngine:
     def started(self, dag: Path) -> bool:
         return condor_files(dag)["condor.json"].exists()
 
+    def reap(self) -> None:
+        """Nothing to collect: DAGMan runs under the schedd, not as our child."""
+
     # following ------------------------------------------------------------------------
 
     def cluster(self, dag: Path) -> int | None:
