@@ -34,6 +34,11 @@ def render(r: dict[str, Any]) -> str:
            f"directory: {e['directory'] or '(not created yet)'}"]
     if e["reason"]:
         out.append(f"reason: {e['reason']}")
+    dagman = r.get("dagman")
+    if dagman and dagman["state"] != "unknown":
+        why = f" ({dagman['reason']})" if dagman.get("reason") else ""
+        code = f", exit code {dagman['exit_code']}" if dagman.get("exit_code") is not None else ""
+        out.append(f"DAGMan job: {dagman['state']}{code}{why}")
     if r["nodes"]:
         rows = []
         for n in r["nodes"]:

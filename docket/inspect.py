@@ -222,6 +222,7 @@ def inspect_request(home: Home, name: str, execution: int | None = None,
         failing.append(item)
     commands: list[dict[str, str]] = []
     collector = schedd = None
+    dagman: dict[str, Any] | None = None
     if engine == "htcondor":
         with contextlib.suppress(Invalid):
             from docket.sites import load_sites
@@ -231,10 +232,16 @@ def inspect_request(home: Home, name: str, execution: int | None = None,
                 if site.name == row["site"] and isinstance(site.schedd, ScheddLocation):
                     collector, schedd = site.schedd.collector, site.schedd.name
         commands = condor_commands(row["engine_id"], nodes, schedd, collector)
+        if directory is not None:
+            from docket.engines.htcondor import HTCondorEngine
+
+            with contextlib.suppress(Exception):  # a log caught mid-write: shown next time
+                dagman = HTCondorEngine().job_state(directory / WORKFLOW_FILE)
     files = {}
     if directory is not None:
         dag = directory / WORKFLOW_FILE
         for label, suffix in (("dagman_out", "dagman.out"), ("nodes_log", "nodes.log"),
+                              ("dagman_log", "dagman.log"),
                               ("metrics", "metrics"), ("node_status", "status"),
                               ("adjustments", None)):
             path = (directory / "adjustments.json" if suffix is None
@@ -253,5 +260,6 @@ def inspect_request(home: Home, name: str, execution: int | None = None,
                           "directory": str(directory) if directory else None,
                           "started": row["started"], "stopped": row["stopped"],
                           "exit_code": row["exit_code"], "reason": row["reason"]},
-            "nodes": nodes, "failing": failing, "commands": commands, "files": files,
+            "dagman": dagman, "nodes": nodes, "failing": failing, "commands": commands,
+            "files": files,
             "adjustments": adjustments}

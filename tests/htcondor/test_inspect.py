@@ -108,8 +108,12 @@ def _htcondor_home(root: Path) -> Path:
 def test_an_htcondor_run_shows_holds_and_the_commands_to_run_next(tmp_path):
     home = tmp_path / "home"
     directory = _htcondor_home(home)
+    (directory / "workflow.dag.condor.json").write_text(json.dumps(
+        {"state": "submitted", "cluster": 2041, "schedd": "ap40.uw.osg-htc.org"}))
+    shutil.copy(DATA / "dagman" / "held.dagman.log", directory / "workflow.dag.dagman.log")
     code, out, err = inspect("sky-1", "--home", home)
     assert code == 0, err
+    assert "\nDAGMan job: held (paused by docket)\n" in out
     assert ("sky-1 v1 e1 (execution 1): running on site chtc (htcondor, "
             "condor:ap40.uw.osg-htc.org:2041, engine running)") in out
     row = next(line for line in out.splitlines() if line.startswith("deliver "))
