@@ -23,6 +23,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -353,7 +354,7 @@ def build_one(recipe: Recipe, settings: Settings, out_dir: Path = DIST, *,
         stage(closure, sources)
         built = Path(tmp) / out.name
         command = [sys.executable, "-m", "pex", "--pex-root", str(cache),
-                   "--lock", str(settings.lock), *requirements,
+                   "--python", sys.executable, "--lock", str(settings.lock), *requirements,
                    "--sources-directory", str(sources), *pex_options(recipe, settings),
                    "--output-file", str(built)]
         # pex must not see the caller's PEX_* settings (PEX_ROOT of a test, for one)
@@ -379,9 +380,18 @@ def build_one(recipe: Recipe, settings: Settings, out_dir: Path = DIST, *,
     return Built(recipe.name, out, digest, modules, tuple(requirements), seconds, rebuilt=True)
 
 
+def check_build_python() -> None:
+    """pex resolves the lock for the interpreter that builds: it must be the nodes' kind."""
+    found = (sys.implementation.name, sys.version_info[:2], sys.platform, platform.machine())
+    if found != ("cpython", (3, 11), "linux", "x86_64"):
+        raise UsageError(f"PEX files are built for CPython 3.11 on Linux x86_64, not {found}",
+                         "run `make pex` (the venv's python) on a Linux x86_64 machine")
+
+
 def build(tools: Sequence[str] | None = None, out_dir: Path = DIST, *, force: bool = False,
           cache: Path = BUILD_CACHE, log: Log = print) -> list[Built]:
     """Build the named tools (default: every tool in tools.toml) into ``out_dir``."""
+    check_build_python()
     recipes, settings = load_recipes()
     names = list(tools) if tools else list(recipes)
     unknown = [n for n in names if n not in recipes]
