@@ -1,0 +1,48 @@
+"""The hand-written node log (HTCondor's event formats: holds 34/13/12, a release, an
+eviction, an abort, a signal) parses with htcondor2.JobEventLog itself, and docket's monitor
+reads it incrementally across a restart without missing or repeating an event."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import htcondor2
+
+from docket.monitor import read_node_events
+from tests.htcondor.condorkit import DATA
+
+LOG = DATA / "holds.nodes.log"
+
+
+def test_the_fixture_is_read_by_the_bindings_as_written():
+    jel = htcondor2.JobEventLog(str(LOG))
+    try:
+        events = [(int(e.type), e.cluster, dict(e.items())) for e in jel.events(0)]
+    finally:
+        jel.close()
+    types = [t for t, _, _ in events]
+    assert types == [0, 1, 12, 13, 1, 5, 0, 0, 0, 1, 1, 1, 12, 4, 5, 1, 9, 5, 0, 1, 12]
+    holds = [(c, a["HoldReasonCode"], a["HoldReasonSubCode"]) for t, c, a in events if t == 12]
+    assert holds == [(100, 13, 2), (101, 34, 0), (104, 12, 2)]
+    signal = next(a for t, c, a in events if t == 5 and c == 102)
+    assert (signal["TerminatedNormally"], signal["TerminatedBySignal"]) == (False, 9)
+    exit1 = next(a for t, c, a in events if t == 5 and c == 103)
+    assert (exit1["TerminatedNormally"], exit1["ReturnValue"]) == (True, 1)
+    aborted = next(a for t, c, a in events if t == 9)
+    assert aborted["Reason"] == "via condor_rm (by user alice)"
+
+
+def test_reading_resumes_after_a_restart_without_repeats(tmp_path):
+    lines = LOG.read_text().splitlines(keepends=True)
+    cut = next(i for i, line in enumerate(lines) if line.startswith("004 "))
+    dag = tmp_path / "workflow.dag"
+    log = Path(f"{dag}.nodes.log")
+    log.write_text("".join(lines[:cut]))
+    first, cursor = read_node_events(dag, None)
+    with open(log, "a") as fh:
+        fh.write("".join(lines[cut:]))
+    second, _ = read_node_events(dag, cursor)  # a new watcher, the saved cursor
+    everything, _ = read_node_events(dag, None)
+    assert first + second == everything
+    assert [e["type"] for e in second][:3] == ["node.evicted", "node.finished",
+                                               "node.started"]
