@@ -165,3 +165,20 @@ def test_inspect_never_writes(tmp_path):
     before = seen()
     inspect("sky-1", "--home", home, "--json")
     assert seen() == before
+
+
+def test_the_command_mounts_on_another_typer_app(home, docket):
+    import typer
+
+    from cli.inspect import inspect as inspect_command
+
+    host = typer.Typer()
+    host.command("inspect")(inspect_command)
+    host.command("other")(lambda: 0)
+    drop(home, "ok.yaml", request_doc("fine"))
+    docket("tick", "--wait")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = run(host, ["inspect", "fine", "--home", str(home), "--json"], prog="docket")
+    assert code == 0
+    assert json.loads(out.getvalue())["execution"]["state"] == "complete"
