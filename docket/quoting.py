@@ -22,7 +22,7 @@ from docket.errors import Invalid
 __all__ = ["Context", "quote", "quote_arguments", "quote_environment", "split_arguments",
            "check_text"]
 
-Context = Literal["submit", "argument", "dag", "shell"]
+Context = Literal["submit", "argument", "dag", "dag-argument", "shell"]
 
 # Everything below space except tab, plus DEL and the Unicode line separators that
 # some parsers treat as newlines.
@@ -49,6 +49,8 @@ def quote(value: object, context: Context = "submit") -> str:
     - ``submit``: the right-hand side of ``key = value`` in a submit file.
     - ``argument``: one item inside an HTCondor ``arguments = "..."`` list.
     - ``dag``: a DAG ``VARS`` value, including its surrounding double quotes.
+    - ``dag-argument``: a DAG ``VARS`` value holding one argument, for a submit file that
+      writes ``arguments = "... $(var) ..."``.
     - ``shell``: one word for a POSIX shell.
 
     Raises ``Invalid`` for values that cannot be written safely (control characters).
@@ -63,8 +65,10 @@ def quote(value: object, context: Context = "submit") -> str:
     check_text(text)
     if context == "shell":
         return shlex.quote(text)
-    if context == "dag":
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if context in ("dag", "dag-argument"):
+        # a VARS value becomes a submit-file macro, so it gets the submit protections too
+        inner = quote(text, "argument" if context == "dag-argument" else "submit")
+        return '"' + inner.replace("\\", "\\\\").replace('"', '\\"') + '"'
     bad = _UNREPRESENTABLE.search(text)
     if bad:
         # condor_submit reads "$$(" as a match-time macro even when each "$" is written

@@ -10,6 +10,7 @@ function ``docket.quoting.quote``:
 - ``{{ [a, b] | arguments }}`` an ``arguments = "..."`` value
 - ``{{ {"K": v} | environment }}`` an ``environment = "..."`` value
 - ``{{ x | dagvar }}``      a DAG ``VARS`` value, quotes included
+- ``{{ x | dagarg }}``      a DAG ``VARS`` value that the submit file uses as one argument
 - ``{{ x | sh }}``          a shell word
 
 After rendering, the DAG and every submit file it names are checked (undefined nodes,
@@ -78,6 +79,7 @@ def template_environment(folder: Path) -> ImmutableSandboxedEnvironment:
     env.filters["arguments"] = quote_arguments
     env.filters["environment"] = quote_environment
     env.filters["dagvar"] = lambda v: quote(v, "dag")
+    env.filters["dagarg"] = lambda v: quote(v, "dag-argument")
     env.filters["sh"] = lambda v: quote(v, "shell")
     return env
 

@@ -345,7 +345,8 @@ def _apply_node(conn: sqlite3.Connection, t: str, d: dict[str, Any], at: str,
     if t == "node.submitted":
         # one attempt per cluster: a node's procs share it, a retry gets a new one
         conn.execute("UPDATE nodes SET state='idle', attempts=attempts+(coalesce(cluster, -1)"
-                     " != ?), cluster=?, exit_code=NULL, signal=NULL WHERE execution=? AND "
+                     " != ?), cluster=?, exit_code=NULL, signal=NULL, hold_code=NULL, "
+                     "hold_subcode=NULL WHERE execution=? AND "
                      "node=?", (d.get("cluster"), d.get("cluster"), execution, node))
     elif t == "node.started":
         conn.execute("UPDATE nodes SET state='running', host=?, started=coalesce(started, ?) "

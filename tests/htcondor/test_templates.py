@@ -46,21 +46,7 @@ def _hostile_parameters(name: str) -> list[tuple[str, dict[str, Any]]]:
 
 EXAMPLES = [(name, load_capability(TEMPLATES, name).definition.example or {})
             for name in SHIPPED]
-# templates/demo/process.sub.j2 writes the DAG VAR $(item) inside its quoted arguments
-# string, and DAG VARS values are macro-expanded: a target with a quote breaks the
-# arguments, and one that looks like a macro is expanded. Reported to the template's owner;
-# strict, so the fix turns these into passes that must be kept.
-DEMO_TARGET_BUG = pytest.mark.xfail(
-    strict=True, reason="demo's process.sub puts $(item) unquoted inside arguments; a DAG "
-                        "VARS value is also macro-expanded ($(JOB))")
-_KNOWN_BAD = {'say "hi"', "it's", "$(JOB)", "'", '"'}
-
-
 def _case(name: str, label: str, given: dict[str, Any]) -> Any:
-    (pname, value), = given.items()
-    values = value if isinstance(value, list) else [value]
-    if name == "demo" and pname == "targets" and _KNOWN_BAD & set(values):
-        return pytest.param(name, label, given, id=label, marks=DEMO_TARGET_BUG)
     return pytest.param(name, label, given, id=label)
 
 
