@@ -38,6 +38,7 @@ class Capability:
     definition: CapabilityDefinition
     machine: Machine
     mtime_ns: int
+    policy: Any = None  # the FailurePolicy its failures are judged by
 
     @property
     def workflow_template(self) -> Path:
@@ -134,8 +135,14 @@ def load_capability(templates_dir: Path, name: str) -> Capability:
             except ValueError as exc:
                 raise CapabilityError(f"{_where(path, marks, ('parameters', pname))}: "
                                       f"parameters.{pname}.default: {exc}") from None
+    from docket.policy import PolicyError, load_policy
+
+    try:
+        policy = load_policy(templates_dir, definition.failure_policy)
+    except PolicyError as exc:
+        raise CapabilityError(f"{_where(path, marks, ('failure_policy',))}: {exc}") from None
     mtime = max(p.stat().st_mtime_ns for p in folder.iterdir())
-    return Capability(name, folder, definition, machine, mtime)
+    return Capability(name, folder, definition, machine, mtime, policy)
 
 
 def list_capabilities(templates_dir: Path) -> list[str]:

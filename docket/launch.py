@@ -10,6 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -68,6 +71,14 @@ def collect_results(directory: Path) -> tuple[dict[str, Any] | None, list[dict[s
     return results, products, plots, problem
 
 
+def _merge_products(*lists: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    merged: dict[str, dict[str, Any]] = {}
+    for items in lists:
+        for item in items:
+            merged.setdefault(item["path"], item)
+    return [merged[k] for k in sorted(merged)]
+
+
 def _labels(document: str) -> dict[str, str]:
     from docket.documents import load_yaml
 
@@ -78,11 +89,15 @@ def _labels(document: str) -> dict[str, str]:
 
 
 class Launcher:
-    def __init__(self, home: Home, store: Store, rules: Rules, engine: Engine) -> None:
+    def __init__(self, home: Home, store: Store, rules: Rules,
+                 engines: Callable[[str | None], Engine]) -> None:
         self.home = home
         self.store = store
         self.rules = rules
-        self.engine = engine
+        self.engine_for_site = engines
+
+    def engine_for(self, row: Any) -> Engine:
+        return self.engine_for_site(row["site"])
 
     # starting -------------------------------------------------------------------
 
@@ -99,12 +114,14 @@ class Launcher:
         dag = directory / WORKFLOW_FILE
         common = {"request": row["request"], "version": row["version"],
                   "execution": row["id"]}
-        if self.engine.started(dag):
+        engine = self.engine_for(row)
+        if engine.started(dag):
             engine_id = "recovered"
         else:
             try:
                 self._render(row, directory)
-                engine_id = self.engine.submit(dag)
+                self._apply_site(row, directory)
+                engine_id = engine.submit(dag)
             except (DocketError, CapabilityError, OSError) as exc:
                 reason = f"could not start: {exc}"
                 log.warning("execution %s: %s", row["id"], reason)
@@ -114,9 +131,19 @@ class Launcher:
                     self.rules.feed(self._row(row["id"]), "fail", reason=reason)
                 self._clear_marker(directory)
                 return False
-        self.store.record("execution.submitted", **common, engine=self.engine.name,
+        self.store.record("execution.submitted", **common, engine=engine.name,
                           engine_id=engine_id)
         return True
+
+    def _apply_site(self, row: Any, directory: Path) -> None:
+        sites = self.rules.sites
+        if sites is None or not row["site"]:
+            return
+        from docket.sites import apply_site
+
+        for site in sites.sites:
+            if site.name == row["site"]:
+                apply_site(directory, site)
 
     def _render(self, row: Any, directory: Path) -> None:
         meta = directory / "metadata.json"
@@ -156,13 +183,16 @@ class Launcher:
         return ended
 
     def follow(self, row: Any) -> bool:
+        engine = self.engine_for(row)
         directory = Path(row["directory"])
         dag = directory / WORKFLOW_FILE
-        self._check_timeout(row, dag)
-        result = self.engine.result(dag)  # read before the log: the log is complete by then
-        self._read_events(row, dag)
+        if self._pending_retry(row, engine, dag):
+            return False
+        self._check_timeout(row, engine, dag)
+        result = engine.result(dag)  # read before the log: the log is complete by then
+        self._read_events(row, dag, engine)
         if result is None:
-            if self.engine.alive(dag) or self.engine.result(dag):
+            if engine.alive(dag) or engine.result(dag):
                 return False
             resumed = self.store.one("SELECT count(*) AS n FROM events WHERE execution=? AND "
                                      "type='execution.resumed'", row["id"])["n"]
@@ -170,7 +200,7 @@ class Launcher:
                 log.warning("execution %s: the runner is gone; resuming its DAG", row["id"])
                 self.store.record("execution.resumed", request=row["request"],
                                   version=row["version"], execution=row["id"],
-                                  engine_id=self.engine.resume(dag))
+                                  engine_id=engine.resume(dag))
                 return False
             result = {"exitcode": None, "status": "failed",
                       "reason": f"the workflow's runner died {resumed + 1} times; see "
@@ -189,6 +219,14 @@ class Launcher:
         results, products, plots, problem = collect_results(directory)
         if problem and exit_code == 0:
             reason = problem
+        if exit_code == 0:
+            missing, declared = self._verify_outputs(row, directory)
+            products = _merge_products(products, declared)
+            if missing:
+                exit_code, status, reason = None, "failed", missing
+        elif (status != "removed" and not self._stopped_on_purpose(row)
+              and self._policy_retry(row, directory, dag, reason)):
+            return False
         with self.store.transaction():
             self.store.record("execution.finished", request=row["request"],
                               version=row["version"], execution=row["id"],
@@ -204,19 +242,132 @@ class Launcher:
         self._clear_marker(directory)
         return True
 
-    def _read_events(self, row: Any, dag: Path) -> None:
+    # output verification and the failure policy ------------------------------------
+
+    def _verify_outputs(self, row: Any, directory: Path) -> tuple[str | None,
+                                                                   list[dict[str, Any]]]:
+        """Declared outputs (the capability's stages' and the request's): problems, found."""
+        from docket.outputs import missing_reason, verify
+
+        specs: list[Any] = []
+        with contextlib.suppress(CapabilityError):
+            capability = self.rules.capabilities.get(row["capability"])
+            specs = [o for stage in capability.definition.stages for o in stage.outputs]
+        version = self.store.one("SELECT spec FROM versions WHERE request=? AND number=?",
+                                 row["request"], row["version"])
+        if version is not None:
+            specs += json.loads(version["spec"]).get("outputs") or []
+        if not specs:
+            return None, []
+        ok, problems, found = verify(directory, specs)
+        return (None if ok else missing_reason(problems)), found
+
+    def _stopped_on_purpose(self, row: Any) -> bool:
+        current = self._row(row["id"])
+        machine = self.rules.machine_for(row["capability"])
+        timed_out = self.store.one("SELECT 1 FROM events WHERE execution=? AND "
+                                   "type='execution.timed_out'", row["id"])
+        return current["state"] in machine.final or timed_out is not None
+
+    def _policy_retry(self, row: Any, directory: Path, dag: Path, reason: str | None) -> bool:
+        """Judge each failed node by the failure policy; True when the DAG will run again."""
+        from docket.policy import (
+            attempts_by_rule,
+            decide,
+            failure_from_node,
+            merge_adjustments,
+            read_adjustments,
+        )
+
+        try:
+            policy = self.rules.capabilities.get(row["capability"]).policy
+        except CapabilityError:
+            return False
+        if policy is None:
+            return False
+        nodes = self.store.all("SELECT * FROM nodes WHERE execution=? AND state IN "
+                               "('failed', 'held')", row["id"])
+        if not nodes:
+            return False
+        previous = [json.loads(r["data"]) for r in self.store.all(
+            "SELECT data FROM events WHERE execution=? AND type='policy.decided'", row["id"])]
+        attempt = int(row["retries"] or 0) + 1
+        decisions = []
+        for node in nodes:
+            failure = failure_from_node(dict(node), directory, policy)
+            decision = decide(failure, policy, attempts_by_rule(previous, node["node"]))
+            decisions.append((node["node"], decision))
+        adjustments = read_adjustments(directory)
+        for node, decision in decisions:
+            if decision.retries:
+                adjustments = merge_adjustments(adjustments, node, decision)
+        retry = all(d.retries for _n, d in decisions)
+        delay_s = max((d.delay_s for _n, d in decisions), default=0.0)
+        with self.store.transaction():
+            for node, decision in decisions:
+                self.store.record("policy.decided", request=row["request"],
+                                  version=row["version"], execution=row["id"], node=node,
+                                  attempt=attempt, **decision.as_dict())
+            if retry:
+                self.store.record("execution.retrying", request=row["request"],
+                                  version=row["version"], execution=row["id"],
+                                  attempt=attempt + 1, failure=reason,
+                                  at=time.time() + delay_s, adjustments=adjustments)
+        return retry
+
+    def _pending_retry(self, row: Any, engine: Engine, dag: Path) -> bool:
+        """Carry out a retry the policy decided: set the files for the next attempt, wait
+        out the backoff, run the DAG again. True while a retry is pending."""
+        last = self.store.one("SELECT data FROM events WHERE execution=? AND type="
+                              "'execution.retrying' ORDER BY id DESC LIMIT 1", row["id"])
+        if last is None:
+            return False
+        data = json.loads(last["data"])
+        attempt = data["attempt"]
+        if self.store.one("SELECT 1 FROM events WHERE execution=? AND type="
+                          "'execution.retry_started' AND json_extract(data, '$.attempt')=?",
+                          row["id"], attempt) is not None:
+            return False
+        from docket.policy import apply_adjustments
+
+        # the finished attempt's files are kept beside, one set per attempt
+        for suffix in ("metrics", "nodes.log"):
+            current = dag.with_name(f"{dag.name}.{suffix}")
+            if current.exists():
+                os.replace(current, dag.with_name(f"{dag.name}.{suffix}.attempt{attempt - 1}"))
+        if data.get("adjustments", {}).get("nodes"):
+            apply_adjustments(dag.parent, data["adjustments"])
+        if time.time() < data["at"]:
+            return True
+        with self.store.transaction():
+            self.store.conn.execute("DELETE FROM cursors WHERE execution=?", (row["id"],))
+            self.store.record("execution.retry_started", request=row["request"],
+                              version=row["version"], execution=row["id"], attempt=attempt,
+                              engine_id=engine.resume(dag))
+        return True
+
+    def _read_events(self, row: Any, dag: Path, engine: Engine) -> None:
         events, cursor = read_node_events(dag, self.store.cursor_position(row["id"]))
         if not events:
             return
+        held = []
         with self.store.transaction():
             for event in events:
                 kind = event.pop("type")
                 self.store.record(kind, request=row["request"], version=row["version"],
                                   execution=row["id"], **event)
+                if kind == "node.held":
+                    held.append(event["cluster"])
             if cursor is not None:
                 self.store.save_cursor(row["id"], cursor)
+        # a held job waits forever on a pool: remove it, so its node fails and the
+        # failure policy decides (the local engine removes held jobs itself)
+        remove = getattr(engine, "remove_node_job", None)
+        for cluster in held if remove is not None else []:
+            with contextlib.suppress(DocketError, OSError):
+                remove(dag, cluster)
 
-    def _check_timeout(self, row: Any, dag: Path) -> None:
+    def _check_timeout(self, row: Any, engine: Engine, dag: Path) -> None:
         limit = row["timeout_s"]
         if not limit or not row["started"]:
             return
@@ -230,7 +381,7 @@ class Launcher:
             self.store.record("execution.timed_out", request=row["request"],
                               version=row["version"], execution=row["id"],
                               reason=f"timed out: ran longer than {limit:g} s")
-        self.engine.cancel(dag)
+        engine.cancel(dag)
 
     # stopping -------------------------------------------------------------------
 
@@ -242,18 +393,19 @@ class Launcher:
             machine = self.rules.machine_for(row["capability"])
             if row["state"] in machine.final and row["directory"]:
                 dag = Path(row["directory"]) / WORKFLOW_FILE
-                if row["engine_state"] == "starting" and not self.engine.started(dag):
+                engine = self.engine_for(row)
+                if row["engine_state"] == "starting" and not engine.started(dag):
                     self.store.record("execution.finished", request=row["request"],
                                       version=row["version"], execution=row["id"],
                                       exit_code=None, status="removed",
                                       reason="cancelled before it started")
                     self._clear_marker(Path(row["directory"]))
                 else:
-                    self.engine.cancel(dag)
+                    engine.cancel(dag)
                     if row["engine_state"] == "starting":
                         self.store.record("execution.submitted", request=row["request"],
                                           version=row["version"], execution=row["id"],
-                                          engine=self.engine.name, engine_id="recovered")
+                                          engine=engine.name, engine_id="recovered")
                 stopped.append(row["id"])
         return stopped
 

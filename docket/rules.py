@@ -54,10 +54,12 @@ class QueueView:
 
 
 class Rules:
-    def __init__(self, store: Store, capabilities: CapabilityCache, work_dir: Path) -> None:
+    def __init__(self, store: Store, capabilities: CapabilityCache, work_dir: Path,
+                 sites: Any = None) -> None:
         self.store = store
         self.capabilities = capabilities
         self.work_dir = work_dir
+        self.sites = sites  # a SitesFile; None means only the local site
         self._default_machine: Machine | None = None
 
     # machines -----------------------------------------------------------------
@@ -169,9 +171,11 @@ class Rules:
         for action in transition.actions:
             word, _, argument = action.partition(" ")
             if word == "run":
+                site = fields.get("site") or "local"
                 self.store.record("execution.starting", **common,
                                   directory=str(self.processing_dir(execution)),
-                                  engine="local", site="local")
+                                  engine="local" if site == "local" else "htcondor",
+                                  site=site, site_reason=fields.get("site_reason"))
             elif word == "notify":
                 self.store.record("notification", **common,
                                   message=f"{execution['request']} v{execution['version']} "
@@ -292,9 +296,43 @@ class Rules:
                 f"ORDER BY priority DESC, id ASC LIMIT ?",
                 capability, *states, slots)
             for row in rows:
-                if self.feed(row, "start"):
+                site, why = self._choose_site(row)
+                if site is None:
+                    continue
+                if self.feed(row, "start", site=site, site_reason=why):
                     started.append(row["id"])
         return started
+
+    def _choose_site(self, row: Any) -> tuple[str | None, str]:
+        """The site an execution goes to: the first enabled one under its limit among the
+        request's (or capability's) cluster_locations. None leaves it waiting."""
+        if self.sites is None:
+            return "local", "no sites.yaml: the local engine"
+        from docket.sites import NoSite, choose_site
+
+        version = self.store.one("SELECT spec FROM versions WHERE request=? AND number=?",
+                                 row["request"], row["version"])
+        wanted = json.loads(version["spec"]).get("cluster_locations") if version else None
+        if not wanted:
+            try:
+                wanted = list(self.capabilities.get(row["capability"]).definition
+                              .cluster_locations)
+            except CapabilityError:
+                wanted = []
+        running = {r["site"]: r["n"] for r in self.store.all(
+            "SELECT site, count(*) AS n FROM executions WHERE engine_state IN "
+            "('starting', 'running') GROUP BY site")}
+        choice = choose_site(wanted, self.sites, running)
+        if isinstance(choice, NoSite):
+            said = self.store.one("SELECT data FROM events WHERE execution=? AND "
+                                  "type='site.unavailable' ORDER BY id DESC LIMIT 1", row["id"])
+            if said is None or json.loads(said["data"]).get("reason") != choice.reason:
+                self.store.record("site.unavailable", request=row["request"],
+                                  version=row["version"], execution=row["id"],
+                                  reason=choice.reason, wait=choice.wait)
+            return None, choice.reason
+        order = ", ".join(wanted) if wanted else "the default sites"
+        return choice.name, f"first enabled site under its limit of: {order}"
 
     def change_queue(self, capability: str, actor: str | None = None, **changes: Any) -> None:
         self.store.record("queue.changed", actor=actor, capability=capability, **changes)

@@ -289,6 +289,8 @@ def _apply(conn: sqlite3.Connection, event: dict[str, Any]) -> None:
                      (d.get("exit_code"), d.get("reason"), at,
                       _canon(d["results"]) if d.get("results") is not None else None,
                       _canon(d.get("products", [])), _canon(d.get("plots", [])), execution))
+    elif t == "execution.retrying":
+        conn.execute("UPDATE executions SET retries=retries+1 WHERE id=?", (execution,))
     elif t == "execution.timed_out":
         conn.execute("UPDATE executions SET reason=coalesce(reason, ?) WHERE id=?",
                      (d.get("reason"), execution))

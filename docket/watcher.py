@@ -87,11 +87,38 @@ class Watcher:
         self.capabilities = CapabilityCache(home.templates)
         self.rules = Rules(self.store, self.capabilities, home.work)
         self.engine = LocalEngine(home.config.local_max_jobs)
-        self.launcher = Launcher(home, self.store, self.rules, self.engine)
+        self._engines: dict[str, Any] = {"local": self.engine}
+        self.launcher = Launcher(home, self.store, self.rules, self.engine_for_site)
         self.intake = Intake(home, self.store, self.rules, self.capabilities)
 
     def close(self) -> None:
         self.store.close()
+
+    def load_sites(self) -> None:
+        """Read sites.yaml (if any) for this pass; a broken file keeps the last good one."""
+        from docket.errors import DocketError
+        from docket.sites import SITES_FILE, load_sites
+
+        if not (self.home.root / SITES_FILE).is_file():
+            self.rules.sites = None
+            return
+        try:
+            self.rules.sites = load_sites(self.home.root)
+        except DocketError as exc:
+            log.error("%s; keeping the sites read before", exc)
+
+    def engine_for_site(self, name: str | None) -> Any:
+        """The engine of a site: the local engine for ``local``, else HTCondor."""
+        name = name or "local"
+        engine = self._engines.get(name)
+        if engine is None:
+            from docket.engines.htcondor import HTCondorEngine
+
+            site = next((s for s in (self.rules.sites.sites if self.rules.sites else [])
+                         if s.name == name), None)
+            engine = HTCondorEngine(site)
+            self._engines[name] = engine
+        return engine
 
     def git_source(self, repo_dir: Path) -> Any:
         from docket.gitsource import GitSource
@@ -107,6 +134,7 @@ class Watcher:
         state untouched (its documents wait for the next pass) and is reported.
         """
         report = PassReport()
+        self.load_sites()
         report.intake = self.intake.scan(names)
         if git is not None:
             result = git.pull() if pull else None
@@ -122,7 +150,8 @@ class Watcher:
             with self.store.transaction():
                 report.started += self.rules.schedule()
             self.launcher.launch_pending()
-        self.engine.reap()
+        for engine in self._engines.values():
+            engine.reap()
         return report
 
     def tick(self) -> PassReport:

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from schemas.documents import Name, ParameterValue
+from schemas.policy import FailurePolicy
 
 __all__ = ["ParameterSpec", "QueueSettings", "StageSpec", "MachineSpec", "OutputSpec",
            "CapabilityDefinition"]
@@ -81,6 +82,12 @@ class CapabilityDefinition(_Strict):
                                   "Default: anyone.")
     timeout_s: float | None = Field(
         default=None, gt=0, description="An execution running longer is stopped and failed.")
+    failure_policy: Name | FailurePolicy = Field(
+        default="default", description="A policy from templates/_policies/ or one spelt out "
+                                       "here: what to do when a node fails.")
+    cluster_locations: list[Name] = Field(
+        default_factory=list, description="Sites to try in order (default: sites.yaml's "
+                                          "default, else local).")
     stages: list[StageSpec] = Field(default_factory=list)
     workflow: str = Field(default="workflow.dag.j2",
                           description="The DAG template; submit templates sit beside it.")

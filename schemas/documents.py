@@ -34,6 +34,11 @@ class Metadata(_Strict):
                                   description="Informational; the actor is the file owner.")
 
 
+class RequestOutput(_Strict):
+    path: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    min_size_bytes: int = Field(default=0, ge=0)
+
+
 class CapabilityRequestSpec(_Strict):
     capability: Name = Field(description="A folder under templates/ (quote the name null).")
     parameters: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")],
@@ -54,6 +59,11 @@ class CapabilityRequestSpec(_Strict):
         default_factory=list, description="Ids of the observatory events this work is for.")
     timeout_s: float | None = Field(default=None, gt=0,
                                     description="Stop and fail an execution running longer.")
+    cluster_locations: list[Name] = Field(
+        default_factory=list, description="Sites to try in order (default: the capability's).")
+    outputs: list[RequestOutput] = Field(
+        default_factory=list, description="Extra outputs this request expects (paths or globs "
+                                          "relative to the processing directory).")
 
 
 class CapabilityRequest(_Strict):
