@@ -273,6 +273,10 @@ def show(name: Annotated[str, typer.Argument(help="Request name.")],
                 out.append(f"  directory: {e['directory']}")
             if e["reason"]:
                 out.append(f"  reason: {e['reason']}")
+            for a in e.get("attempts") or []:
+                for f in a["failures"]:
+                    out.append(f"  attempt {a['attempt']} failed: node {f['node']} → "
+                               f"{f['action']} ({f['reason']})")
             for s in e.get("stages") or []:
                 out.append(f"  stage {s['stage']}: {s['state']} ({s['done']}/{s['nodes']} "
                            "nodes)")

@@ -312,7 +312,7 @@ class Launcher:
                 self.store.record("execution.retrying", request=row["request"],
                                   version=row["version"], execution=row["id"],
                                   attempt=attempt + 1, failure=reason,
-                                  at=time.time() + delay_s, adjustments=adjustments)
+                                  retry_at=time.time() + delay_s, adjustments=adjustments)
         return retry
 
     def _pending_retry(self, row: Any, engine: Engine, dag: Path) -> bool:
@@ -337,7 +337,7 @@ class Launcher:
                 os.replace(current, dag.with_name(f"{dag.name}.{suffix}.attempt{attempt - 1}"))
         if data.get("adjustments", {}).get("nodes"):
             apply_adjustments(dag.parent, data["adjustments"])
-        if time.time() < data["at"]:
+        if time.time() < data["retry_at"]:
             return True
         with self.store.transaction():
             self.store.conn.execute("DELETE FROM cursors WHERE execution=?", (row["id"],))

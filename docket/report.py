@@ -12,7 +12,7 @@ from typing import Any
 
 from docket.store import Store
 
-__all__ = ["status", "show", "stages"]
+__all__ = ["status", "show", "stages", "attempts", "results", "metrics"]
 
 
 def status(store: Store, limit: int = 20, state: str | None = None) -> dict[str, Any]:
@@ -49,6 +49,20 @@ def stages(stage_specs: list[Any], nodes: list[dict[str, Any]]) -> list[dict[str
     return out
 
 
+def attempts(store: Store, execution: int) -> list[dict[str, Any]]:
+    """Each failed attempt of an execution: its node failures and what the policy did."""
+    by_attempt: dict[int, list[dict[str, Any]]] = {}
+    for row in store.all("SELECT data FROM events WHERE execution=? AND "
+                         "type='policy.decided' ORDER BY id", execution):
+        data = json.loads(row["data"])
+        by_attempt.setdefault(int(data.get("attempt", 1)), []).append(
+            {"node": data["node"], "action": data["action"], "rule": data["rule"],
+             "reason": data["reason"], "adjustments": data.get("adjustments", {})})
+    return [{"attempt": n, "failures": f,
+             "outcome": "retried" if all(x["action"] != "fail" for x in f) else "failed"}
+            for n, f in sorted(by_attempt.items())]
+
+
 def show(store: Store, name: str, stage_specs: list[Any] | None = None,
          events: int = 30) -> dict[str, Any] | None:
     request = store.one("SELECT * FROM requests WHERE name=?", name)
@@ -68,6 +82,7 @@ def show(store: Store, name: str, stage_specs: list[Any] | None = None,
             " host, started, finished FROM nodes WHERE execution=? ORDER BY node", e["id"])]
         if stage_specs is not None:
             item["stages"] = stages(stage_specs, item["nodes"])
+        item["attempts"] = attempts(store, e["id"])
         executions.append(item)
     history = [dict(r) for r in store.all(
         "SELECT * FROM (SELECT id, time, type, version, execution, actor, data FROM events "
