@@ -283,15 +283,21 @@ class DagRun:
         ready = [r for r in self.runs.values() if r.state == "waiting"
                  and all(self.runs[p].state == "done" for p in r.node.parents)]
         ready.sort(key=lambda r: (-r.node.priority, r.order))
+        used = self._slots_used()
+        full: set[str] = set()  # categories at their MAXJOBS (counted once per category)
         for run in ready:
-            if self._slots_used() >= self.max_jobs:
+            if used >= self.max_jobs:
                 break
             category = run.node.category
-            if category and self._active_in(category) >= self.dag.maxjobs.get(category,
-                                                                               1 << 30):
-                continue
+            if category:
+                if category in full:
+                    continue
+                if self._active_in(category) >= self.dag.maxjobs.get(category, 1 << 30):
+                    full.add(category)
+                    continue
             self._start_node(run)
             started = True
+            used = self._slots_used()
         return started
 
     def _start_pending_procs(self) -> None:
@@ -662,6 +668,9 @@ class DagRun:
         self._write_metrics(metrics, started)
         self.say(f"DAG {status}: exit code {exitcode}; {len(succeeded)} of {len(runs)} nodes "
                  f"done" + (f"; failed: {', '.join(sorted(failed))}" if failed else ""))
+        # DAGMan's last line, which scripts grep for
+        self.say(f"**** docket.engines.localdag (condor_DAGMAN) pid {os.getpid()} "
+                 f"EXITING WITH STATUS {exitcode}")
         return exitcode
 
     def _write_metrics(self, metrics: dict[str, object], started: float) -> int:

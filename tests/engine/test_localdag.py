@@ -675,3 +675,63 @@ def test_the_runner_is_fast_enough_for_wide_dags(flow):
     assert out.metrics["jobs_succeeded"] == 60
     assert len([n for n, *_ in read_events(files(d)["nodes.log"]) if n == TERMINATED]) == 60
     assert time.monotonic() - began < 30
+
+
+def test_vars_are_prepended_unless_append_is_asked_for(tmp_path):
+    # DAGMan's default (DAGMAN_DEFAULT_APPEND_VARS = False): a VARS value is defined
+    # before the submit file is read, so 'if defined' sees it and the file's own
+    # definition wins; APPEND sets it afterwards, overriding the file
+    write(tmp_path / "a.sub", """\
+if defined var1
+  greeting = prepended-$(var1)
+else
+  greeting = not-prepended
+endif
+var2 = C
+executable = /bin/sh
+arguments = "-c 'echo $(greeting) $(var2) > $(JOB).txt'"
+should_transfer_files = NO
+queue
+""")
+    d = dag(tmp_path, 'JOB P a.sub\nVARS P var1="A" var2="B"\n'
+                      'JOB Q a.sub\nVARS Q APPEND var1="A" var2="B"\n')
+    out = run_dag(d)
+    assert out.code == 0, out.dagman_out
+    assert (tmp_path / "P.txt").read_text() == "prepended-A C\n"
+    assert (tmp_path / "Q.txt").read_text() == "not-prepended B\n"
+
+
+def test_a_node_whose_submit_fails_at_once_is_still_retried(tmp_path):
+    # a node failing synchronously (its submit file is missing) goes back through RETRY;
+    # its POST script sees $RETURN -1001, DAGMan's value for a failed submit
+    late = tmp_path / "late.sub"
+    write(tmp_path / "post.sh", f"""#!/bin/sh
+echo "$1" >> {tmp_path / 'returns'}
+printf 'executable = /bin/true\\nqueue\\n' > {late}
+[ "$1" = 0 ]
+""").chmod(0o755)
+    d = dag(tmp_path, "JOB late late.sub\nRETRY late 1\nSCRIPT POST late post.sh $RETURN\n")
+    out = run_dag(d)
+    assert out.code == 0, out.dagman_out
+    assert (tmp_path / "returns").read_text().split() == ["-1001", "0"]
+    d2 = dag(tmp_path, "JOB late2 missing.sub\nJOB after late.sub\nRETRY late2 2\n"
+                       "PARENT late2 CHILD after\n", name="w2.dag")
+    out = run_dag(d2)
+    assert out.code == 1
+    assert out.dagman_out.count("node late2: failed (submit failed:") == 3
+    assert "missing.sub" in out.metrics["failed_nodes"]["late2"]
+    assert out.metrics["not_run"] == ["after"]
+
+
+def test_queue_zero_makes_a_node_with_no_jobs_that_succeeds(flow):
+    write(flow / "none.sub", "executable = /bin/false\nqueue 0\n")
+    out = run_dag(dag(flow, "JOB none none.sub\nJOB A job.sub\nPARENT none CHILD A\n"))
+    assert out.code == 0, out.dagman_out
+    assert starts(flow) == ["A"]
+
+
+def test_dagman_out_ends_like_dagmans(flow):
+    out = run_dag(dag(flow, "JOB A job.sub\n"))
+    last = out.dagman_out.splitlines()[-1]
+    assert last.endswith("EXITING WITH STATUS 0")
+    assert "(condor_DAGMAN)" in last
