@@ -93,10 +93,11 @@ def expand_submit(path: Path, node: str, vars: dict[str, str], cluster: int,
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise Invalid(f"{path}: cannot read the submit file: {exc}") from None
-    prepended = "".join(f"{key} = {value}\n" for key, value in vars.items()
-                        if key not in append_vars)
-    text = prepended + text
     try:
+        own_keys = {k.lower() for k in htcondor2.Submit(text)}
+        prepended = "".join(f"{key} = {value}\n" for key, value in vars.items()
+                            if key not in append_vars)
+        text = prepended + text
         description = htcondor2.Submit(text)
     except Exception as exc:  # the bindings raise bare exceptions on syntax errors
         raise Invalid(f"{path}: not a valid submit description: {exc}") from None
@@ -119,9 +120,11 @@ def expand_submit(path: Path, node: str, vars: dict[str, str], cluster: int,
     procs = []
     for proc, (index, step, row) in enumerate(plan):
         one = htcondor2.Submit(text)
-        for key in append_vars:
-            if key in vars:
-                one[key] = vars[key]
+        # the prepended line lets 'if defined' see a VARS value; setting it again keeps
+        # it exact (a submit line trims surrounding spaces) unless the file defines it
+        for key, value in vars.items():
+            if key in append_vars or key.lower() not in own_keys:
+                one[key] = value
         for key, value in row.items():
             one[key] = value
         for key, value in {"JOB": node, "RETRY": str(retry), "Cluster": str(cluster),

@@ -195,6 +195,7 @@ class DagRun:
                                      "running was stopped and its node runs again")
             self.say(f"stopped process group {pgid} left running by an earlier runner"
                      + (f" (job {job.replace(' ', '.')})" if job else ""))
+            self._progress(f"END {pgid}")  # a later restart must not touch that id again
         shutil.rmtree(self.dir / ".scratch", ignore_errors=True)
         return done
 

@@ -9,6 +9,7 @@ import pytest
 
 from docket.dag import DagError, Script, parse_dag, read_dag
 from docket.quoting import quote
+from docket.submit import expand_submit
 
 FULL = """\
 # a comment, then a blank line
@@ -76,14 +77,23 @@ def test_vars_values_unescape_like_dagman(tmp_path, written, value):
     assert dag.nodes["A"].vars == {"x": value, "y": "2"}
 
 
-@pytest.mark.parametrize("value", [
-    "plain", 'say "hi"', "back\\slash", "trailing\\", '\\"', "\\\\\"\\", "two  spaces",
-    "$(Process) $HOME", "ünïcødé ✓", "", "'single'", "tab\there",
-])
-def test_the_dagvar_quoting_reads_back_unchanged(tmp_path, value):
-    # templates write VARS values with quote(value, "dag")
-    dag = parse_dag(f"JOB A a.sub\nVARS A v={quote(value, 'dag')}\n", tmp_path / "w.dag")
-    assert dag.nodes["A"].vars["v"] == value
+HOSTILE = ["plain", 'say "hi"', "back\\slash", "trailing\\", '\\"', "two  spaces",
+           "  padded  ", "$(Process) $HOME", "100% ünïcødé ✓", "'single'", "tab\there",
+           "a,b;c", "--flag=x y", "#not-a-comment", "queue"]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_dagvar_values_reach_the_submit_description_unchanged(tmp_path, value):
+    # templates write VARS with quote(v, "dag") for submit values and
+    # quote(v, "dag-argument") for a value used as one argument
+    write = (tmp_path / "a.sub").write_text
+    write('executable = /bin/true\noutput = $(plain)\narguments = "--x $(arg)"\nqueue\n')
+    dag = parse_dag(f"JOB A a.sub\nVARS A plain={quote(value, 'dag')} "
+                    f"arg={quote(value, 'dag-argument')}\n", tmp_path / "w.dag")
+    node = dag.nodes["A"]
+    [proc] = expand_submit(tmp_path / "a.sub", "A", node.vars, 1, 0, node.append_vars)
+    assert proc.output == value
+    assert proc.arguments == ["--x", value]
 
 
 def test_the_last_vars_definition_wins(tmp_path):
