@@ -9,7 +9,7 @@ an unlink of a synced file costs ~0.25 ms, a quarter of the baseline's time). Bo
 run as a fresh process of the same venv over a spool of the same freshly written files, so
 interpreter start-up and imports count on both sides.
 
-The capability queues are paused (``docket queue pause``), so ``tick`` accepts and queues
+Every capability's queue limit is 0 in the benchmark home, so ``tick`` accepts and queues
 every request but starts none: this measures intake, not execution.
 
 Run ``python bench/bench_intake.py baseline SPOOL_DIR`` to run the baseline alone.

@@ -4,7 +4,8 @@ Request documents are written first to a staging directory on the same filesyste
 each is ``os.rename``d into ``spool/incoming`` and the clock runs until it is accepted:
 the moment the file leaves ``incoming`` (intake removes it only after the database commit
 and the archive copy ``spool/accepted/<name>/v1.yaml``), seen through inotify by the
-benchmark itself (~0.1 ms). The capability queues are paused, so nothing runs meanwhile.
+benchmark itself (~0.1 ms). Every capability's queue limit is 0 in the benchmark home, so
+nothing runs meanwhile.
 
 The baseline is a bare ``watchfiles.watch`` loop in its own process with the watcher's
 settings (``step=1, debounce=1``, not recursive) that removes each file it is told about:

@@ -135,13 +135,17 @@ def report(results: dict[str, dict[str, Any]], info: dict[str, str], quick: bool
            "next to a baseline measured in the same run on the same machine, measured and "
            "baseline runs interleaved so that the noise of a shared machine hits both. "
            "Figures are medians of the runs shown; on a noisy 2-core VM the **ratios** are "
-           "what to compare between machines, not the absolute numbers.", ""]
+           "what to compare between machines, not the absolute numbers. Other work on the "
+           "machine (see the load averages) slows docket and its baselines alike, but not "
+           "always by the same factor: fsync-bound figures move most.", ""]
     if quick:
         out += ["> **Quick run** (`--quick`): smaller sizes and fewer runs, a smoke test. "
                 "The targets are defined for the full sizes.", ""]
     out += ["## Machine", "", "| | |", "|---|---|"]
-    for key in ("nproc", "cpu", "memory", "python", "os", "date", "commit", "load"):
-        label = {"load": "load average at start", "nproc": "nproc"}.get(key, key)
+    for key in ("nproc", "cpu", "memory", "python", "os", "date", "commit", "load",
+                "load_end"):
+        label = {"load": "load average (1, 5, 15 min) at start",
+                 "load_end": "load average at end"}.get(key, key)
         out.append(f"| {label} | {fmt(info[key])} |")
     out += [f"| whole run | {total_s / 60:.1f} min |", ""]
     out += ["## Targets", "", "| benchmark | measure | target | result |", "|---|---|---|---|"]
@@ -225,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{name}: {res['status']}: {res['reason']}")
         results[name] = res
     total_s = time.monotonic() - started
+    info["load_end"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     text = report(results, info, args.quick, total_s)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)
