@@ -255,10 +255,10 @@ class DagRun:
             if self.removing or self.abort is not None:
                 self._stop_everything()
             else:
-                # a node can end at once (NOOP, a broken submit file): start until stable
-                while self._start_ready():
+                # a node or job can end at once (NOOP, a broken submit file, a missing
+                # input) and be retried or free a child: start until nothing changes
+                while self._start_ready() | self._start_pending_procs():
                     pass
-                self._start_pending_procs()
             if not self.jobs and not any(r.state in ("pre", "running", "post")
                                          for r in self.runs.values()):
                 return
@@ -301,16 +301,20 @@ class DagRun:
             used = self._slots_used()
         return started
 
-    def _start_pending_procs(self) -> None:
-        started = True
-        while started and len(self.jobs) < self.max_jobs:
+    def _start_pending_procs(self) -> bool:
+        """Start waiting job procs while process slots are free; True if any started."""
+        any_started = started = False
+        while len(self.jobs) < self.max_jobs:
             started = False
             for run in sorted((r for r in self.runs.values() if r.pending),
                               key=lambda r: (-r.node.priority, r.order)):
                 if len(self.jobs) >= self.max_jobs:
-                    return
+                    break
                 self._start_proc(run, run.pending.pop(0))
-                started = True
+                started = any_started = True
+            if not started:
+                break
+        return any_started
 
     # nodes ------------------------------------------------------------------
 

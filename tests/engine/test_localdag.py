@@ -735,3 +735,15 @@ def test_dagman_out_ends_like_dagmans(flow):
     last = out.dagman_out.splitlines()[-1]
     assert last.endswith("EXITING WITH STATUS 0")
     assert "(condor_DAGMAN)" in last
+
+
+def test_a_held_job_is_retried_by_retry(tmp_path):
+    # the hold happens while the job is being started (no process yet): the node must
+    # still go back through RETRY
+    write(tmp_path / "a.sub", "executable = /bin/true\nshould_transfer_files = YES\n"
+                              "transfer_input_files = never-there.txt\nqueue\n")
+    out = run_dag(dag(tmp_path, "JOB A a.sub\nRETRY A 2\n"))
+    assert out.code == 1
+    held = [a for n, _, a in events_by_node(out.dag)["A"] if n == HELD]
+    assert [h["HoldReasonCode"] for h in held] == [13, 13, 13]
+    assert "retry 2 of 2" in out.dagman_out
