@@ -64,6 +64,10 @@ class EventLogWriter:
     def aborted(self, cluster: int, proc: int, reason: str) -> None:
         self._write(9, cluster, proc, "Job was aborted.", f"\t{_one_line(reason)}\n")
 
+    def generic(self, cluster: int, proc: int, text: str) -> None:
+        """A free-text note (event 008), e.g. that a container image is not used here."""
+        self._write(8, cluster, proc, _one_line(text))
+
     def post_script(self, cluster: int, proc: int, node: str, exit_code: int | None,
                     signal: int | None) -> None:
         if signal is not None:

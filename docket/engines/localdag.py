@@ -427,8 +427,10 @@ class DagRun:
                 self._held(run, spec, scratch, 13, problem[0], problem[1])
                 return
         if spec.container_image:
-            self.say(f"node {node}: container_image {spec.container_image} is ignored by "
-                     "the local engine; the command runs directly on this machine")
+            note = (f"container_image {spec.container_image} is not used by the local "
+                    "engine: the command runs directly on this machine")
+            self.say(f"node {node}: {note}")
+            self.log.generic(cluster, proc, note)
         env = _job_environment(spec, scratch)
         cwd = scratch if spec.transfer_files else spec.initialdir
         try:
@@ -486,7 +488,9 @@ class DagRun:
                              reason=job.killed_because, removed=True)
             return
         if note:
-            self._held(run, spec, None, 12, 2, note)
+            errno_text = note.rsplit("(errno ", 1)[-1].split(")", 1)[0]
+            self._held(run, spec, None, 12, int(errno_text) if errno_text.isdigit() else 0,
+                       note)
             return
         self.log.terminated(run.cluster, spec.proc, None if signum else code, signum)
         which = f" (job {run.cluster}.{spec.proc})" if run.nprocs > 1 else ""

@@ -34,14 +34,16 @@ def test_every_event_the_runner_writes_parses_with_htcondor(tmp_path):
     writer.aborted(9, 0, "the local engine removes held jobs")
     writer.post_script(7, 0, "fetch", 1, None)
     writer.post_script(8, 1, "process 0", None, 15)
+    writer.generic(8, 1, "container_image x.sif is not used\nhere")
     writer.close()
 
     events = read_events(log)
     assert [(n, c, p) for n, c, p, _ in events] == [
         (0, 7, 0), (1, 7, 0), (5, 7, 0), (0, 8, 1), (5, 8, 1), (12, 9, 0), (9, 9, 0),
-        (16, 7, 0), (16, 8, 1)]
-    submit, execute, normal, _, by_signal, held, aborted, post, post_signal = (
+        (16, 7, 0), (16, 8, 1), (8, 8, 1)]
+    submit, execute, normal, _, by_signal, held, aborted, post, post_signal, note = (
         a for *_, a in events)
+    assert note["Info"] == "container_image x.sif is not used here"
     assert submit["LogNotes"] == "DAG Node: fetch"
     assert submit["SubmitHost"].startswith("<127.0.0.1:")
     assert execute["ExecuteHost"].startswith("<127.0.0.1:")

@@ -747,3 +747,20 @@ def test_a_held_job_is_retried_by_retry(tmp_path):
     held = [a for n, _, a in events_by_node(out.dag)["A"] if n == HELD]
     assert [h["HoldReasonCode"] for h in held] == [13, 13, 13]
     assert "retry 2 of 2" in out.dagman_out
+
+
+def test_a_container_image_is_not_used_and_the_node_log_says_so(flow):
+    write(flow / "c.sub", f"""\
+universe = container
+container_image = docker://python:3.11-slim
+executable = job.sh
+arguments = "C 0 {flow / 'runs.log'}"
+should_transfer_files = NO
+queue
+""")
+    out = run_dag(dag(flow, "JOB C c.sub\n"))
+    assert out.code == 0, out.dagman_out
+    assert starts(flow) == ["C"]
+    notes = [a["Info"] for n, _, a in events_by_node(out.dag)["C"] if n == 8]
+    assert notes == ["container_image docker://python:3.11-slim is not used by the local "
+                     "engine: the command runs directly on this machine"]
