@@ -50,7 +50,7 @@ from docket.errors import ExitCode
 from docket.fileio import atomic_write
 from docket.submit import ProcSpec, expand_submit
 
-__all__ = ["DagRun", "main", "lock_is_held", "dag_files"]
+__all__ = ["DagRun", "main", "lock_is_held", "dag_files", "stop_leftover_jobs"]
 
 KILL_GRACE_S = 5.0
 POLL_S = 0.2
@@ -93,6 +93,64 @@ def _start_time(pid: int) -> str | None:
     except OSError:
         return None
     return stat.rsplit(")", 1)[1].split()[19]
+
+
+def stop_leftover_jobs(dag_path: Path) -> list[int]:
+    """Stop the jobs a dead runner left running (their process groups); return them.
+
+    For ``cancel`` when no runner holds the lock: a SIGKILLed runner's jobs outlive it,
+    as node jobs outlive DAGMan on a pool. Never call it while a runner is alive."""
+    found = dag_files(dag_path.resolve())
+    if not found["progress"].exists() or lock_is_held(found["lock"]):
+        return []
+    log = EventLogWriter(found["nodes.log"])
+    try:
+        with open(found["progress"], "a") as progress:
+            stopped = _stop_leftovers(found["progress"], log, progress)
+    finally:
+        log.close()
+    return [pgid for pgid, _ in stopped]
+
+
+def _stop_leftovers(progress_path: Path, log: EventLogWriter,
+                    progress: IO[str] | None = None) -> list[tuple[int, str]]:
+    """SIGKILL every process group the progress file shows started and not ended; log
+    its job as aborted; mark it ended so no later runner touches that id again."""
+    running: dict[int, tuple[str, str]] = {}  # pgid -> (start time, "cluster proc")
+    for line in progress_path.read_text().splitlines():
+        word, _, value = line.partition(" ")
+        if word == "START":
+            parts = value.split()
+            if len(parts) >= 2 and parts[0].isdigit():
+                running[int(parts[0])] = (parts[1], " ".join(parts[2:]))
+        elif word == "END" and value.isdigit():
+            running.pop(int(value), None)
+    stopped = []
+    own = progress is None
+    if own:
+        progress = open(progress_path, "a")  # noqa: SIM115
+    assert progress is not None
+    try:
+        for pgid, (started, job) in running.items():
+            now = _start_time(pgid)
+            if now is not None and now != started:
+                continue  # the pid now belongs to an unrelated process
+            # A process group id is not reused while the group has members, so a group
+            # whose leader is gone holds only that job's own processes.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+            cluster, _, proc = job.partition(" ")
+            if cluster.isdigit() and proc.isdigit():
+                log.aborted(int(cluster), int(proc),
+                            "the local runner that started this job died; the job was "
+                            "stopped and its node runs again")
+            progress.write(f"END {pgid}\n")
+            progress.flush()
+            stopped.append((pgid, job.replace(" ", ".")))
+    finally:
+        if own:
+            progress.close()
+    return stopped
 
 
 @dataclass
@@ -163,7 +221,6 @@ class DagRun:
     def _recover(self) -> set[str]:
         """Nodes done by an earlier runner; stop the jobs it left running."""
         done: set[str] = set()
-        running: dict[int, tuple[str, str]] = {}  # pgid -> (start time, "cluster proc")
         path = self.files["progress"]
         if not path.exists():
             return done
@@ -173,29 +230,9 @@ class DagRun:
                 done.add(value)
             elif word == "CLUSTER" and value.isdigit():
                 self.next_cluster = max(self.next_cluster, int(value) + 1)
-            elif word == "START":
-                parts = value.split()
-                if len(parts) >= 2 and parts[0].isdigit():
-                    running[int(parts[0])] = (parts[1], " ".join(parts[2:]))
-            elif word == "END" and value.isdigit():
-                running.pop(int(value), None)
-        for pgid, (started, job) in running.items():
-            now = _start_time(pgid)
-            if now is not None and now != started:
-                continue  # the pid now belongs to an unrelated process
-            # A process group id is never reused while the group has members, so a group
-            # whose leader is gone still holds only that job's own processes.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signal.SIGKILL)
-            if job:
-                cluster, _, proc = job.partition(" ")
-                if cluster.isdigit() and proc.isdigit():
-                    self.log.aborted(int(cluster), int(proc),
-                                     "the local runner was restarted; the job it left "
-                                     "running was stopped and its node runs again")
+        for pgid, job in _stop_leftovers(path, self.log):
             self.say(f"stopped process group {pgid} left running by an earlier runner"
-                     + (f" (job {job.replace(' ', '.')})" if job else ""))
-            self._progress(f"END {pgid}")  # a later restart must not touch that id again
+                     + (f" (job {job})" if job else ""))
         shutil.rmtree(self.dir / ".scratch", ignore_errors=True)
         return done
 

@@ -764,3 +764,21 @@ queue
     notes = [a["Info"] for n, _, a in events_by_node(out.dag)["C"] if n == 8]
     assert notes == ["container_image docker://python:3.11-slim is not used by the local "
                      "engine: the command runs directly on this machine"]
+
+
+def test_jobs_of_a_killed_runner_can_be_stopped_without_running_the_dag(tmp_path):
+    from docket.engines.localdag import stop_leftover_jobs
+
+    sh_sub(tmp_path / "long.sub", f"echo $$ > {tmp_path / 'pid'}; sleep 30")
+    d = dag(tmp_path, "JOB L long.sub\n")
+    runner = start(d, 1)
+    wait_for(lambda: (tmp_path / "pid").exists(), what="the job")
+    assert stop_leftover_jobs(d) == []  # a live runner's jobs are never touched
+    os.kill(runner.pid, signal.SIGKILL)
+    runner.wait(10)
+    job = int((tmp_path / "pid").read_text())
+    assert pid_alive(job)
+    assert stop_leftover_jobs(d) == [job]
+    wait_for(lambda: not pid_alive(job), timeout_s=5, what="the job to die")
+    assert [n for n, _, _ in events_by_node(d)["L"]] == [SUBMITTED, EXECUTING, ABORTED]
+    assert stop_leftover_jobs(d) == []  # once only
