@@ -342,6 +342,9 @@ def casa_environment(working: Path, measures: Path,
     env = dict(os.environ if base_env is None else base_env)
     env["CASASITECONFIG"] = str(config)
     env.setdefault("OMP_NUM_THREADS", "1")
+    if not env.get("HOME"):
+        # CASA crashes (SIGSEGV) without HOME, and pool jobs often have none
+        env["HOME"] = str(site)
     return env
 
 
