@@ -588,6 +588,10 @@ class DagRun:
         node = run.node
         if kind == "pre":
             run.pre_return = value
+            if value == 0 and signum is None and self._check_abort(run, value):
+                run.reason = "PRE script exited with 0, the ABORT-DAG-ON value"
+                self._node_result(run, ok=False)
+                return
             if value == 0 and signum is None:
                 if self.removing or self.abort is not None:
                     self._node_removed(run, self.stop_reason)

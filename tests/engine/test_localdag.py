@@ -83,7 +83,7 @@ JOB C job.sub
 JOB D job.sub
 VARS A sleep="0.3"
 VARS B sleep="0.1"
-VARS C sleep="0.4"
+VARS C sleep="0.6"
 PARENT A CHILD B C
 PARENT B C CHILD D
 """)
@@ -782,3 +782,12 @@ def test_jobs_of_a_killed_runner_can_be_stopped_without_running_the_dag(tmp_path
     wait_for(lambda: not pid_alive(job), timeout_s=5, what="the job to die")
     assert [n for n, _, _ in events_by_node(d)["L"]] == [SUBMITTED, EXECUTING, ABORTED]
     assert stop_leftover_jobs(d) == []  # once only
+
+
+def test_abort_dag_on_a_pre_script_value_stops_before_the_job(flow):
+    tool(flow, "pre.sh", "#!/bin/sh\nexit 4\n")
+    d = dag(flow, "JOB A job.sub\nSCRIPT PRE A pre.sh\nRETRY A 3\nABORT-DAG-ON A 4\n")
+    out = run_dag(d)
+    assert (out.code, out.metrics["status"]) == (4, "aborted")
+    assert out.metrics["failed_nodes"] == {"A": "PRE script exited with 4"}
+    assert starts(flow) == []
