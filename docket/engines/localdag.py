@@ -11,12 +11,15 @@ what DAGMan would beside it:
   predecessor left behind before running their nodes again);
 - ``<dag>.metrics``    JSON written once at the end, with the DAG's exit code;
 - ``<dag>.lock``       held (flock) for as long as the runner lives: a second runner for
-  the same DAG exits at once, and the watcher tests the lock to know it is alive.
+  the same DAG exits at once with code 7, and the watcher tests the lock to know it is
+  alive.
 
-The runner belongs to no terminal or watcher (it starts its own session), so killing or
-restarting the watcher never kills a workflow. SIGTERM removes the DAG: running jobs
-(their whole process groups) are stopped, their removal is logged as job-aborted
-events, and the metrics say ``removed``.
+The engine starts the runner in its own session, detached from any terminal or watcher,
+so killing or restarting the watcher never kills a workflow; each job and script runs
+in a process group of its own. SIGTERM removes the DAG: running jobs (their whole
+process groups) are stopped, SIGKILLed after ``--kill-grace-s``, their removal is
+logged as job-aborted events, and the metrics say ``removed``. ``stop_leftover_jobs``
+stops the jobs of a runner that was SIGKILLed, for a cancel with no runner alive.
 
 Where this differs from DAGMan, it is on purpose and listed in ``docs/htcondor.md``:
 held jobs are removed at once (nobody can release them here), ``--max-jobs`` limits
