@@ -34,11 +34,25 @@ def _htcondor():  # noqa: ANN202
     return htcondor2
 
 
+def _ends_with_whole_event(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            if size < 4:
+                return False
+            fh.seek(size - 4)
+            return fh.read(4) == b"...\n"
+    except FileNotFoundError:
+        return False
+
+
 def read_node_events(dag: Path, cursor: bytes | None) -> tuple[list[dict[str, Any]],
                                                                  bytes | None]:
     """New node events since ``cursor``, and the cursor to save with them."""
     path = node_log(dag)
-    if not path.exists():
+    if not _ends_with_whole_event(path):
+        # JobEventLog loses every later event if it reads a log cut inside an event
+        # (a writer mid-way): read only when the last event is complete
         return [], cursor
     htcondor2 = _htcondor()
     state = json.loads(cursor) if cursor else {"jel": None, "clusters": {}}
@@ -71,7 +85,7 @@ def read_node_events(dag: Path, cursor: bytes | None) -> tuple[list[dict[str, An
             record.update(hold_code=event.get("HoldReasonCode"),
                           hold_subcode=event.get("HoldReasonSubCode"),
                           reason=event.get("HoldReason"))
-        elif number in (9, 13):
+        elif number in (4, 9, 13):
             record["reason"] = event.get("Reason")
         out.append(record)
     blob = json.dumps({"jel": base64.b64encode(pickle.dumps(jel)).decode(),

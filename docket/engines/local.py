@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from docket.engines.base import metrics_file
-from docket.engines.localdag import dag_files, lock_is_held
+from docket.engines.localdag import dag_files, lock_is_held, stop_leftover_jobs
 from docket.fileio import atomic_write
 
 __all__ = ["LocalEngine"]
@@ -77,7 +77,9 @@ class LocalEngine:
                 os.kill(pid, signal.SIGTERM)
             return
         if not files["metrics"].exists():
-            # nothing runs it: record the removal the runner would have written
+            # nothing runs it: stop what a killed runner left behind, and record the
+            # removal the runner would have written
+            stop_leftover_jobs(dag)
             atomic_write(files["metrics"], json.dumps(
                 {"engine": self.name, "status": "removed", "exitcode": 2,
                  "failed_nodes": {}, "jobs": 0}))
