@@ -22,8 +22,11 @@ SUPPORTED_COMMANDS = {
     "executable", "arguments", "environment", "initialdir", "transfer_input_files",
     "transfer_output_files", "output", "error", "log", "should_transfer_files",
     "when_to_transfer_output", "transfer_executable", "request_cpus", "request_memory",
-    "request_disk", "universe", "getenv",
+    "request_disk", "universe", "getenv", "container_image", "concurrency_limits",
+    "allowed_execute_duration", "allowed_job_duration",
 }
+# Accepted and passed to HTCondor, but meaningless on one machine: the local engine
+# ignores them (requirements, rank, accounting, +attributes, ...).
 
 
 @dataclass
@@ -43,6 +46,10 @@ class ProcSpec:
     request: dict[str, str] = field(default_factory=dict)
     # getenv: True (all of the submitter's environment), False, or names/globs to copy
     getenv: bool | list[str] = False
+    # (seconds, hold code): allowed_execute_duration holds with 47, allowed_job_duration 46
+    max_runtime: tuple[float, int] | None = None
+    # concurrency_limits: name -> weight
+    limits: dict[str, float] = field(default_factory=dict)
 
 
 def _import_htcondor():  # noqa: ANN202 - module object
@@ -65,6 +72,31 @@ def _environment(value: str) -> dict[str, str]:
             key, _, val = item.partition("=")
             env[key.strip()] = val
     return env
+
+
+def _max_runtime(execute: str, job: str) -> tuple[float, int] | None:
+    """The shorter of HTCondor's two runtime limits, with the hold code each gives."""
+    found = []
+    for value, code in ((execute, 47), (job, 46)):
+        try:
+            seconds = float(value)
+        except ValueError:
+            continue
+        if seconds > 0:
+            found.append((seconds, code))
+    return min(found) if found else None
+
+
+def _limits(value: str) -> dict[str, float]:
+    """``concurrency_limits = a, b:2.5`` -> {"a": 1.0, "b": 2.5} (names are case-blind)."""
+    out: dict[str, float] = {}
+    for item in _file_list(value):
+        name, _, weight = item.partition(":")
+        try:
+            out[name.strip().lower()] = float(weight) if weight else 1.0
+        except ValueError:
+            out[name.strip().lower()] = 1.0
+    return out
 
 
 def _getenv(value: str) -> bool | list[str]:
@@ -157,6 +189,9 @@ def expand_submit(path: Path, node: str, vars: dict[str, str], cluster: int,
             error=get("error") or None,
             transfer_files=get("should_transfer_files", "YES").upper() != "NO",
             container_image=get("container_image") or None,
+            max_runtime=_max_runtime(get("allowed_execute_duration"),
+                                     get("allowed_job_duration")),
+            limits=_limits(get("concurrency_limits")),
             request={k: get(k) for k in ("request_cpus", "request_memory", "request_disk")
                      if k in one},
             getenv=_getenv(get("getenv")),

@@ -86,7 +86,7 @@ class Watcher:
         self.store = Store(home.database)
         self.capabilities = CapabilityCache(home.templates)
         self.rules = Rules(self.store, self.capabilities, home.work)
-        self.engine = LocalEngine(home.config.local_max_jobs)
+        self.engine = LocalEngine(home.config.local_max_jobs, home.config.concurrency_limits)
         self._engines: dict[str, Any] = {"local": self.engine}
         self.launcher = Launcher(home, self.store, self.rules, self.engine_for_site)
         self.intake = Intake(home, self.store, self.rules, self.capabilities)

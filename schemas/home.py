@@ -38,5 +38,8 @@ class HomeConfig(BaseModel):
     git_pull_interval_s: float = Field(default=60.0, gt=0,
                                        description="GitOps: how often 'docket watch --git' "
                                                    "pulls.")
+    concurrency_limits: dict[str, float] = Field(
+        default_factory=dict, description="The local engine's values for submit files' "
+                                          "concurrency_limits names (HTCondor's <NAME>_LIMIT).")
     poll_interval_s: float = Field(default=0.5, gt=0,
                                    description="How often the watcher checks running work.")

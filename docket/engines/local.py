@@ -25,8 +25,10 @@ __all__ = ["LocalEngine"]
 class LocalEngine:
     name = "local"
 
-    def __init__(self, max_jobs: int | None = None) -> None:
+    def __init__(self, max_jobs: int | None = None,
+                 limits: dict[str, float] | None = None) -> None:
         self.max_jobs = max_jobs or os.cpu_count() or 1
+        self.limits = dict(limits or {})
         self._children: dict[Path, subprocess.Popen[bytes]] = {}
 
     def submit(self, dag: Path) -> str:
@@ -34,7 +36,8 @@ class LocalEngine:
         with open(dag.with_name(f"{dag.name}.lib.err"), "ab") as err:
             child = subprocess.Popen(
                 [sys.executable, "-m", "docket.engines.localdag", str(dag),
-                 "--max-jobs", str(self.max_jobs)],
+                 "--max-jobs", str(self.max_jobs),
+                 *(f"--limit={k}={v}" for k, v in sorted(self.limits.items()))],
                 cwd=dag.parent, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
                 start_new_session=True)
         self._children[dag] = child

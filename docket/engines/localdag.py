@@ -184,12 +184,18 @@ class Job:
     spec: ProcSpec | None = None
     scratch: Path | None = None
     killed_because: str = ""  # set when the runner stops it (removal, abort, sibling)
+    deadline: float | None = None  # monotonic time its allowed duration runs out
+    held_because: tuple[int, str] | None = None  # (hold code, reason) when over time
 
 
 class DagRun:
     def __init__(self, dag_path: Path, max_jobs: int,
-                 kill_grace_s: float = KILL_GRACE_S) -> None:
+                 kill_grace_s: float = KILL_GRACE_S,
+                 limits: dict[str, float] | None = None) -> None:
         self.kill_grace_s = kill_grace_s
+        # concurrency limits of this machine (HTCondor's <NAME>_LIMIT), case-blind names
+        self.limits = {k.lower(): v for k, v in (limits or {}).items()}
+        self._unlimited_said: set[str] = set()
         self.dag_path = dag_path.resolve()
         self.dir = self.dag_path.parent
         self.files = dag_files(self.dag_path)
@@ -302,11 +308,45 @@ class DagRun:
             if not self.jobs and not any(r.state in ("pre", "running", "post")
                                          for r in self.runs.values()):
                 return
+            self._enforce_runtimes()
             try:
                 job, code, note = self.events.get(timeout=POLL_S)
             except queue.Empty:
                 continue
             self._job_ended(job, code, note)
+
+    def _enforce_runtimes(self) -> None:
+        """Jobs past their allowed duration are stopped and held, as HTCondor does."""
+        now = time.monotonic()
+        for pid, job in list(self.jobs.items()):
+            if (job.deadline is None or now < job.deadline or job.killed_because
+                    or job.held_because or job.spec is None):
+                continue
+            seconds, code = job.spec.max_runtime or (0.0, 47)
+            which = "allowed_execute_duration" if code == 47 else "allowed_job_duration"
+            job.held_because = (code, f"The job exceeded {which} of {seconds:g} seconds")
+            _killpg(pid, signal.SIGKILL)
+
+    def _limit_use(self) -> dict[str, float]:
+        use: dict[str, float] = {}
+        for job in self.jobs.values():
+            for name, weight in (job.spec.limits if job.spec else {}).items():
+                use[name] = use.get(name, 0.0) + weight
+        return use
+
+    def _within_limits(self, spec: ProcSpec) -> bool:
+        use = self._limit_use()
+        for name, weight in spec.limits.items():
+            limit = self.limits.get(name)
+            if limit is None:
+                if name not in self._unlimited_said:
+                    self._unlimited_said.add(name)
+                    self.say(f"concurrency limit {name!r} has no value on this machine "
+                             "(docket.yaml concurrency_limits): not limited here")
+                continue
+            if use.get(name, 0.0) + weight > limit + 1e-9:
+                return False
+        return True
 
     # scheduling -------------------------------------------------------------
 
@@ -350,6 +390,8 @@ class DagRun:
                               key=lambda r: (-r.node.priority, r.order)):
                 if len(self.jobs) >= self.max_jobs:
                     break
+                if not self._within_limits(run.pending[0]):
+                    continue  # waits for a running job holding the same limit
                 self._start_proc(run, run.pending.pop(0))
                 started = any_started = True
             if not started:
@@ -488,7 +530,8 @@ class DagRun:
                        f"'{spec.executable}': (errno {exc.errno}) {exc.strerror}")
             return
         self.log.executing(cluster, proc)
-        self._track(Job(run, "proc", child, spec, scratch))
+        deadline = time.monotonic() + spec.max_runtime[0] if spec.max_runtime else None
+        self._track(Job(run, "proc", child, spec, scratch, deadline=deadline))
 
     def _held(self, run: NodeRun, spec: ProcSpec, scratch: Path | None, code: int,
               subcode: int, reason: str) -> None:
@@ -526,6 +569,9 @@ class DagRun:
             self.log.aborted(run.cluster, spec.proc, job.killed_because)
             self._proc_ended(run, failed=True, value=RETURN_REMOVED,
                              reason=job.killed_because, removed=True)
+            return
+        if job.held_because:
+            self._held(run, spec, None, job.held_because[0], 0, job.held_because[1])
             return
         if note:
             errno_text = note.rsplit("(errno ", 1)[-1].split(")", 1)[0]
@@ -851,8 +897,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="at most this many job and script processes at once")
     parser.add_argument("--kill-grace-s", type=float, default=KILL_GRACE_S,
                         help="on removal, SIGKILL jobs still running this long after SIGTERM")
+    parser.add_argument("--limit", action="append", default=[], metavar="NAME=N",
+                        help="a concurrency limit of this machine (repeatable)")
     args = parser.parse_args(argv)
-    return DagRun(args.dag, args.max_jobs, args.kill_grace_s).run()
+    limits = {}
+    for item in args.limit:
+        name, _, value = item.partition("=")
+        try:
+            limits[name] = float(value)
+        except ValueError:
+            parser.error(f"--limit {item!r}: give NAME=NUMBER")
+    return DagRun(args.dag, args.max_jobs, args.kill_grace_s, limits).run()
 
 
 if __name__ == "__main__":
