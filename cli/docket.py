@@ -491,6 +491,28 @@ def mediate(name: str,
     return 0
 
 
+@app.command()
+def pause(name: str, reason: ReasonOption = "paused by a user", home: HomeOption = None,
+          as_json: JsonOption = False) -> int:
+    """Hold a running workflow: its running jobs finish, no new job starts."""
+    from docket.drivers import hold_execution
+
+    result = hold_execution(_home(home), name, reason, _user())
+    emit(result, as_json, lambda r: f"{name}: execution {r['execution']} held")
+    return 0
+
+
+@app.command()
+def resume(name: str, reason: ReasonOption = "resumed by a user", home: HomeOption = None,
+           as_json: JsonOption = False) -> int:
+    """Release a held workflow: it starts jobs again."""
+    from docket.drivers import hold_execution
+
+    result = hold_execution(_home(home), name, reason, _user(), release=True)
+    emit(result, as_json, lambda r: f"{name}: execution {r['execution']} released")
+    return 0
+
+
 # bookkeeping ---------------------------------------------------------------------
 
 

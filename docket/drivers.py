@@ -14,7 +14,7 @@ from docket.errors import Invalid, NotFound
 from docket.home import Home
 
 __all__ = ["submit_files", "validate_files", "cancel_request", "rebuild", "queues",
-           "spool_file", "decide", "mediate", "history"]
+           "spool_file", "decide", "mediate", "history", "hold_execution"]
 
 
 def spool_file(home: Home, raw: bytes, name: str) -> Path:
@@ -274,3 +274,33 @@ def history(home: Home, name: str) -> dict[str, Any]:
         return {"request": name, "events": events}
     finally:
         store.close()
+
+
+def hold_execution(home: Home, name: str, reason: str, actor: str,
+                   release: bool = False) -> dict[str, Any]:
+    """Pause (hold) or resume (release) the running workflow of a request."""
+    from docket.render import WORKFLOW_FILE
+    from docket.watcher import Watcher
+
+    watcher = Watcher(home)
+    try:
+        watcher.load_sites()
+        row = watcher.store.one("SELECT e.* FROM executions e JOIN requests r ON "
+                                "r.current_execution=e.id WHERE r.name=?", name)
+        if row is None:
+            raise NotFound(f"no request named {name!r}", "see 'docket status' for the names")
+        if row["engine_state"] != "running":
+            raise Invalid(f"{name}: execution {row['id']} is not running "
+                          f"({row['engine_state']})", "only a running workflow can be "
+                          "paused or resumed")
+        engine = watcher.engine_for_site(row["site"])
+        dag = Path(row["directory"]) / WORKFLOW_FILE
+        (engine.release if release else engine.hold)(dag)
+        kind = "execution.released" if release else "execution.held"
+        watcher.store.record(kind, request=name, version=row["version"],
+                             execution=row["id"], actor=actor, reason=reason,
+                             engine=engine.name)
+        return {"request": name, "execution": row["id"],
+                "action": "released" if release else "held", "engine": engine.name}
+    finally:
+        watcher.close()

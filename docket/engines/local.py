@@ -72,6 +72,22 @@ class LocalEngine:
             return {"exitcode": 1, "status": "failed",
                     "reason": f"{metrics_file(dag).name} is not valid JSON"}
 
+    def _signal_runner(self, dag: Path, signum: int) -> bool:
+        files = dag_files(dag)
+        if not lock_is_held(files["lock"]):
+            return False
+        with contextlib.suppress(ValueError, OSError):
+            os.kill(int(files["lock"].read_text().split()[0]), signum)
+            return True
+        return False
+
+    def hold(self, dag: Path, reason: str = "paused by docket") -> None:
+        """Pause: running jobs finish, no new job starts (as holding DAGMan does)."""
+        self._signal_runner(dag, signal.SIGUSR1)
+
+    def release(self, dag: Path) -> None:
+        self._signal_runner(dag, signal.SIGUSR2)
+
     def cancel(self, dag: Path) -> None:
         files = dag_files(dag)
         if lock_is_held(files["lock"]):

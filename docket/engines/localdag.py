@@ -203,6 +203,8 @@ class DagRun:
         # (job, returncode, note) from waiter threads; everything else is main-thread only
         self.events: queue.Queue[tuple[Job, int, str]] = queue.Queue()
         self.removing = False
+        self.held = False  # set by SIGUSR1, cleared by SIGUSR2 (docket pause/resume)
+        self._said_held = False
         self.abort: tuple[str, int] | None = None  # (node, DAG return value)
         self.stop_reason = ""
         self.kill_deadline: float | None = None
@@ -272,6 +274,9 @@ class DagRun:
                 return EXIT_FAILED
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
+        # like holding and releasing a DAGMan job: running jobs finish, nothing new starts
+        signal.signal(signal.SIGUSR1, self._on_hold)
+        signal.signal(signal.SIGUSR2, self._on_release)
         started = time.time()
         self.log = EventLogWriter(self.files["nodes.log"])
         try:
@@ -300,6 +305,13 @@ class DagRun:
         while True:
             if self.removing or self.abort is not None:
                 self._stop_everything()
+            elif self.held != self._said_held:
+                self._said_held = self.held
+                self.say("held: running jobs go on, no new job starts" if self.held
+                         else "released: starting jobs again")
+                continue
+            elif self.held:
+                pass
             else:
                 # a node or job can end at once (NOOP, a broken submit file, a missing
                 # input) and be retried or free a child: start until nothing changes
@@ -307,7 +319,11 @@ class DagRun:
                     pass
             if not self.jobs and not any(r.state in ("pre", "running", "post")
                                          for r in self.runs.values()):
-                return
+                if not (self.held and not self.removing and self.abort is None and any(
+                        r.state == "waiting" or r.pending for r in self.runs.values())):
+                    return
+                time.sleep(POLL_S)  # held with work left: wait for the release
+                continue
             self._enforce_runtimes()
             try:
                 job, code, note = self.events.get(timeout=POLL_S)
@@ -709,6 +725,12 @@ class DagRun:
         self.say(f"node {run.node.name}: {reason}")
 
     # stopping -----------------------------------------------------------------
+
+    def _on_hold(self, signum: int, _frame: object) -> None:
+        self.held = True
+
+    def _on_release(self, signum: int, _frame: object) -> None:
+        self.held = False
 
     def _on_term(self, signum: int, _frame: object) -> None:
         # Only set a flag: the main loop notices within POLL_S (no locks in a handler).

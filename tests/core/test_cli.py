@@ -18,7 +18,7 @@ COMMANDS = ["submit", "validate", "watch", "tick", "status", "show", "cancel",
             "queue limit", "queue enable", "queue disable", "qa", "qa pass", "qa fail",
             "qa retry", "approve", "reject", "resubmit", "seal", "mediate", "results",
             "history", "metrics", "analysts", "analysts list", "analysts add",
-            "analysts remove", "inspect"]
+            "analysts remove", "inspect", "pause", "resume"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -111,3 +111,36 @@ def test_watch_with_polling_picks_up_files(home, docket):
     finally:
         watch.terminate()
         assert watch.wait(timeout=20) == 0
+
+
+def test_pause_holds_a_running_workflow_and_resume_releases_it(home, docket):
+    drop(home, "two.yaml", request_doc("two-steps", "demo", targets=["a"], sleep_s=1.0))
+    docket("tick")
+    db = home / "state" / "docket.db"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        docket("tick")
+        with sqlite3.connect(db) as conn:
+            if conn.execute("SELECT count(*) FROM nodes WHERE node='fetch' AND "
+                            "state='running'").fetchone()[0]:
+                break
+        time.sleep(0.05)
+    result = docket("pause", "two-steps", "--reason", "disk nearly full", "--json")
+    assert result.code == 0, result.err
+    assert result.json()["action"] == "held"
+    time.sleep(2.5)  # fetch (1 s) ends while held; nothing after it may start
+    docket("tick")
+    with sqlite3.connect(db) as conn:
+        states = dict(conn.execute("SELECT node, state FROM nodes").fetchall())
+    assert states.get("fetch") == "done" and "process_0" not in states
+    assert docket("resume", "two-steps").code == 0
+    assert docket("tick", "--wait").code == 0
+    shown = docket("show", "two-steps", "--json", "--events", "200").json()
+    assert shown["request"]["state"] == "complete"
+    kinds = [e["type"] for e in shown["events"]]
+    assert "execution.held" in kinds and "execution.released" in kinds
+    directory = Path(shown["executions"][0]["directory"])
+    out = (directory / "workflow.dag.dagman.out").read_text()
+    assert "held: running jobs go on, no new job starts" in out
+    not_running = docket("pause", "two-steps")
+    assert not_running.code == 8 and "is not running" in not_running.err
