@@ -41,6 +41,23 @@ def _actor() -> str:
     return user_of_uid(os.getuid())
 
 
+def _record(home: Path | None, change: Any) -> None:
+    """Put the edit into the home's event log too, so 'docket history' can show who
+    changed whose roles (a home without a database yet has no log to keep it in)."""
+    from docket.home import resolve_home
+    from docket.store import Store
+
+    database = resolve_home(home).database
+    if not change.changed or not database.is_file():
+        return
+    store = Store(database)
+    try:
+        store.record("analysts.changed", actor=change.actor,
+                     **{k: v for k, v in change.as_dict().items() if k != "actor"})
+    finally:
+        store.close()
+
+
 def _changed(change: Any) -> str:
     if not change.changed:
         return f"{change.user}: unchanged ({', '.join(change.roles_after)})"
@@ -81,6 +98,7 @@ def add(user: UserArgument, role: RoleOption,
     from docket.analysts import add as add_analyst
 
     change = add_analyst(_root(home), user, role, _actor(), emails=email or (), name=name)
+    _record(home, change)
     emit(change.as_dict(), as_json, lambda _r: _changed(change))
     return 0
 
@@ -96,6 +114,7 @@ def remove(user: UserArgument,
     from docket.analysts import remove as remove_analyst
 
     change = remove_analyst(_root(home), user, _actor(), roles=role)
+    _record(home, change)
     emit(change.as_dict(), as_json, lambda _r: _changed(change))
     return 0
 

@@ -109,3 +109,13 @@ def test_a_disabled_capability_rejects_new_requests(home, docket):
     docket("tick")
     error = (home / "spool" / "rejected" / "a.yaml.error").read_text()
     assert "capability 'null' is disabled; ask an operator to enable its queue" in error
+
+
+def test_analyst_edits_are_recorded_in_the_event_log(home, docket):
+    docket("tick")
+    result = docket("analysts", "add", "someone", "--role", "da", "--json")
+    assert result.code == 0, result.err
+    conn = sqlite3.connect(home / "state" / "docket.db")
+    actor, data = conn.execute("SELECT actor, data FROM events WHERE type='analysts.changed'"
+                               ).fetchone()
+    assert actor == CURRENT_USER and '"user":"someone"' in data and '"roles_after":["da"]' in data
