@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,21 +156,30 @@ def list_capabilities(templates_dir: Path) -> list[str]:
 class CapabilityCache:
     """Loads each capability once, again only when a file in its folder changes."""
 
+    # How long a capability is trusted before its folder is looked at again: an edit is
+    # seen within this time, and intake does not stat the folder for every document.
+    RECHECK_S = 1.0
+
     def __init__(self, templates_dir: Path) -> None:
         self.templates_dir = templates_dir
-        self._cache: dict[str, Capability] = {}
+        self._cache: dict[str, tuple[Capability, float]] = {}
 
     def get(self, name: str) -> Capability:
         cached = self._cache.get(name)
+        now = time.monotonic()
         if cached is not None:
+            capability, checked = cached
+            if now - checked < self.RECHECK_S:
+                return capability
             try:
-                mtime = max(e.stat().st_mtime_ns for e in os.scandir(cached.folder))
+                mtime = max(e.stat().st_mtime_ns for e in os.scandir(capability.folder))
             except (OSError, ValueError):
                 mtime = -1
-            if mtime == cached.mtime_ns:
-                return cached
+            if mtime == capability.mtime_ns:
+                self._cache[name] = (capability, now)
+                return capability
         capability = load_capability(self.templates_dir, name)
-        self._cache[name] = capability
+        self._cache[name] = (capability, now)
         return capability
 
 

@@ -127,8 +127,13 @@ def rebuild(home: Home, check: bool) -> dict[str, Any]:
             if check:
                 store.conn.execute("ROLLBACK")
                 store.conn.execute("BEGIN")  # the context manager commits this empty one
+        restored = []
+        if not check:
+            from docket.intake import repair_archive
+
+            restored = [str(p) for p in repair_archive(store, home.accepted)]
         return {"events": count, "identical": not differences, "differences": differences,
-                "applied": not check}
+                "applied": not check, "archive_restored": restored}
     finally:
         store.close()
 

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,9 @@ class Watcher:
         self._engines: dict[str, Any] = {"local": self.engine}
         self.launcher = Launcher(home, self.store, self.rules, self.engine_for_site)
         self.intake = Intake(home, self.store, self.rules, self.capabilities)
+        # archive copies are written without fsync: put back any a power cut took
+        yesterday = datetime.now(UTC) - timedelta(days=1)
+        self.intake.repair_archive(yesterday.strftime("%Y-%m-%dT%H:%M:%S"))
 
     def close(self) -> None:
         self.store.close()
@@ -177,13 +181,15 @@ class Watcher:
                     yield_on_timeout=True, force_polling=poll, poll_delay_ms=10,
                     stop_event=stop, raise_interrupt=False, recursive=False,
                     ignore_permission_denied=True):
-                names = sorted({Path(p).name for _c, p in changes
-                                if Path(p).parent == incoming and is_candidate(Path(p).name)})
+                # deletions are intake's own moves: only new or changed files matter
+                names = sorted({Path(p).name for c, p in changes
+                                if c != watchfiles.Change.deleted
+                                and Path(p).parent == incoming and is_candidate(Path(p).name)})
                 waiting = report.intake.waiting
                 if git is not None and time.monotonic() >= next_pull:
                     report = self.step(git=git)
                     next_pull = time.monotonic() + self.home.config.git_pull_interval_s
-                elif time.monotonic() >= next_follow or not changes or waiting:
+                elif time.monotonic() >= next_follow or not changes or (waiting and names):
                     report = self.step()  # full pass: rescans files still being written
                     next_follow = time.monotonic() + self.home.config.poll_interval_s
                 elif names:

@@ -98,3 +98,17 @@ def test_rebuild_state_reproduces_the_same_state(home, docket):
     assert check.code == 1 and "DIFFERED in: requests" in check.out
     docket("rebuild-state")
     assert docket("show", "r1", "--json").json()["request"]["state"] == "complete"
+
+
+def test_a_lost_archive_copy_is_restored_from_the_database(home, docket):
+    drop(home, "a.yaml", request_doc("kept"))
+    docket("tick")
+    archived = home / "spool" / "accepted" / "kept" / "v1.yaml"
+    text = archived.read_text()
+    archived.unlink()  # as a power cut could (archive copies are written without fsync)
+    result = docket("rebuild-state", "--json").json()
+    assert result["archive_restored"] == [str(archived)]
+    assert archived.read_text() == text
+    archived.unlink()
+    docket("tick")  # a new watcher or tick restores recent ones by itself
+    assert archived.read_text() == text
