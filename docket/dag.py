@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,15 +55,22 @@ class Dag:
     nodes: dict[str, Node]
     maxjobs: dict[str, int] = field(default_factory=dict)
     node_status_file: str | None = None
-    # (parent, child) -> "file:line" of the PARENT/CHILD line that made the edge
-    edge_lines: dict[tuple[str, str], str] = field(default_factory=dict)
+    # the PARENT/CHILD lines as written: (parents, children, "file:line")
+    edge_groups: list[tuple[list[str], list[str], str]] = field(default_factory=list)
+
+    def edge_line(self, parent: str, child: str) -> str:
+        """"file:line" of the PARENT/CHILD line that made an edge (for error messages)."""
+        for parents, children, where in self.edge_groups:
+            if parent in parents and child in children:
+                return where
+        return str(self.path)
 
     def topological(self) -> list[str]:
         order: list[str] = []
         indegree = {name: len(node.parents) for name, node in self.nodes.items()}
-        ready = [n for n, d in indegree.items() if d == 0]
+        ready = deque(n for n, d in indegree.items() if d == 0)
         while ready:
-            name = ready.pop(0)
+            name = ready.popleft()
             order.append(name)
             for child in sorted(self.nodes[name].children):
                 indegree[child] -= 1
@@ -70,7 +78,7 @@ class Dag:
                     ready.append(child)
         if len(order) != len(self.nodes):
             cycle = self._find_cycle({n for n, d in indegree.items() if d > 0})
-            where = self.edge_lines.get((cycle[0], cycle[1]), str(self.path))
+            where = self.edge_line(cycle[0], cycle[1])
             raise DagError(f"{where}: the DAG has a cycle: {' -> '.join(cycle)}")
         return order
 
@@ -101,6 +109,8 @@ _RESERVED_NAMES = {"ALL_NODES", "PARENT", "CHILD"}
 
 def _unescape(value: str) -> str:
     # DAGMan unescapes only \" and \\; any other backslash is kept as written
+    if "\\" not in value:
+        return value
     return re.sub(r'\\(["\\])', r"\1", value)
 
 
@@ -144,9 +154,10 @@ def parse_dag(text: str, path: Path) -> Dag:
     status_file = None
     pending: list[tuple[str, str, str]] = []  # keyword, rest, where: applied after JOBs
 
+    pathname = str(path)
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
-        where = f"{path}:{number}"
+        where = f"{pathname}:{number}"
         if not line or line.startswith("#"):
             continue
         keyword, rest = _split2(line)
@@ -210,7 +221,6 @@ def parse_dag(text: str, path: Path) -> Dag:
             raise DagError(f"{where}: node {name!r} is not defined by a JOB line")
         return [nodes[name]]
 
-    edge_lines: dict[tuple[str, str], str] = {}
     for parents, children, where in edges:
         for p in parents:
             node_of(p, where, all_nodes=False)
@@ -222,12 +232,11 @@ def parse_dag(text: str, path: Path) -> Dag:
                     raise DagError(f"{where}: the DAG has a cycle: {p} -> {p}")
                 nodes[p].children.add(c)
                 nodes[c].parents.add(p)
-                edge_lines.setdefault((p, c), where)
     for keyword, rest, where in pending:
         _apply(keyword, rest, where, node_of)
     if not nodes:
         raise DagError(f"{path}: the DAG has no JOB lines")
-    dag = Dag(path, nodes, maxjobs, status_file, edge_lines)
+    dag = Dag(path, nodes, maxjobs, status_file, edges)
     dag.topological()  # raises on a cycle
     return dag
 

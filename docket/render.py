@@ -8,6 +8,7 @@ function ``docket.quoting.quote``:
 
 - ``{{ x | q }}``           a submit-file value
 - ``{{ [a, b] | arguments }}`` an ``arguments = "..."`` value
+- ``{{ x | arg }}``         one item written inside an ``arguments = "..."`` value
 - ``{{ {"K": v} | environment }}`` an ``environment = "..."`` value
 - ``{{ x | dagvar }}``      a DAG ``VARS`` value, quotes included
 - ``{{ x | dagarg }}``      a DAG ``VARS`` value that the submit file uses as one argument
@@ -77,6 +78,7 @@ def template_environment(folder: Path) -> ImmutableSandboxedEnvironment:
         autoescape=False, keep_trailing_newline=True, finalize=_finalize)
     env.filters["q"] = lambda v: quote(v, "submit")
     env.filters["arguments"] = quote_arguments
+    env.filters["arg"] = lambda v: quote(v, "argument")
     env.filters["environment"] = quote_environment
     env.filters["dagvar"] = lambda v: quote(v, "dag")
     env.filters["dagarg"] = lambda v: quote(v, "dag-argument")
