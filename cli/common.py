@@ -9,6 +9,7 @@ output has a stable shape: ``{"docket": 1, "ok": true, ...}`` or, on failure,
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
@@ -80,6 +81,11 @@ def run(app: typer.Typer, argv: Sequence[str] | None = None, prog: str | None = 
     except ClickException as exc:
         exc.show()
         return int(exc.exit_code)
+    except sqlite3.Error as exc:
+        # a locked, full or damaged database: say which, without a traceback
+        sys.stderr.write(f"Error: the docket database: {exc} — retry; if it persists, "
+                         "check the disk and 'docket rebuild-state --check'\n")
+        return int(ExitCode.FAILURE)
     except KeyboardInterrupt:
         sys.stderr.write("Error: interrupted\n")
         return 130

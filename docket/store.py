@@ -123,7 +123,20 @@ class Store:
         if not path.is_file():
             raise NotFound(f"no docket database at {path}",
                            "run 'docket tick' or 'docket watch' in this home first")
-        return cls(path, readonly=True)
+        store = cls(path, readonly=True)
+        if store.schema_version() < SCHEMA_VERSION:
+            # written by an older docket: bring it up to date once, then read
+            store.close()
+            try:
+                cls(path).close()
+            except sqlite3.OperationalError as exc:
+                from docket.errors import Locked
+
+                raise Locked(f"database {path} needs an upgrade to schema version "
+                             f"{SCHEMA_VERSION} and cannot be written: {exc}",
+                             "run 'docket tick' once as the home's owner") from None
+            store = cls(path, readonly=True)
+        return store
 
     def close(self) -> None:
         self.conn.close()

@@ -112,3 +112,25 @@ def test_a_lost_archive_copy_is_restored_from_the_database(home, docket):
     archived.unlink()
     docket("tick")  # a new watcher or tick restores recent ones by itself
     assert archived.read_text() == text
+
+
+def test_a_database_from_an_older_docket_is_upgraded_and_read(home, docket):
+    from docket.store import MIGRATIONS
+
+    state = home / "state"
+    state.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(state / "docket.db")
+    for statement in MIGRATIONS[0].split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    conn.execute("INSERT INTO requests (name, capability, state, current_version, created, "
+                 "updated) VALUES ('old', 'null', 'complete', 1, '2026-01-01T00:00:00Z', "
+                 "'2026-01-01T00:00:00Z')")
+    conn.commit()
+    conn.close()
+    result = docket("status", "--json")
+    assert result.code == 0, result.err
+    assert result.json()["counts"] == {"complete": 1}
+    conn = sqlite3.connect(state / "docket.db")
+    assert conn.execute("SELECT value FROM meta").fetchone()[0] == "2"
