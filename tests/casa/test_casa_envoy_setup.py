@@ -220,8 +220,9 @@ def test_casa_environment_is_offline_and_local(tmp_path: Path) -> None:
     working.mkdir()
     env = casa_environment(working, measures, base_env={"PATH": "/usr/bin"})
     site = working / "casa-site"
+    # HOME too: CASA segfaults without one, and pool jobs often have none
     assert env == {"PATH": "/usr/bin", "CASASITECONFIG": str(site / "casasiteconfig.py"),
-                   "OMP_NUM_THREADS": "1"}
+                   "OMP_NUM_THREADS": "1", "HOME": str(site)}
     config: dict = {}
     exec((site / "casasiteconfig.py").read_text(), config)
     assert config["measures_auto_update"] is False and config["data_auto_update"] is False
