@@ -17,7 +17,8 @@ from pydantic import BaseModel, ValidationError
 
 from schemas.documents import API_VERSION, KINDS
 
-__all__ = ["DocumentError", "Problem", "ParsedDocument", "parse_document", "load_yaml"]
+__all__ = ["DocumentError", "Problem", "ParsedDocument", "parse_document", "load_yaml",
+           "load_model_file"]
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -252,3 +253,32 @@ def parse_document(raw: bytes, *, max_bytes: int = 1_048_576,
     """Parse and validate one spool document; raise ``DocumentError`` with every reason."""
     data, marks = load_yaml(raw, max_bytes=max_bytes, max_nodes=max_nodes)
     return validate_data(data, marks)
+
+
+def load_model_file(path: Any, model: type[BaseModel], error: type[Exception],
+                    hint: str) -> Any:
+    """A settings file (YAML) validated by ``model``, or ``error`` naming file:line and field.
+
+    ``error`` is a ``DocketError`` subclass, raised as ``error(message, hint)``.
+    """
+    try:
+        data, marks = load_yaml(path.read_bytes(), what="file")
+    except DocumentError as exc:
+        first = exc.problems[0]
+        where = f"{path}:{first.line}" if first.line else str(path)
+        raise error(f"{where}: {first.message}", hint) from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read: {exc.strerror}", "check its permissions") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        key = loc
+        while key and key not in marks:
+            key = key[:-1]
+        line = marks.get(key, (None, None))[0]
+        where = f"{path}:{line}" if line else str(path)
+        field = ".".join(map(str, loc))
+        message = err["msg"].removeprefix("Value error, ")
+        raise error(f"{where}: {field + ': ' if field else ''}{message}", hint) from None

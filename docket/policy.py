@@ -98,29 +98,10 @@ def load_policy(templates_dir: Path, spec: str | FailurePolicy | None = None) ->
         known = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
         raise PolicyError(f"failure policy {name!r} does not exist in {folder}",
                           f"shipped policies: {', '.join(known) or 'none'}")
-    from pydantic import ValidationError
+    from docket.documents import load_model_file
 
-    from docket.documents import DocumentError, load_yaml
-
-    try:
-        data, marks = load_yaml(path.read_bytes(), what="file")
-    except DocumentError as exc:
-        first = exc.problems[0]
-        where = f"{path}:{first.line}" if first.line else str(path)
-        raise PolicyError(f"{where}: {first.message}", "fix the policy file") from None
-    try:
-        return FailurePolicy.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(err["loc"])
-        key = loc
-        while key and key not in marks:
-            key = key[:-1]
-        line = marks.get(key, (None, None))[0]
-        where = f"{path}:{line}" if line else str(path)
-        message = err["msg"].removeprefix("Value error, ")
-        raise PolicyError(f"{where}: {'.'.join(map(str, loc))}: {message}",
-                          "fix the policy file (see docs/htcondor.md)") from None
+    return load_model_file(path, FailurePolicy, PolicyError,
+                           "fix the policy file (see docs/htcondor.md)")
 
 
 # deciding --------------------------------------------------------------------------

@@ -54,32 +54,10 @@ def load_sites(home_root: Path) -> SitesFile:
     path = home_root / SITES_FILE
     if not path.is_file():
         return _with_local(SitesFile())
-    from pydantic import ValidationError
+    from docket.documents import load_model_file
 
-    from docket.documents import DocumentError, load_yaml
-
-    try:
-        data, marks = load_yaml(path.read_bytes(), what="file")
-    except DocumentError as exc:
-        first = exc.problems[0]
-        where = f"{path}:{first.line}" if first.line else str(path)
-        raise Invalid(f"{where}: {first.message}", "fix the sites file") from None
-    except OSError as exc:
-        raise Invalid(f"{path}: cannot read: {exc.strerror}", "check its permissions") from None
-    try:
-        config = SitesFile.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(err["loc"])
-        key = loc
-        while key and key not in marks:
-            key = key[:-1]
-        line = marks.get(key, (None, None))[0]
-        where = f"{path}:{line}" if line else str(path)
-        field = ".".join(map(str, loc))
-        message = err["msg"].removeprefix("Value error, ")
-        raise Invalid(f"{where}: {field + ': ' if field else ''}{message}",
-                      "fix the sites file (see docs/htcondor.md)") from None
+    config = load_model_file(path, SitesFile, Invalid,
+                             "fix the sites file (see docs/htcondor.md)")
     known = {s.name for s in config.sites} | {LOCAL_SITE}
     unknown = [n for n in config.default if n not in known]
     if unknown:
