@@ -72,7 +72,6 @@ def _mark(node: yaml.Node) -> tuple[int, int]:
 def _check_tree(root: yaml.Node, max_nodes: int) -> dict[tuple[Any, ...], tuple[int, int]]:
     """Count nodes with aliases expanded, refuse duplicate keys, and map paths to marks."""
     sizes: dict[int, int] = {}
-    marks: dict[tuple[Any, ...], tuple[int, int]] = {}
 
     def size(node: yaml.Node, active: set[int]) -> int:
         nid = id(node)
@@ -111,6 +110,49 @@ def _check_tree(root: yaml.Node, max_nodes: int) -> dict[tuple[Any, ...], tuple[
         return total
 
     size(root, set())
+    return _Marks(root)
+
+
+class _Marks(dict):  # type: ignore[type-arg]
+    """Path -> (line, column) of a document's values, worked out only when an error
+    message needs one (most documents are valid, and the walk costs as much as parsing)."""
+
+    def __init__(self, root: yaml.Node) -> None:
+        super().__init__()
+        self._root: yaml.Node | None = root
+
+    def _fill(self) -> None:
+        if self._root is not None:
+            root, self._root = self._root, None
+            self.update(_walk_marks(root))
+
+    def __contains__(self, key: object) -> bool:
+        self._fill()
+        return super().__contains__(key)
+
+    def __getitem__(self, key: Any) -> Any:
+        self._fill()
+        return super().__getitem__(key)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        self._fill()
+        return super().get(key, default)
+
+    def __len__(self) -> int:
+        self._fill()
+        return super().__len__()
+
+    def __iter__(self) -> Any:
+        self._fill()
+        return super().__iter__()
+
+    def items(self) -> Any:
+        self._fill()
+        return super().items()
+
+
+def _walk_marks(root: yaml.Node) -> dict[tuple[Any, ...], tuple[int, int]]:
+    marks: dict[tuple[Any, ...], tuple[int, int]] = {}
 
     def walk(node: yaml.Node, path: tuple[Any, ...], depth: int) -> None:
         marks[path] = _mark(node)

@@ -153,10 +153,12 @@ class Store:
 
     def migrate(self) -> None:
         """Bring the schema to ``SCHEMA_VERSION``, one migration per transaction."""
+        current = self.schema_version()
+        if current == SCHEMA_VERSION:
+            return  # the common case: no need to import sqlite-utils (~0.1 s)
         import sqlite_utils
 
         db = sqlite_utils.Database(self.conn)
-        current = self.schema_version()
         if current > SCHEMA_VERSION:
             from docket.errors import Invalid
 
