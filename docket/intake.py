@@ -453,7 +453,8 @@ class Intake:
                     f"spec.capability: {actor} may not submit {capability.name!r} requests "
                     f"(allowed: {', '.join(definition.submitters) or 'nobody'})"], actor)
         sha = spec_sha256(spec)
-        duplicate: Duplicate | None = self.rules.find_duplicate(request, sha)
+        duplicate: Duplicate | None = (None if existing is None
+                                       else self.rules.find_duplicate(request, sha))
         if duplicate is not None:
             reason = (f"duplicate: identical to {request} version {duplicate.version} "
                       f"(accepted {duplicate.accepted_at}); nothing changed")

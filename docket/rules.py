@@ -93,28 +93,32 @@ class Rules:
                      capability=capability.name, sha256=sha256, spec=spec, document=document,
                      source_file=source_file, source_identity=source_identity, **source)
         superseded = []
-        for row in store.all("SELECT * FROM executions WHERE request=? AND version<? AND "
-                             "engine_state='none'", request, number):
+        older = [] if number == 1 else store.all(
+            "SELECT * FROM executions WHERE request=? AND version<? AND engine_state='none'",
+            request, number)
+        for row in older:
             if self.feed(row, "supersede", reason=f"superseded by version {number}",
                          actor=actor):
                 superseded.append(row["id"])
-        if capability.definition.on_new_version == "cancel":
+        if number > 1 and capability.definition.on_new_version == "cancel":
             for row in store.all("SELECT * FROM executions WHERE request=? AND version<? AND "
                                  "engine_state IN ('starting', 'running')", request, number):
                 self.feed(row, "cancel", reason=f"cancelled: version {number} arrived",
                           actor=actor)
         execution = self.create_execution(capability, request, number, parameters, spec,
-                                          actor)
+                                          actor, first_of_version=True)
         return Accepted(request, number, execution, superseded)
 
     def create_execution(self, capability: Capability, request: str, version: int,
                          parameters: dict[str, Any], spec: dict[str, Any],
-                         actor: str | None, attempt: int | None = None) -> int:
+                         actor: str | None, attempt: int | None = None,
+                         first_of_version: bool = False) -> int:
         store = self.store
         top = store.one("SELECT max(id) AS n FROM executions")
         execution = (top["n"] or 0) + 1
-        count = store.one("SELECT count(*) AS n FROM executions WHERE request=? AND version=?",
-                          request, version)
+        count = {"n": 0} if first_of_version else store.one(
+            "SELECT count(*) AS n FROM executions WHERE request=? AND version=?",
+            request, version)
         definition = capability.definition
         store.record("execution.created", request=request, version=version,
                      execution=execution, actor=actor, number=count["n"] + 1,
