@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import pwd
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,22 +93,46 @@ def _user_name(uid: int) -> str:
         return str(uid)
 
 
-def _writers_gone(path: Path, st: os.stat_result, settle_s: float) -> bool:
-    """True when no process has ``path`` open for writing."""
+# what _read_complete returns for a file to leave for the next pass
+WAITING = object()
+
+
+def _read_complete(path: Path, st: os.stat_result, settle_s: float,
+                   limit_bytes: int) -> bytes | object | None:
+    """The whole content of ``path`` once no process has it open for writing.
+
+    Returns ``WAITING`` while it is being written (or changed while read), None when it
+    vanished. One open serves the check and the read: this runs for every document.
+    """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
     except OSError:
-        return False
+        return WAITING
     try:
-        fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_RDLCK)
-    except OSError as exc:
-        if exc.errno in (errno.EAGAIN, errno.EBUSY):
-            return False  # someone is writing it right now
-        # no lease here (not our file, or a network filesystem): judge by quiet time
-        return time.time() - st.st_mtime >= settle_s
-    else:
-        fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
-        return True
+        try:
+            fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_RDLCK)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EBUSY):
+                return WAITING  # someone is writing it right now
+            # no lease here (not our file, or a network filesystem): judge by quiet time
+            if time.time() - st.st_mtime < settle_s:
+                return WAITING
+        else:
+            fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
+        chunks = []
+        left = limit_bytes + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        after = os.fstat(fd)
+        if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+            return WAITING  # it changed while we read it
+        return b"".join(chunks)
     finally:
         os.close(fd)
 
@@ -326,8 +351,7 @@ class Intake:
                 names = sorted(os.listdir(incoming))
             except FileNotFoundError:
                 return report
-        ready: list[tuple[Path, os.stat_result]] = []
-        settle_s = self.home.config.settle_s
+        candidates: list[tuple[Path, os.stat_result]] = []
         for name in names:
             if not is_candidate(name):
                 continue
@@ -336,33 +360,32 @@ class Intake:
                 st = path.lstat()
             except FileNotFoundError:
                 continue
-            if path.is_dir() and not path.is_symlink():
+            if stat.S_ISDIR(st.st_mode):
                 continue
-            if _writers_gone(path, st, settle_s) or path.is_symlink():
-                ready.append((path, st))
-            else:
-                report.waiting.append(name)
-        for start in range(0, len(ready), BATCH_SIZE):
-            report.outcomes.extend(self._batch(ready[start:start + BATCH_SIZE]))
+            candidates.append((path, st))
+        for start in range(0, len(candidates), BATCH_SIZE):
+            report.outcomes.extend(self._batch(candidates[start:start + BATCH_SIZE],
+                                               report.waiting))
         return report
 
-    def _batch(self, files: list[tuple[Path, os.stat_result]]) -> list[Outcome]:
+    def _batch(self, files: list[tuple[Path, os.stat_result]],
+               waiting: list[str]) -> list[Outcome]:
         read: list[tuple[Path, os.stat_result, bytes | None, str]] = []
+        settle_s = self.home.config.settle_s
+        limit = self.home.config.max_document_bytes
         for path, st in files:
             raw: bytes | None
-            if path.is_symlink():
-                raw = None
+            if stat.S_ISLNK(st.st_mode):
+                raw = None  # rejected: a link could point anywhere
             else:
-                try:
-                    with open(path, "rb") as fh:
-                        raw = fh.read(self.home.config.max_document_bytes + 1)
-                except OSError:
+                content = _read_complete(path, st, settle_s, limit)
+                if content is None:
                     continue
-                # the file changed while we read it: leave it for the next pass
-                with contextlib.suppress(FileNotFoundError):
-                    after = path.stat()
-                    if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
-                        continue
+                if content is WAITING:
+                    waiting.append(path.name)
+                    continue
+                assert isinstance(content, bytes)
+                raw = content
             digest = hashlib.sha256(raw or b"").hexdigest()
             identity = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{digest[:16]}"
             read.append((path, st, raw, identity))
