@@ -144,36 +144,13 @@ def tick(wait: Annotated[bool, typer.Option(
                             "running.")] = False,
          git: GitOption = None, home: HomeOption = None, as_json: JsonOption = False) -> int:
     """One pass of intake and work (for cron)."""
-    from docket.watcher import Watcher, intake_lock
+    from docket.watcher import Watcher
 
-    h = _home(home)
-    watcher = Watcher(h)
-    total: dict[str, Any] = {}
+    watcher = Watcher(_home(home))
     try:
-        with intake_lock(h.intake_lock, "docket tick"):
-            import time
-
-            source = watcher.git_source(git) if git else None
-            first = True
-            while True:
-                report = watcher.step(git=source if first else None).as_dict()
-                first = False
-                for key, value in report.items():
-                    if key == "git":
-                        total[key] = value
-                    else:
-                        total[key] = (total.get(key, 0) + value if isinstance(value, int)
-                                      else total.get(key, []) + value)
-                busy = watcher.store.one(
-                    "SELECT count(*) AS n FROM executions WHERE engine_state IN "
-                    "('starting', 'running')")["n"]
-                if not wait or (busy == 0 and not report["started"]
-                                and not report["waiting_files"]):
-                    break
-                time.sleep(watcher.home.config.poll_interval_s / 2)
+        total = watcher.tick(git=watcher.git_source(git) if git else None, wait=wait)
     finally:
         watcher.close()
-    total["waiting_files"] = sorted(set(total.get("waiting_files", [])))
 
     def human(r: dict[str, Any]) -> str:
         lines = []

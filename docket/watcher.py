@@ -158,9 +158,29 @@ class Watcher:
             engine.reap()
         return report
 
-    def tick(self) -> PassReport:
+    def tick(self, git: Any = None, wait: bool = False) -> dict[str, Any]:
+        """One pass under the intake lock (for cron); with ``wait``, passes until nothing
+        waits to start or runs. Returns the passes' reports added up."""
+        total: dict[str, Any] = {}
         with intake_lock(self.home.intake_lock, "docket tick"):
-            return self.step()
+            first = True
+            while True:
+                report = self.step(git=git if first else None).as_dict()
+                first = False
+                for key, value in report.items():
+                    if key == "git":
+                        total[key] = value
+                    else:
+                        total[key] = (total.get(key, 0) + value if isinstance(value, int)
+                                      else total.get(key, []) + value)
+                busy = self.store.one("SELECT count(*) AS n FROM executions WHERE "
+                                      "engine_state IN ('starting', 'running')")["n"]
+                if not wait or (busy == 0 and not report["started"]
+                                and not report["waiting_files"]):
+                    break
+                time.sleep(self.home.config.poll_interval_s / 2)
+        total["waiting_files"] = sorted(set(total.get("waiting_files", [])))
+        return total
 
     def watch(self, *, poll: bool = False, stop: threading.Event | None = None,
               on_pass: Any = None, git: Any = None) -> None:
