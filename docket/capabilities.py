@@ -41,10 +41,6 @@ class Capability:
     mtime_ns: int
     policy: Any = None  # the FailurePolicy its failures are judged by
 
-    @property
-    def workflow_template(self) -> Path:
-        return self.folder / self.definition.workflow
-
 
 def _where(path: Path, marks: dict[tuple[Any, ...], tuple[int, int]], loc: tuple[Any, ...]) -> str:
     key = loc

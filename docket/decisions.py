@@ -15,7 +15,7 @@ from typing import Any
 from docket.capabilities import CapabilityError
 from docket.rules import Rules
 
-__all__ = ["Refused", "apply_decision", "DECISION_KINDS"]
+__all__ = ["Refused", "apply_decision", "cancel_executions", "DECISION_KINDS"]
 
 DECISION_KINDS = ("Decision", "Cancel", "Resubmit", "Seal", "QueueChange")
 
@@ -117,17 +117,24 @@ def _decision(rules: Rules, spec: Any, actor: str, roles: set[str]) -> dict[str,
             "outcome": f"{spec.decision}: {spec.request} v{version} is now {state['state']}"}
 
 
-def _cancel(rules: Rules, spec: Any, actor: str) -> dict[str, Any]:
-    request = _request(rules, spec.request)
+def cancel_executions(rules: Rules, request: str, version: int | None, reason: str,
+                      actor: str) -> list[int]:
+    """Give 'cancel' to every execution of the request (or one version) not yet ended."""
     cancelled = []
     for row in rules.store.all("SELECT * FROM executions WHERE request=? ORDER BY id",
-                               spec.request):
-        if spec.version is not None and row["version"] != spec.version:
+                               request):
+        if version is not None and row["version"] != version:
             continue
         machine = rules.machine_for(row["capability"])
-        if row["state"] not in machine.final and rules.feed(row, "cancel", reason=spec.reason,
+        if row["state"] not in machine.final and rules.feed(row, "cancel", reason=reason,
                                                             actor=actor):
             cancelled.append(row["id"])
+    return cancelled
+
+
+def _cancel(rules: Rules, spec: Any, actor: str) -> dict[str, Any]:
+    request = _request(rules, spec.request)
+    cancelled = cancel_executions(rules, spec.request, spec.version, spec.reason, actor)
     if not cancelled:
         raise Refused(f"request {spec.request!r} has nothing to cancel (state "
                       f"{request['state']})")

@@ -98,14 +98,10 @@ def cancel_request(home: Home, name: str, reason: str, actor: str) -> dict[str, 
     try:
         if store.one("SELECT 1 FROM requests WHERE name=?", name) is None:
             raise NotFound(f"no request named {name!r}", "see 'docket status' for the names")
-        cancelled = []
+        from docket.decisions import cancel_executions
+
         with store.transaction():
-            for row in store.all("SELECT * FROM executions WHERE request=? ORDER BY id",
-                                 name):
-                machine = rules.machine_for(row["capability"])
-                if row["state"] not in machine.final and rules.feed(
-                        row, "cancel", reason=reason, actor=actor):
-                    cancelled.append(row["id"])
+            cancelled = cancel_executions(rules, name, None, reason, actor)
         return {"request": name, "cancelled": cancelled,
                 "reason": reason if cancelled else "every execution has already ended"}
     finally:
