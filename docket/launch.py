@@ -40,9 +40,15 @@ log = logging.getLogger("docket.launch")
 MAX_RESUMES = 3
 
 
-def collect_results(directory: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]],
-                                             list[dict[str, Any]], str | None]:
-    """What an ended execution left: results.json, products and plots (with sha256)."""
+def collect_results(directory: Path, hashed: list[dict[str, Any]] | None = None
+                    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]],
+                               list[dict[str, Any]], str | None]:
+    """What an ended execution left: results.json, products and plots (with sha256).
+
+    ``hashed`` are entries already made (declared outputs): products can be large, so
+    no file is read twice.
+    """
+    known = {item["path"]: item for item in hashed or []}
     from docket.fileio import sha256_file
 
     results: dict[str, Any] | None = None
@@ -65,8 +71,11 @@ def collect_results(directory: Path) -> tuple[dict[str, Any] | None, list[dict[s
     root = directory / "products"
     if root.is_dir():
         for file in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
-            entry = {"path": str(file.relative_to(directory)), "size_bytes": file.stat().st_size,
-                     "sha256": sha256_file(file)}
+            relative = str(file.relative_to(directory))
+            seen = known.get(relative)
+            entry = {"path": relative,
+                     "size_bytes": seen["size_bytes"] if seen else file.stat().st_size,
+                     "sha256": seen["sha256"] if seen else sha256_file(file)}
             (plots if file.suffix.lower() in _PLOT_SUFFIXES else products).append(entry)
     return results, products, plots, problem
 
@@ -192,7 +201,7 @@ class Launcher:
         result = engine.result(dag)  # read before the log: the log is complete by then
         self._read_events(row, dag, engine)
         if result is None:
-            if engine.alive(dag) or engine.result(dag):
+            if engine.alive(dag) or engine.result(dag):  # it may have ended just now
                 return False
             resumed = self.store.one("SELECT count(*) AS n FROM events WHERE execution=? AND "
                                      "type='execution.resumed'", row["id"])["n"]
@@ -216,11 +225,12 @@ class Launcher:
             reason = "; ".join(f"node {n}: {r}" for n, r in sorted(failed.items()))
         else:
             reason = result.get("reason") or f"the workflow ended with exit code {exit_code}"
-        results, products, plots, problem = collect_results(directory)
+        missing, declared = (self._verify_outputs(row, directory) if exit_code == 0
+                             else (None, []))
+        results, products, plots, problem = collect_results(directory, declared)
         if problem and exit_code == 0:
             reason = problem
         if exit_code == 0:
-            missing, declared = self._verify_outputs(row, directory)
             products = _merge_products(products, declared)
             if missing:
                 exit_code, status, reason = None, "failed", missing
