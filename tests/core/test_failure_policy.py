@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 
 import yaml
@@ -166,4 +165,3 @@ sites:
     unavailable = [e for e in docket("history", "nowhere", "--json").json()["events"]
                    if e["type"] == "site.unavailable"]
     assert len(unavailable) == 1 and "far-away is disabled" in unavailable[0]["data"]["reason"]
-    shutil.rmtree(home / "work", ignore_errors=True)
