@@ -7,11 +7,12 @@ STAMP  := $(VENV)/.installed
 CASA   := $(VENV)/.casa-installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: help venv casa run tick test test-fast lint schemas bench pex lock clean
+.PHONY: help venv casa system run tick test test-fast lint schemas bench pex lock clean
 
 help:
 	@echo "make run        set up, then watch the embedded home (spool/, state/) on the local engine"
-	@echo "make test       set up (CASA included), then run the whole test suite"
+	@echo "make test       set up (CASA included, Debian test programs when root), then run the whole suite"
+	@echo "make system     install the Debian programs tests use (debian-packages.txt), if root"
 	@echo "make test-fast  the suite without real CASA"
 	@echo "make lint       ruff"
 	@echo "make schemas    regenerate schemas/*.schema.json from the pydantic models"
@@ -32,13 +33,19 @@ $(CASA): $(STAMP)
 
 casa: $(CASA)
 
+# Programs some tests drive for real (podman, chromium, graphviz, libfiu ...), one Debian
+# package a line in debian-packages.txt. Installed only when missing and only as root with
+# apt-get; elsewhere the tests that need them skip and say which package to install.
+system:
+	@bash pex-build/system-packages.sh debian-packages.txt
+
 run: $(STAMP)
 	$(BIN)/docket watch
 
 tick: $(STAMP)
 	$(BIN)/docket tick
 
-test: $(CASA)
+test: $(CASA) system
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)
