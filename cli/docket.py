@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.common import JsonOption, emit, run, table
+from cli.common import JsonOption, emit, run, say, table
 
 app = typer.Typer(help="docket: file-driven batch processing for observatory data.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -108,10 +108,13 @@ def watch(poll: Annotated[bool, typer.Option(
     import signal
     import threading
 
+    from cli.common import PrintableFormatter
     from docket.watcher import Watcher
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
                         stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(PrintableFormatter("%(asctime)s %(name)s %(message)s"))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -124,11 +127,11 @@ def watch(poll: Annotated[bool, typer.Option(
                 what += f" → {o.request} v{o.version}"
             if o.reasons and o.status != "accepted":
                 what += f" ({o.reasons[0]})"
-            print(what, file=sys.stderr, flush=True)
+            say(what)
         for e in p.started:
-            print(f"started execution {e}", file=sys.stderr, flush=True)
+            say(f"started execution {e}")
         for e in p.ended:
-            print(f"execution {e} ended", file=sys.stderr, flush=True)
+            say(f"execution {e} ended")
 
     try:
         watcher.watch(poll=poll, stop=stop, on_pass=report,
@@ -244,8 +247,10 @@ def show(name: Annotated[str, typer.Argument(help="Request name.")],
             out.append(f"  v{v['number']} from {v['source_file']} by {v['actor']} at "
                        f"{v['created'][:19]}")
         for e in r["executions"]:
+            engine_state = ("held (paused: 'docket resume' releases it)" if e["held"]
+                            else e["engine_state"])
             out.append(f"\nexecution {e['id']} (v{e['version']} e{e['number']}): {e['state']}"
-                       f", engine {e['engine'] or '-'} {e['engine_state']}")
+                       f", engine {e['engine'] or '-'} {engine_state}")
             if e["directory"]:
                 out.append(f"  directory: {e['directory']}")
             if e["reason"]:
