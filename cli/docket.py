@@ -59,16 +59,40 @@ def _user() -> str:
 # requests in ----------------------------------------------------------------------
 
 
+def _submitted(d: dict[str, Any]) -> str:
+    """One submitted document, for people: where it went, and intake's verdict if known."""
+    status = d["status"]
+    if status == "spooled":
+        return f"{d['file']}: submitted as {d['spooled']}"
+    if status in ("accepted", "duplicate"):
+        what = "accepted as" if status == "accepted" else "duplicate of (nothing changed)"
+        return f"{d['file']}: {what} {d['request']} v{d['version']}"
+    if status == "applied":
+        return f"{d['file']}: applied: {d['outcome']}"
+    reasons = d.get("reasons") or [d.get("reason", "")]
+    return "\n".join([f"{d['file']}: rejected by intake", *(f"  - {r}" for r in reasons)])
+
+
 @app.command()
 def submit(files: Annotated[list[Path], typer.Argument(help="Request documents.")],
+           wait: Annotated[bool, typer.Option(
+               "--wait", help="Wait for intake's verdict on each document (exit 8 if one "
+                              "is rejected).")] = False,
            home: HomeOption = None, as_json: JsonOption = False) -> int:
-    """Check documents, then drop them into the spool atomically."""
+    """Check documents (and that this home will take them), then drop them into the spool
+    atomically: all of them, or none."""
     from docket.drivers import submit_files
+    from docket.errors import ExitCode
 
-    result = submit_files(_home(home), files)
-    emit(result, as_json, lambda r: "\n".join(
-        f"{d['file']}: submitted as {d['spooled']}" for d in r["submitted"]))
-    return 0
+    result = submit_files(_home(home), files, _user(), wait=wait)
+    emit(result, as_json, lambda r: "\n".join(_submitted(d) for d in r["submitted"]))
+    if result.get("ok", True):
+        return 0
+    if not as_json:
+        rejected = sum(1 for d in result["submitted"] if d["status"] == "rejected")
+        say(f"Error: intake rejected {rejected} of {len(files)} documents — see the "
+            "reasons above; fix them and submit again")
+    return int(ExitCode.INVALID)
 
 
 @app.command()
