@@ -13,8 +13,40 @@ from typing import Any
 from docket.errors import Invalid, NotFound
 from docket.home import Home
 
-__all__ = ["submit_files", "validate_files", "cancel_request", "rebuild", "queues",
+__all__ = ["init_home", "submit_files", "validate_files", "cancel_request", "rebuild", "queues",
            "spool_file", "decide", "mediate", "history", "hold_execution"]
+
+
+def init_home(root: Path, templates: Path | None, user: str) -> dict[str, Any]:
+    """A new home: settings, folders, ``user`` as its operator and DA, and what to do next."""
+    import shlex
+    import sys
+
+    from docket.analysts import add
+    from docket.capabilities import list_capabilities
+    from docket.home import REPOSITORY, create_home
+
+    templates = (templates or REPOSITORY / "templates").resolve()
+    if not templates.is_dir():
+        raise NotFound(f"no capability folder at {templates}",
+                       "give --templates DIR (a folder of capabilities)")
+    home = create_home(root, templates)
+    add(home.root, user, ["operator", "da"], user)
+    docket = Path(sys.argv[0]).resolve() if Path(sys.argv[0]).name == "docket" else (
+        Path(sys.executable).parent / "docket")
+    q = shlex.quote
+    cron = (f"* * * * * cd {q(str(home.root))} && flock -n state/cron.lock {q(str(docket))} "
+            "tick >> state/tick.log 2>&1")
+    capabilities = list_capabilities(templates)
+    example = REPOSITORY / "templates" / "demo" / "example-request.yaml"
+    steps = [f"export DOCKET_HOME={q(str(home.root))}"]
+    if example.is_file() and "demo" in capabilities:
+        steps.append(f"{q(str(docket))} submit {q(str(example))}")
+    steps += [f"{q(str(docket))} tick --wait    # or keep '{docket.name} watch' running, "
+              "or add the cron line", f"{q(str(docket))} status"]
+    return {"home": str(home.root), "settings": str(home.root / "docket.yaml"),
+            "templates": str(templates), "capabilities": capabilities,
+            "analysts": {user: ["da", "operator"]}, "cron": cron, "next": steps}
 
 
 def spool_file(home: Home, raw: bytes, name: str) -> Path:
