@@ -102,10 +102,16 @@ def validate(files: Annotated[list[Path], typer.Argument(help="Documents to chec
              templates: Annotated[Path | None, typer.Option(
                  help="Capability folders (default: the home's templates/).")] = None,
              home: HomeOption = None, as_json: JsonOption = False) -> int:
-    """Check documents offline, as intake would (exit 1 if any is invalid)."""
-    from docket.drivers import validate_files
+    """Check documents offline, as intake would (exit 1 if any is invalid).
 
-    result = validate_files(_home(home), files, templates)
+    Capabilities come from --templates, else --home, else the .docket.yaml of the git
+    repository you are in (a repository of requests), else $DOCKET_HOME or the current
+    directory."""
+    from docket.drivers import validate_files
+    from docket.home import repository_home
+
+    where = (None if home is not None else repository_home(Path.cwd())) or _home(home)
+    result = validate_files(where, files, templates)
 
     def human(r: dict[str, Any]) -> str:
         lines = []

@@ -102,9 +102,9 @@ def load_capability(templates_dir: Path, name: str) -> Capability:
             raise CapabilityError(
                 f"unknown capability {name!r}: this home has no capabilities ({templates_dir}"
                 f" {'holds none' if templates_dir.is_dir() else 'does not exist'}); set "
-                "templates_dir in the home's docket.yaml to a folder of capabilities, such "
-                "as the docket repository's templates/, or add one there "
-                "(docs/capabilities.md)")
+                "templates_dir in the home's docket.yaml (in a repository of requests: in "
+                "its .docket.yaml) to a folder of capabilities, such as the docket "
+                "repository's templates/, or add one there (docs/capabilities.md)")
         raise CapabilityError(f"unknown capability {name!r}; known capabilities: {known}")
     data, marks = _read(path)
     try:

@@ -17,17 +17,25 @@ from typing import Any
 from docket.errors import Invalid
 from docket.tools.markers import ACTIVE_MARKER
 
-__all__ = ["Home", "resolve_home", "create_home", "REPOSITORY", "ACTIVE_MARKER"]
+__all__ = ["Home", "resolve_home", "create_home", "repository_home", "REPOSITORY",
+           "REPOSITORY_SETTINGS", "ACTIVE_MARKER"]
 
 # The checkout docket runs from: its templates/ are the shipped capabilities, and the
 # checkout itself is the embedded home ('make run').
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 
+# A repository that holds only requests names its capabilities here (the leading dot
+# keeps GitOps intake from reading it as a document): 'docket validate' and the
+# pre-commit hook use it as their home.
+REPOSITORY_SETTINGS = ".docket.yaml"
+
+
 @dataclass
 class Home:
     root: Path
     overrides: dict[str, Any]
+    settings_file: str = "docket.yaml"
 
     @cached_property
     def config(self) -> Any:
@@ -37,7 +45,7 @@ class Home:
         from schemas.home import HomeConfig
 
         data: dict[str, Any] = {}
-        path = self.root / "docket.yaml"
+        path = self.root / self.settings_file
         if path.is_file():
             try:
                 loaded, _ = load_yaml(path.read_bytes(), what="file")
@@ -111,6 +119,17 @@ class Home:
     def ensure(self) -> None:
         for path in (self.incoming, self.accepted, self.rejected, self.state_dir):
             path.mkdir(parents=True, exist_ok=True)
+
+
+def repository_home(start: Path) -> Home | None:
+    """The ``.docket.yaml`` of the git repository ``start`` is in (looking up from
+    ``start`` to the repository's top), as a home whose settings are that file."""
+    for folder in (start.resolve(), *start.resolve().parents):
+        if (folder / REPOSITORY_SETTINGS).is_file():
+            return Home(folder, {}, REPOSITORY_SETTINGS)
+        if (folder / ".git").exists():
+            return None
+    return None
 
 
 def resolve_home(home: Path | None = None, **overrides: Any) -> Home:

@@ -108,6 +108,7 @@ def test_a_home_without_capabilities_says_how_to_get_them(tmp_path):
     assert result.code == 1
     assert "known capabilities: none" not in result.out
     assert (f"unknown capability 'demo': this home has no capabilities ({empty} holds none); "
-            "set templates_dir in the home's docket.yaml to a folder of capabilities, such "
-            "as the docket repository's templates/, or add one there (docs/capabilities.md)"
+            "set templates_dir in the home's docket.yaml (in a repository of requests: in "
+            "its .docket.yaml) to a folder of capabilities, such as the docket "
+            "repository's templates/, or add one there (docs/capabilities.md)"
             ) in result.out
