@@ -328,13 +328,35 @@ def cancel(name: Annotated[str, typer.Argument(help="Request name.")],
     return 0
 
 
+def _recovered(r: dict[str, Any]) -> str:
+    lines = [f"rebuilt {r['database']} from the archive and the processing directories: "
+             f"{r['requests']} requests, {r['versions']} versions, {r['executions']} "
+             f"executions ({r['ended']} ended, {r['running']} running or interrupted, "
+             f"{r['waiting']} waiting)"]
+    if r["not_recovered"]:
+        lines.append("not recovered:")
+        lines.extend(f"  - {p}" for p in r["not_recovered"])
+    return "\n".join(lines)
+
+
 @app.command("rebuild-state")
 def rebuild_state(check: Annotated[bool, typer.Option(
                       "--check", help="Only compare; exit 1 if the state differs.")] = False,
+                  from_archive: Annotated[bool, typer.Option(
+                      "--from-archive", help="The database is lost: write a new one from "
+                      "spool/accepted/ and the processing directories, and say what could "
+                      "not be recovered.")] = False,
                   home: HomeOption = None, as_json: JsonOption = False) -> int:
-    """Re-derive every state table from the event log."""
+    """Re-derive every state table from the event log (or, with --from-archive, a lost
+    database from the files)."""
     from docket.drivers import rebuild
 
+    if from_archive:
+        if check:
+            raise typer.BadParameter("--check compares with an event log; --from-archive "
+                                     "is for a home without one")
+        emit(rebuild(_home(home), False, from_archive=True), as_json, _recovered)
+        return 0
     result = rebuild(_home(home), check)
     emit(result, as_json, lambda r: (
         f"replayed {r['events']} events; state " +

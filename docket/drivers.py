@@ -260,8 +260,16 @@ def cancel_request(home: Home, name: str, reason: str, actor: str) -> dict[str, 
         store.close()
 
 
-def rebuild(home: Home, check: bool) -> dict[str, Any]:
+def rebuild(home: Home, check: bool, from_archive: bool = False) -> dict[str, Any]:
     from docket.store import Store
+
+    if from_archive:
+        from docket.recovery import rebuild_from_archive
+        from docket.watcher import intake_lock
+
+        home.ensure()
+        with intake_lock(home.intake_lock, "docket rebuild-state --from-archive"):
+            return rebuild_from_archive(home).as_dict()
 
     if not home.database.is_file():
         raise NotFound(f"no docket database at {home.database}", "nothing to rebuild")

@@ -1,0 +1,286 @@
+"""Rebuild a lost database from what the home keeps on disk: the archive and the work.
+
+``state/docket.db`` holds the event log that every state table is derived from. When it
+is lost, two sets of files still say most of what happened:
+
+- ``spool/accepted/<request>/v<N>.yaml``: every accepted version, exactly as submitted;
+- each processing directory's ``metadata.json`` (request, version, execution, parameters,
+  who submitted it from which file and when), its node event log and its result.
+
+``rebuild_from_archive`` writes a new database from them, as events, through the same
+rules and the same follow-up code the watcher uses, so the rebuilt state reads like the
+lost one: each version accepted again, each execution created with its own id, started
+in its directory, its node events read from its log and, if it ended, finished with its
+result. What the files cannot say is listed, never guessed.
+
+The new database is written under a temporary name and renamed into place at the end: a
+crash leaves the home as it was (no database), and running it again starts over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from docket.capabilities import CapabilityCache, CapabilityError, resolve_parameters
+from docket.documents import DocumentError, parse_document
+from docket.engines.local import LocalEngine
+from docket.errors import DocketError, Invalid
+from docket.home import Home
+from docket.intake import DECISIONS_DIR, spec_sha256
+from docket.launch import Launcher
+from docket.render import WORKFLOW_FILE
+from docket.rules import Rules
+from docket.store import Store
+
+__all__ = ["Recovered", "rebuild_from_archive"]
+
+
+@dataclass
+class Recovered:
+    database: str
+    requests: int = 0
+    versions: int = 0
+    executions: int = 0
+    ended: int = 0
+    running: int = 0
+    waiting: int = 0
+    not_recovered: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class _Replaying(Launcher):
+    """The watcher's follow-up of an ended execution, without deciding anything anew:
+    what the failure policy decided back then is already in the directory."""
+
+    def _policy_retry(self, row: Any, directory: Path, dag: Path, reason: str | None) -> bool:
+        return False
+
+    def _pending_retry(self, row: Any, engine: Any, dag: Path) -> bool:
+        return False
+
+    def _check_timeout(self, row: Any, engine: Any, dag: Path) -> None:
+        return None
+
+
+def _mtime(path: Path) -> str:
+    stamp = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _attempt_of(directory: Path) -> int:
+    """``e3`` is attempt 1 of the third execution; ``e3.2`` its second attempt."""
+    _, dot, attempt = directory.name.partition(".")
+    return int(attempt) if dot and attempt.isdigit() else 1
+
+
+def _directories(home: Home, problems: list[str]) -> dict[int, tuple[Path, dict[str, Any]]]:
+    """Execution id -> (its latest attempt's directory, metadata), from every
+    ``metadata.json`` under the work area."""
+    found: dict[int, tuple[Path, dict[str, Any]]] = {}
+    if not home.work.is_dir():
+        return found
+    for meta_path in sorted(home.work.glob("*/v*/e*/metadata.json")):
+        try:
+            meta = json.loads(meta_path.read_text())
+            execution = int(meta["execution"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            problems.append(f"{meta_path}: unreadable ({exc}); that execution is not rebuilt")
+            continue
+        directory = meta_path.parent
+        kept = found.get(execution)
+        if kept is None or _attempt_of(directory) > _attempt_of(kept[0]):
+            found[execution] = (directory, meta)
+    return found
+
+
+def _versions(home: Home, problems: list[str]) -> dict[str, list[tuple[int, Path]]]:
+    requests: dict[str, list[tuple[int, Path]]] = {}
+    if not home.accepted.is_dir():
+        return requests
+    for folder in sorted(home.accepted.iterdir()):
+        if folder.name == DECISIONS_DIR or not folder.is_dir():
+            continue
+        for path in folder.glob("v*.yaml"):
+            number = path.stem[1:]
+            if number.isdigit():
+                requests.setdefault(folder.name, []).append((int(number), path))
+            else:
+                problems.append(f"{path}: not an archived version (v<N>.yaml); skipped")
+    return {name: sorted(found) for name, found in requests.items()}
+
+
+def rebuild_from_archive(home: Home) -> Recovered:
+    """Write ``state/docket.db`` anew from the archive and the processing directories.
+
+    Refuses when a database exists: this is for a lost one, never a second opinion.
+    """
+    target = home.database
+    if target.exists():
+        raise Invalid(f"{target} exists; --from-archive only rebuilds a lost database",
+                      "'docket rebuild-state' re-derives state from its event log; move the "
+                      "database aside first if it is really beyond repair")
+    problems: list[str] = []
+    partial = target.with_name(f".{target.name}.rebuilding")
+    for leftover in (partial, *(partial.with_name(partial.name + s) for s in ("-wal", "-shm"))):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()  # an earlier rebuild that did not finish
+    store = Store(partial)
+    try:
+        report = _rebuild(home, store, problems)
+    except BaseException:
+        store.close()
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+        raise
+    store.close()
+    os.replace(partial, target)
+    report.database = str(target)
+    report.not_recovered = problems
+    return report
+
+
+def _rebuild(home: Home, store: Store, problems: list[str]) -> Recovered:
+    capabilities = CapabilityCache(home.templates)
+    rules = Rules(store, capabilities, home.work)
+    engine = LocalEngine()
+    launcher = _Replaying(home, store, rules, lambda _site: engine)
+    directories = _directories(home, problems)
+    by_version: dict[tuple[str, int], list[int]] = {}
+    for execution, (_directory, meta) in directories.items():
+        by_version.setdefault((str(meta.get("request")), int(meta.get("version") or 0)),
+                              []).append(execution)
+    next_id = max(directories, default=0) + 1
+    report = Recovered(str(home.database))
+    unknown_source = 0
+    # versions in the order they were accepted, so the rebuilt history runs the same way
+    found = _versions(home, problems)
+    report.requests = len(found)
+    ordered = []
+    for request, versions in found.items():
+        for number, path in versions:
+            source = next((directories[e][1].get("version_source") for e in
+                           by_version.get((request, number), [])
+                           if directories[e][1].get("version_source")), None) or {}
+            ordered.append((source.get("accepted") or _mtime(path), request, number, path))
+    for _when, request, number, path in sorted(ordered):
+        mine = sorted(by_version.pop((request, number), []))
+        try:
+            raw = path.read_bytes()
+            model = parse_document(raw, max_bytes=max(home.config.max_document_bytes,
+                                                      len(raw))).model
+            capability = capabilities.get(model.spec.capability)
+        except (OSError, DocumentError, CapabilityError) as exc:
+            problems.append(f"{request} v{number}: {path} cannot be read back ({exc}); "
+                            "it and its executions are not rebuilt")
+            continue
+        spec = model.spec.model_dump(mode="json")
+        source = next((directories[e][1].get("version_source") for e in mine
+                       if directories[e][1].get("version_source")), None) or {}
+        if not source:
+            unknown_source += 1
+        with store.transaction():
+            store.record("version.accepted", request=request, version=number,
+                         actor=source.get("actor"), at=source.get("accepted") or
+                         _mtime(path), capability=capability.name,
+                         sha256=spec_sha256(spec), spec=spec, document=raw.decode(),
+                         source_file=source.get("source_file"), source_identity=None,
+                         recovered_from=str(path))
+            for row in store.all("SELECT * FROM executions WHERE request=? AND "
+                                 "version<? AND engine_state='none'", request, number):
+                rules.feed(row, "supersede", reason=f"superseded by version {number}")
+        report.versions += 1
+        if not mine:
+            # never started (no directory): it waits in its queue again
+            parameters, _ = resolve_parameters(capability, dict(spec["parameters"]))
+            with store.transaction():
+                _create(store, rules, capability, request, number, next_id, 1,
+                        parameters, spec, None, 1, source.get("accepted"))
+            next_id += 1
+            report.executions += 1
+            report.waiting += 1
+            continue
+        for ordinal, execution in enumerate(mine, start=1):
+            directory, meta = directories[execution]
+            report.executions += 1
+            state = _replay(store, rules, launcher, engine, capability, request, number,
+                            execution, int(meta.get("execution_number") or ordinal),
+                            directory, meta, spec, problems)
+            if state == "ended":
+                report.ended += 1
+            else:
+                report.running += 1
+    for (request, number), executions in sorted(by_version.items()):
+        problems.append(f"{request} v{number}: no archived version, so its executions "
+                        f"({', '.join(map(str, executions))}) are not rebuilt")
+    if unknown_source:
+        problems.append(f"who submitted {unknown_source} version(s) and from which file: "
+                        "nothing on disk says (versions that never ran, or ran before "
+                        "metadata.json recorded it)")
+    if report.waiting:
+        problems.append(f"{report.waiting} version(s) never started and wait in their queue "
+                        "again: cancel any that had been cancelled before they started")
+    decisions = home.accepted / DECISIONS_DIR
+    applied = sorted(p.name for p in decisions.glob("*.yaml")) if decisions.is_dir() else []
+    if applied:
+        problems.append(f"{len(applied)} decision(s) in {decisions} (QA, approvals, seals, "
+                        "cancels, queue changes) are not applied again; their outcomes are "
+                        "lost: redo them with the docket verbs")
+    problems.append("what the failure policy decided about failed attempts ('attempt N "
+                    "failed' in 'docket show'), refused and duplicate documents, and the "
+                    "times of node events and of each end: not on disk (times are the "
+                    "rebuild's)")
+    return report
+
+
+def _create(store: Store, rules: Rules, capability: Any, request: str, version: int,
+            execution: int, number: int, parameters: dict[str, Any], spec: dict[str, Any],
+            actor: str | None, attempt: int, at: str | None) -> Any:
+    """``Rules.create_execution`` with the execution's own id (it names its directory)."""
+    definition = capability.definition
+    store.record("execution.created", request=request, version=version, execution=execution,
+                 actor=actor, at=at, number=number, capability=capability.name,
+                 state=definition.start_state or capability.machine.initial,
+                 priority=spec.get("priority", 0), parameters=parameters,
+                 tags=spec.get("tags", []), group=spec.get("group"),
+                 events=spec.get("events", []),
+                 timeout_s=spec.get("timeout_s") or definition.timeout_s, attempt=attempt)
+    row = store.one("SELECT * FROM executions WHERE id=?", execution)
+    rules.feed(row, "accept", actor=actor)
+    return store.one("SELECT * FROM executions WHERE id=?", execution)
+
+
+def _replay(store: Store, rules: Rules, launcher: _Replaying, engine: LocalEngine,
+            capability: Any, request: str, version: int, execution: int, number: int,
+            directory: Path, meta: dict[str, Any], spec: dict[str, Any],
+            problems: list[str]) -> str:
+    """One execution from its directory: created, started there, its events, its end."""
+    source = meta.get("version_source") or {}
+    with store.transaction():
+        row = _create(store, rules, capability, request, version, execution, number,
+                      meta.get("parameters") or {}, spec, source.get("actor"),
+                      _attempt_of(directory), meta.get("created"))
+        rules.feed(row, "start", site="local", site_reason="rebuilt from its directory")
+        store.record("execution.submitted", request=request, version=version,
+                     execution=execution, engine="local", engine_id="recovered")
+    row = store.one("SELECT * FROM executions WHERE id=?", execution)
+    if Path(row["directory"]) != directory:
+        problems.append(f"execution {execution} ran in {directory}, but this home would "
+                        f"use {row['directory']} (work_dir or output_dir changed?); it is "
+                        "recorded there, so its files are not found")
+    dag = directory / WORKFLOW_FILE
+    if engine.result(dag) is None:
+        # still running, or its runner died with the database: the watcher follows it
+        # (and resumes a dead one) as after any crash
+        with contextlib.suppress(DocketError, OSError):
+            launcher._read_events(row, dag, engine)
+        return "running"
+    launcher.follow(row)
+    return "ended"
