@@ -227,17 +227,77 @@ def _rebuild(home: Home, store: Store, problems: list[str]) -> Recovered:
     if report.waiting:
         problems.append(f"{report.waiting} version(s) never started and wait in their queue "
                         "again: cancel any that had been cancelled before they started")
-    decisions = home.accepted / DECISIONS_DIR
-    applied = sorted(p.name for p in decisions.glob("*.yaml")) if decisions.is_dir() else []
-    if applied:
-        problems.append(f"{len(applied)} decision(s) in {decisions} (QA, approvals, seals, "
-                        "cancels, queue changes) are not applied again; their outcomes are "
-                        "lost: redo them with the docket verbs")
+    _apply_decisions(home, rules, problems)
     problems.append("what the failure policy decided about failed attempts ('attempt N "
                     "failed' in 'docket show'), refused and duplicate documents, and the "
                     "times of node events and of each end: not on disk (times are the "
                     "rebuild's)")
     return report
+
+
+def _every_role(home: Home, rules: Rules) -> frozenset[str]:
+    """Every role this home knows: an archived decision passed intake's role check when it
+    was first applied, so applying it again checks nothing more."""
+    from docket.analysts import load_analysts
+    from docket.capabilities import list_capabilities
+
+    roles = {"da", "aod", "operator"}
+    with contextlib.suppress(DocketError):
+        analysts = load_analysts(home.root)
+        for user in analysts.users():
+            roles |= analysts.roles_of(user)
+    for name in list_capabilities(home.templates):
+        with contextlib.suppress(CapabilityError):
+            roles |= {t.role for t in rules.machine_for(name).transitions if t.role}
+    return frozenset(roles)
+
+
+# Decisions whose effect the directories do not already show: QA and AOD decisions,
+# seals, queue changes. A Cancel shows as the workflow's removal and a Resubmit as its
+# own processing directory, so applying those again would do them twice.
+_REAPPLIED = ("Decision", "Seal", "QueueChange")
+
+
+def _apply_decisions(home: Home, rules: Rules, problems: list[str]) -> None:
+    """Apply the archived decisions again, in the order they were archived."""
+    from docket.decisions import Refused, apply_decision
+
+    folder = home.accepted / DECISIONS_DIR
+    paths = sorted(folder.glob("*.yaml"), key=lambda p: (p.stat().st_mtime_ns, p.name)) \
+        if folder.is_dir() else []
+    skipped = []
+    roles = _every_role(home, rules)
+    for path in paths:
+        try:
+            parsed = parse_document(path.read_bytes())
+        except (OSError, DocumentError) as exc:
+            problems.append(f"decision {path.name}: cannot be read back ({exc})")
+            continue
+        if parsed.kind not in _REAPPLIED:
+            skipped.append(path.stem)
+            continue
+        model = parsed.model
+        actor = model.metadata.submitter or "unknown (rebuilt from the archive)"
+        store = rules.store
+        try:
+            with store.transaction():
+                store.conn.execute("SAVEPOINT decision")
+                try:
+                    apply_decision(rules, parsed.kind, model.metadata.name, model.spec, actor,
+                                   lambda _user: roles)
+                except BaseException:
+                    store.conn.execute("ROLLBACK TO decision")
+                    raise
+                finally:
+                    store.conn.execute("RELEASE decision")
+        except Refused as exc:
+            problems.append(f"decision {path.name} could not be applied again: {exc}")
+    if paths:
+        problems.append(f"the authors of the {len(paths)} archived decision(s): not on disk "
+                        "(recorded as unknown)")
+    if skipped:
+        problems.append(f"{len(skipped)} Cancel/Resubmit decision(s) not applied again (their "
+                        f"effect is in the processing directories): {', '.join(skipped)}")
 
 
 def _create(store: Store, rules: Rules, capability: Any, request: str, version: int,

@@ -136,3 +136,21 @@ def test_an_existing_database_is_never_replaced(home, docket):
     refused = docket("rebuild-state", "--from-archive")
     assert refused.code == 8 and "only rebuilds a lost database" in refused.err
     assert db.read_bytes() == before
+
+
+def test_archived_decisions_are_applied_again(home, docket, tmp_path):
+    drop(home, "s.yaml", request_doc("to-seal"))
+    assert docket("tick", "--wait").code == 0
+    assert docket("seal", "to-seal", "--reason", "final answer").code == 0
+    assert docket("queue", "disable", "demo", "--reason", "maintenance").code == 0
+    _lose_database(home)
+    rebuilt = docket("rebuild-state", "--from-archive")
+    assert rebuilt.code == 0, rebuilt.err
+    assert "the authors of the 2 archived decision(s): not on disk" in rebuilt.out
+    assert docket("show", "to-seal", "--json").json()["request"]["sealed"] == 1
+    changed = tmp_path / "v2.yaml"
+    changed.write_text(request_doc("to-seal", message="again"))
+    refused = docket("submit", str(changed))
+    assert refused.code == 8 and "is sealed" in refused.err
+    queues = {q["capability"]: q for q in docket("queue", "list", "--json").json()["queues"]}
+    assert queues["demo"]["enabled"] is False and queues["null"]["enabled"] is True
