@@ -81,13 +81,30 @@ def _attempt_of(directory: Path) -> int:
     return int(attempt) if dot and attempt.isdigit() else 1
 
 
-def _directories(home: Home, problems: list[str]) -> dict[int, tuple[Path, dict[str, Any]]]:
+def _output_dirs(home: Home, versions: dict[str, list[tuple[int, Path]]]) -> list[Path]:
+    """The processing directories that requests named themselves (``spec.output_dir``)."""
+    from docket.documents import load_yaml
+
+    found = []
+    for archived in versions.values():
+        for _number, path in archived:
+            with contextlib.suppress(Exception):  # unreadable ones are reported later
+                data, _ = load_yaml(path.read_bytes())
+                value = (data.get("spec") or {}).get("output_dir")
+                if value:
+                    found.append(Path(value) if Path(value).is_absolute()
+                                 else home.work / value)
+    return found
+
+
+def _directories(home: Home, problems: list[str], named: list[Path]
+                 ) -> dict[int, tuple[Path, dict[str, Any]]]:
     """Execution id -> (its latest attempt's directory, metadata), from every
-    ``metadata.json`` under the work area."""
+    ``metadata.json`` under the work area and in the directories requests named."""
     found: dict[int, tuple[Path, dict[str, Any]]] = {}
-    if not home.work.is_dir():
-        return found
-    for meta_path in sorted(home.work.glob("*/v*/e*/metadata.json")):
+    candidates = sorted(home.work.glob("*/v*/e*/metadata.json")) if home.work.is_dir() else []
+    candidates += [d / "metadata.json" for d in named if (d / "metadata.json").is_file()]
+    for meta_path in dict.fromkeys(candidates):
         try:
             meta = json.loads(meta_path.read_text())
             execution = int(meta["execution"])
@@ -152,7 +169,8 @@ def _rebuild(home: Home, store: Store, problems: list[str]) -> Recovered:
     rules = Rules(store, capabilities, home.work)
     engine = LocalEngine()
     launcher = _Replaying(home, store, rules, lambda _site: engine)
-    directories = _directories(home, problems)
+    found = _versions(home, problems)
+    directories = _directories(home, problems, _output_dirs(home, found))
     by_version: dict[tuple[str, int], list[int]] = {}
     for execution, (_directory, meta) in directories.items():
         by_version.setdefault((str(meta.get("request")), int(meta.get("version") or 0)),
@@ -161,7 +179,6 @@ def _rebuild(home: Home, store: Store, problems: list[str]) -> Recovered:
     report = Recovered(str(home.database))
     unknown_source = 0
     # versions in the order they were accepted, so the rebuilt history runs the same way
-    found = _versions(home, problems)
     report.requests = len(found)
     ordered = []
     for request, versions in found.items():

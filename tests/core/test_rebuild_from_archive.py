@@ -154,3 +154,16 @@ def test_archived_decisions_are_applied_again(home, docket, tmp_path):
     assert refused.code == 8 and "is sealed" in refused.err
     queues = {q["capability"]: q for q in docket("queue", "list", "--json").json()["queues"]}
     assert queues["demo"]["enabled"] is False and queues["null"]["enabled"] is True
+
+
+def test_a_directory_the_request_named_is_found_too(home, docket):
+    drop(home, "named.yaml", yaml.safe_dump({
+        "apiVersion": "docket/v1", "kind": "CapabilityRequest", "metadata": {"name": "named"},
+        "spec": {"capability": "null", "parameters": {}, "output_dir": "delivered/run-1"}}))
+    assert docket("tick", "--wait").code == 0
+    before = docket("show", "named", "--events", "0").out
+    assert f"directory: {home / 'work' / 'delivered' / 'run-1'}" in before
+    _lose_database(home)
+    rebuilt = docket("rebuild-state", "--from-archive", "--json").json()
+    assert (rebuilt["executions"], rebuilt["ended"], rebuilt["waiting"]) == (1, 1, 0)
+    assert _masked(docket("show", "named", "--events", "0").out) == _masked(before)
