@@ -165,91 +165,196 @@ def rebuild_from_archive(home: Home) -> Recovered:
 
 
 def _rebuild(home: Home, store: Store, problems: list[str]) -> Recovered:
+    """Replay, in the order they happened, what the files show: versions accepted (and
+    their executions created), executions started in their directories (and followed to
+    their end), decisions applied."""
     capabilities = CapabilityCache(home.templates)
     rules = Rules(store, capabilities, home.work)
-    engine = LocalEngine()
-    launcher = _Replaying(home, store, rules, lambda _site: engine)
     found = _versions(home, problems)
     directories = _directories(home, problems, _output_dirs(home, found))
     by_version: dict[tuple[str, int], list[int]] = {}
     for execution, (_directory, meta) in directories.items():
         by_version.setdefault((str(meta.get("request")), int(meta.get("version") or 0)),
                               []).append(execution)
-    next_id = max(directories, default=0) + 1
-    report = Recovered(str(home.database))
-    unknown_source = 0
-    # versions in the order they were accepted, so the rebuilt history runs the same way
-    report.requests = len(found)
-    ordered = []
+    replay = _Replay(home, store, rules, capabilities, directories, problems)
+    replay.next_id = max(directories, default=0) + 1
+    replay.report.requests = len(found)
+    timeline: list[tuple[str, int, Any]] = []  # (time, order on a tie, what)
     for request, versions in found.items():
         for number, path in versions:
-            source = next((directories[e][1].get("version_source") for e in
-                           by_version.get((request, number), [])
+            mine = sorted(by_version.pop((request, number), []))
+            source = next((directories[e][1].get("version_source") for e in mine
                            if directories[e][1].get("version_source")), None) or {}
-            ordered.append((source.get("accepted") or _mtime(path), request, number, path))
-    for _when, request, number, path in sorted(ordered):
-        mine = sorted(by_version.pop((request, number), []))
-        try:
-            raw = path.read_bytes()
-            model = parse_document(raw, max_bytes=max(home.config.max_document_bytes,
-                                                      len(raw))).model
-            capability = capabilities.get(model.spec.capability)
-        except (OSError, DocumentError, CapabilityError) as exc:
-            problems.append(f"{request} v{number}: {path} cannot be read back ({exc}); "
-                            "it and its executions are not rebuilt")
-            continue
-        spec = model.spec.model_dump(mode="json")
-        source = next((directories[e][1].get("version_source") for e in mine
-                       if directories[e][1].get("version_source")), None) or {}
-        if not source:
-            unknown_source += 1
-        with store.transaction():
-            store.record("version.accepted", request=request, version=number,
-                         actor=source.get("actor"), at=source.get("accepted") or
-                         _mtime(path), capability=capability.name,
-                         sha256=spec_sha256(spec), spec=spec, document=raw.decode(),
-                         source_file=source.get("source_file"), source_identity=None,
-                         recovered_from=str(path))
-            for row in store.all("SELECT * FROM executions WHERE request=? AND "
-                                 "version<? AND engine_state='none'", request, number):
-                rules.feed(row, "supersede", reason=f"superseded by version {number}")
-        report.versions += 1
-        if not mine:
-            # never started (no directory): it waits in its queue again
-            parameters, _ = resolve_parameters(capability, dict(spec["parameters"]))
-            with store.transaction():
-                _create(store, rules, capability, request, number, next_id, 1,
-                        parameters, spec, None, 1, source.get("accepted"))
-            next_id += 1
-            report.executions += 1
-            report.waiting += 1
-            continue
-        for ordinal, execution in enumerate(mine, start=1):
-            directory, meta = directories[execution]
-            report.executions += 1
-            state = _replay(store, rules, launcher, engine, capability, request, number,
-                            execution, int(meta.get("execution_number") or ordinal),
-                            directory, meta, spec, problems)
-            if state == "ended":
-                report.ended += 1
-            else:
-                report.running += 1
+            timeline.append((source.get("accepted") or _mtime(path), 0,
+                             (request, number, path, mine, source)))
+            # metadata.json is written when the execution starts
+            timeline.extend((_mtime(directories[e][0] / "metadata.json"), 1, e) for e in mine)
+    folder = home.accepted / DECISIONS_DIR
+    for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+        timeline.append((_mtime(path), 2, path))
     for (request, number), executions in sorted(by_version.items()):
         problems.append(f"{request} v{number}: no archived version, so its executions "
                         f"({', '.join(map(str, executions))}) are not rebuilt")
-    if unknown_source:
-        problems.append(f"who submitted {unknown_source} version(s) and from which file: "
-                        "nothing on disk says (versions that never ran, or ran before "
+    for _when, order, what in sorted(timeline, key=lambda t: (t[0], t[1], str(t[2]))):
+        if order == 0:
+            replay.version(*what)
+        elif order == 1:
+            replay.start(what)
+        else:
+            replay.decision(what)
+    report = replay.report
+    if replay.unknown_source:
+        problems.append(f"who submitted {replay.unknown_source} version(s) and from which "
+                        "file: nothing on disk says (versions that never ran, or ran before "
                         "metadata.json recorded it)")
     if report.waiting:
         problems.append(f"{report.waiting} version(s) never started and wait in their queue "
                         "again: cancel any that had been cancelled before they started")
-    _apply_decisions(home, rules, problems)
+    if replay.decisions:
+        problems.append(f"the authors of the {replay.decisions} archived decision(s): not on "
+                        "disk (recorded as unknown)")
+    if replay.skipped:
+        problems.append(f"{len(replay.skipped)} Cancel/Resubmit decision(s) not applied again "
+                        "(their effect is in the processing directories): "
+                        + ", ".join(replay.skipped))
     problems.append("what the failure policy decided about failed attempts ('attempt N "
                     "failed' in 'docket show'), refused and duplicate documents, and the "
                     "times of node events and of each end: not on disk (times are the "
                     "rebuild's)")
     return report
+
+
+class _Replay:
+    """The steps of a rebuild, each in its own transaction."""
+
+    def __init__(self, home: Home, store: Store, rules: Rules, capabilities: CapabilityCache,
+                 directories: dict[int, tuple[Path, dict[str, Any]]],
+                 problems: list[str]) -> None:
+        self.home, self.store, self.rules = home, store, rules
+        self.capabilities = capabilities
+        self.directories = directories
+        self.problems = problems
+        self.engine = LocalEngine()
+        self.launcher = _Replaying(home, store, rules, lambda _site: self.engine)
+        self.report = Recovered(str(home.database))
+        self.next_id = 1
+        self.unknown_source = 0
+        self.decisions = 0
+        self.skipped: list[str] = []
+        self.specs: dict[int, tuple[Any, dict[str, Any]]] = {}  # execution -> capability, spec
+        self._roles: frozenset[str] | None = None
+
+    def version(self, request: str, number: int, path: Path, mine: list[int],
+                source: dict[str, Any]) -> None:
+        """A version accepted again, with its executions created (a version that never
+        started gets one new execution, which waits in its queue)."""
+        store, home = self.store, self.home
+        try:
+            raw = path.read_bytes()
+            model = parse_document(raw, max_bytes=max(home.config.max_document_bytes,
+                                                      len(raw))).model
+            capability = self.capabilities.get(model.spec.capability)
+        except (OSError, DocumentError, CapabilityError) as exc:
+            self.problems.append(f"{request} v{number}: {path} cannot be read back ({exc}); "
+                                 "it and its executions are not rebuilt")
+            for execution in mine:
+                self.directories.pop(execution, None)
+            return
+        spec = model.spec.model_dump(mode="json")
+        if not source:
+            self.unknown_source += 1
+        with store.transaction():
+            store.record("version.accepted", request=request, version=number,
+                         actor=source.get("actor"), at=source.get("accepted") or _mtime(path),
+                         capability=capability.name, sha256=spec_sha256(spec), spec=spec,
+                         document=raw.decode(), source_file=source.get("source_file"),
+                         source_identity=None, recovered_from=str(path))
+            for row in store.all("SELECT * FROM executions WHERE request=? AND version<? AND "
+                                 "engine_state='none'", request, number):
+                self.rules.feed(row, "supersede", reason=f"superseded by version {number}")
+            self.report.versions += 1
+            if not mine:
+                parameters, _ = resolve_parameters(capability, dict(spec["parameters"]))
+                _create(store, self.rules, capability, request, number, self.next_id, 1,
+                        parameters, spec, None, 1, source.get("accepted"))
+                self.next_id += 1
+                self.report.executions += 1
+                self.report.waiting += 1
+            for ordinal, execution in enumerate(mine, start=1):
+                directory, meta = self.directories[execution]
+                _create(store, self.rules, capability, request, number, execution,
+                        int(meta.get("execution_number") or ordinal),
+                        meta.get("parameters") or {}, spec, source.get("actor"),
+                        _attempt_of(directory), meta.get("created"))
+                self.specs[execution] = (capability, spec)
+                self.report.executions += 1
+
+    def start(self, execution: int) -> None:
+        """An execution started in its directory, its node events read, its end followed."""
+        if execution not in self.specs:
+            return  # its version could not be read back (reported)
+        store = self.store
+        directory, _meta = self.directories[execution]
+        row = store.one("SELECT * FROM executions WHERE id=?", execution)
+        with store.transaction():
+            refusal = self.rules.transition(row, "start", site="local",
+                                            site_reason="rebuilt from its directory")
+            if refusal is None:
+                store.record("execution.submitted", request=row["request"],
+                             version=row["version"], execution=execution, engine="local",
+                             engine_id="recovered")
+        if refusal is not None:
+            self.problems.append(f"execution {execution} ran in {directory}, but its state "
+                                 f"machine does not start it now ({refusal}); left as it is")
+            return
+        row = store.one("SELECT * FROM executions WHERE id=?", execution)
+        if Path(row["directory"]) != directory:
+            self.problems.append(f"execution {execution} ran in {directory}, but this home "
+                                 f"would use {row['directory']} (work_dir or output_dir "
+                                 "changed?); it is recorded there, so its files are not found")
+        dag = directory / WORKFLOW_FILE
+        if self.engine.result(dag) is None:
+            # still running, or its runner died with the database: the watcher follows it
+            # (and resumes a dead one) as after any crash
+            with contextlib.suppress(DocketError, OSError):
+                self.launcher._read_events(row, dag, self.engine)
+            self.report.running += 1
+            return
+        self.launcher.follow(row)
+        self.report.ended += 1
+
+    def decision(self, path: Path) -> None:
+        """An archived decision applied again; its roles were checked when it was first."""
+        from docket.decisions import Refused, apply_decision
+
+        try:
+            parsed = parse_document(path.read_bytes())
+        except (OSError, DocumentError) as exc:
+            self.problems.append(f"decision {path.name}: cannot be read back ({exc})")
+            return
+        if parsed.kind not in _REAPPLIED:
+            self.skipped.append(path.stem)
+            return
+        self.decisions += 1
+        if self._roles is None:
+            self._roles = _every_role(self.home, self.rules)
+        roles = self._roles
+        model = parsed.model
+        actor = model.metadata.submitter or "unknown (rebuilt from the archive)"
+        store = self.store
+        try:
+            with store.transaction():
+                store.conn.execute("SAVEPOINT decision")
+                try:
+                    apply_decision(self.rules, parsed.kind, model.metadata.name, model.spec,
+                                   actor, lambda _user: roles)
+                except BaseException:
+                    store.conn.execute("ROLLBACK TO decision")
+                    raise
+                finally:
+                    store.conn.execute("RELEASE decision")
+        except Refused as exc:
+            self.problems.append(f"decision {path.name} could not be applied again: {exc}")
 
 
 def _every_role(home: Home, rules: Rules) -> frozenset[str]:
@@ -275,48 +380,6 @@ def _every_role(home: Home, rules: Rules) -> frozenset[str]:
 _REAPPLIED = ("Decision", "Seal", "QueueChange")
 
 
-def _apply_decisions(home: Home, rules: Rules, problems: list[str]) -> None:
-    """Apply the archived decisions again, in the order they were archived."""
-    from docket.decisions import Refused, apply_decision
-
-    folder = home.accepted / DECISIONS_DIR
-    paths = sorted(folder.glob("*.yaml"), key=lambda p: (p.stat().st_mtime_ns, p.name)) \
-        if folder.is_dir() else []
-    skipped = []
-    roles = _every_role(home, rules)
-    for path in paths:
-        try:
-            parsed = parse_document(path.read_bytes())
-        except (OSError, DocumentError) as exc:
-            problems.append(f"decision {path.name}: cannot be read back ({exc})")
-            continue
-        if parsed.kind not in _REAPPLIED:
-            skipped.append(path.stem)
-            continue
-        model = parsed.model
-        actor = model.metadata.submitter or "unknown (rebuilt from the archive)"
-        store = rules.store
-        try:
-            with store.transaction():
-                store.conn.execute("SAVEPOINT decision")
-                try:
-                    apply_decision(rules, parsed.kind, model.metadata.name, model.spec, actor,
-                                   lambda _user: roles)
-                except BaseException:
-                    store.conn.execute("ROLLBACK TO decision")
-                    raise
-                finally:
-                    store.conn.execute("RELEASE decision")
-        except Refused as exc:
-            problems.append(f"decision {path.name} could not be applied again: {exc}")
-    if paths:
-        problems.append(f"the authors of the {len(paths)} archived decision(s): not on disk "
-                        "(recorded as unknown)")
-    if skipped:
-        problems.append(f"{len(skipped)} Cancel/Resubmit decision(s) not applied again (their "
-                        f"effect is in the processing directories): {', '.join(skipped)}")
-
-
 def _create(store: Store, rules: Rules, capability: Any, request: str, version: int,
             execution: int, number: int, parameters: dict[str, Any], spec: dict[str, Any],
             actor: str | None, attempt: int, at: str | None) -> Any:
@@ -332,32 +395,3 @@ def _create(store: Store, rules: Rules, capability: Any, request: str, version: 
     row = store.one("SELECT * FROM executions WHERE id=?", execution)
     rules.feed(row, "accept", actor=actor)
     return store.one("SELECT * FROM executions WHERE id=?", execution)
-
-
-def _replay(store: Store, rules: Rules, launcher: _Replaying, engine: LocalEngine,
-            capability: Any, request: str, version: int, execution: int, number: int,
-            directory: Path, meta: dict[str, Any], spec: dict[str, Any],
-            problems: list[str]) -> str:
-    """One execution from its directory: created, started there, its events, its end."""
-    source = meta.get("version_source") or {}
-    with store.transaction():
-        row = _create(store, rules, capability, request, version, execution, number,
-                      meta.get("parameters") or {}, spec, source.get("actor"),
-                      _attempt_of(directory), meta.get("created"))
-        rules.feed(row, "start", site="local", site_reason="rebuilt from its directory")
-        store.record("execution.submitted", request=request, version=version,
-                     execution=execution, engine="local", engine_id="recovered")
-    row = store.one("SELECT * FROM executions WHERE id=?", execution)
-    if Path(row["directory"]) != directory:
-        problems.append(f"execution {execution} ran in {directory}, but this home would "
-                        f"use {row['directory']} (work_dir or output_dir changed?); it is "
-                        "recorded there, so its files are not found")
-    dag = directory / WORKFLOW_FILE
-    if engine.result(dag) is None:
-        # still running, or its runner died with the database: the watcher follows it
-        # (and resumes a dead one) as after any crash
-        with contextlib.suppress(DocketError, OSError):
-            launcher._read_events(row, dag, engine)
-        return "running"
-    launcher.follow(row)
-    return "ended"

@@ -167,3 +167,23 @@ def test_a_directory_the_request_named_is_found_too(home, docket):
     rebuilt = docket("rebuild-state", "--from-archive", "--json").json()
     assert (rebuilt["executions"], rebuilt["ended"], rebuilt["waiting"]) == (1, 1, 0)
     assert _masked(docket("show", "named", "--events", "0").out) == _masked(before)
+
+
+def test_decisions_before_and_after_a_run_are_replayed_in_order(home, docket):
+    cap = home / "templates" / "null" / "capability.yaml"
+    cap.write_text(cap.read_text().replace("state_machine: simple",
+                                           "state_machine: two-stage-qa"))
+    drop(home, "qa.yaml", request_doc("checked"))
+    assert docket("tick").code == 0
+    assert docket("approve", "checked", "--reason", "go ahead").code == 0  # before it runs
+    assert docket("tick", "--wait").code == 0
+    assert docket("qa", "pass", "checked", "--reason", "looks right").code == 0
+    assert docket("approve", "checked", "--reason", "signed off").code == 0
+    before = docket("show", "checked", "--events", "0").out
+    assert "checked: null request, version 1, complete" in before
+    _lose_database(home)
+    rebuilt = docket("rebuild-state", "--from-archive")
+    assert rebuilt.code == 0, rebuilt.err
+    assert "could not be applied again" not in rebuilt.out
+    assert _masked(docket("show", "checked", "--events", "0").out) == _masked(before)
+    assert docket("show", "checked", "--json").json()["request"]["sealed"] == 1
