@@ -9,6 +9,8 @@ output has a stable shape: ``{"docket": 1, "ok": true, ...}`` or, on failure,
 from __future__ import annotations
 
 import json
+import logging
+import re
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
@@ -23,7 +25,8 @@ except ImportError:  # pragma: no cover - older typer on plain click
 
 from docket.errors import DocketError, ExitCode
 
-__all__ = ["JsonOption", "QuietOption", "run", "emit", "fail", "table", "JSON_SHAPE_VERSION"]
+__all__ = ["JsonOption", "QuietOption", "run", "emit", "fail", "table", "printable", "say",
+           "PrintableFormatter", "JSON_SHAPE_VERSION"]
 
 JSON_SHAPE_VERSION = 1
 
@@ -33,22 +36,57 @@ QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress ou
 _json_errors = False
 
 
+# Characters a terminal acts on instead of showing: C0 and C1 controls (ESC starts colour,
+# cursor and title sequences; CR overwrites a line), DEL, and the invisible or bidi
+# formatting characters that make text read differently from what it is.
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e"
+                     "\u2060-\u2069\ufeff]")
+_UNSAFE_IN_CELL = re.compile(_UNSAFE.pattern[:-1] + "\t\n]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str, *, one_line: bool = False) -> str:
+    """``text`` with every character a terminal would act on written as ``\\x1b``-style
+    escapes: what documents say (names, reasons, file names) reaches people only as
+    visible text. ``one_line`` also escapes newlines and tabs (table cells, log lines)."""
+    return (_UNSAFE_IN_CELL if one_line else _UNSAFE).sub(_escape, text)
+
+
 def emit(result: Any, as_json: bool, human: Callable[[Any], str] | None = None) -> None:
-    """Print one result: JSON for scripts, or ``human(result)`` for people."""
+    """Print one result: JSON for scripts (exact), or ``human(result)`` for people (escaped
+    with ``printable``)."""
     if as_json:
         payload = {"docket": JSON_SHAPE_VERSION, "ok": True}
         payload.update(result if isinstance(result, dict) else {"result": result})
         sys.stdout.write(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
     elif human is not None:
-        text = human(result)
+        text = printable(human(result))
         if text:
             sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
+def say(text: str) -> None:
+    """One line of progress or a log line on stderr, for people (escaped)."""
+    sys.stderr.write(printable(text, one_line=True) + "\n")
+    sys.stderr.flush()
+
+
+class PrintableFormatter(logging.Formatter):
+    """Log records for a terminal: a file name or reason from a document is escaped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record))
+
+
 def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
-    """Rows as aligned text columns, for people (scripts use --json)."""
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r]
-                                            for r in rows]
+    """Rows as aligned text columns, for people (scripts use --json); a newline inside a
+    value cannot start a row of its own."""
+    cells = [[str(h) for h in headers]] + [
+        ["" if c is None else printable(str(c), one_line=True) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
              for r in cells]
@@ -60,7 +98,7 @@ def fail(error: DocketError) -> int:
         payload = {"docket": JSON_SHAPE_VERSION, "ok": False,
                    "error": {"code": error.code, "message": str(error)}}
         sys.stdout.write(json.dumps(payload, sort_keys=True) + "\n")
-    sys.stderr.write(f"Error: {error}\n")
+    sys.stderr.write(f"Error: {printable(str(error), one_line=True)}\n")
     return int(error.exit_code)
 
 

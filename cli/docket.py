@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.common import JsonOption, emit, run, table
+from cli.common import JsonOption, emit, run, say, table
 
 app = typer.Typer(help="docket: file-driven batch processing for observatory data.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -24,11 +24,13 @@ app.add_typer(queue_app, name="queue")
 
 def _mount() -> None:
     from cli.analysts import app as analysts_app
+    from cli.init import init as init_command
     from cli.inspect import inspect as inspect_command
 
     app.add_typer(analysts_app, name="analysts",
                   help="List and edit the home's analysts and their roles.")
     app.command("inspect")(inspect_command)
+    app.command("init")(init_command)
 
 
 _mount()
@@ -59,16 +61,40 @@ def _user() -> str:
 # requests in ----------------------------------------------------------------------
 
 
+def _submitted(d: dict[str, Any]) -> str:
+    """One submitted document, for people: where it went, and intake's verdict if known."""
+    status = d["status"]
+    if status == "spooled":
+        return f"{d['file']}: submitted as {d['spooled']}"
+    if status in ("accepted", "duplicate"):
+        what = "accepted as" if status == "accepted" else "duplicate of (nothing changed)"
+        return f"{d['file']}: {what} {d['request']} v{d['version']}"
+    if status == "applied":
+        return f"{d['file']}: applied: {d['outcome']}"
+    reasons = d.get("reasons") or [d.get("reason", "")]
+    return "\n".join([f"{d['file']}: rejected by intake", *(f"  - {r}" for r in reasons)])
+
+
 @app.command()
 def submit(files: Annotated[list[Path], typer.Argument(help="Request documents.")],
+           wait: Annotated[bool, typer.Option(
+               "--wait", help="Wait for intake's verdict on each document (exit 8 if one "
+                              "is rejected).")] = False,
            home: HomeOption = None, as_json: JsonOption = False) -> int:
-    """Check documents, then drop them into the spool atomically."""
+    """Check documents (and that this home will take them), then drop them into the spool
+    atomically: all of them, or none."""
     from docket.drivers import submit_files
+    from docket.errors import ExitCode
 
-    result = submit_files(_home(home), files)
-    emit(result, as_json, lambda r: "\n".join(
-        f"{d['file']}: submitted as {d['spooled']}" for d in r["submitted"]))
-    return 0
+    result = submit_files(_home(home), files, _user(), wait=wait)
+    emit(result, as_json, lambda r: "\n".join(_submitted(d) for d in r["submitted"]))
+    if result.get("ok", True):
+        return 0
+    if not as_json:
+        rejected = sum(1 for d in result["submitted"] if d["status"] == "rejected")
+        say(f"Error: intake rejected {rejected} of {len(files)} documents — see the "
+            "reasons above; fix them and submit again")
+    return int(ExitCode.INVALID)
 
 
 @app.command()
@@ -76,10 +102,16 @@ def validate(files: Annotated[list[Path], typer.Argument(help="Documents to chec
              templates: Annotated[Path | None, typer.Option(
                  help="Capability folders (default: the home's templates/).")] = None,
              home: HomeOption = None, as_json: JsonOption = False) -> int:
-    """Check documents offline, as intake would (exit 1 if any is invalid)."""
-    from docket.drivers import validate_files
+    """Check documents offline, as intake would (exit 1 if any is invalid).
 
-    result = validate_files(_home(home), files, templates)
+    Capabilities come from --templates, else --home, else the .docket.yaml of the git
+    repository you are in (a repository of requests), else $DOCKET_HOME or the current
+    directory."""
+    from docket.drivers import validate_files
+    from docket.home import repository_home
+
+    where = (None if home is not None else repository_home(Path.cwd())) or _home(home)
+    result = validate_files(where, files, templates)
 
     def human(r: dict[str, Any]) -> str:
         lines = []
@@ -108,10 +140,13 @@ def watch(poll: Annotated[bool, typer.Option(
     import signal
     import threading
 
+    from cli.common import PrintableFormatter
     from docket.watcher import Watcher
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
                         stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(PrintableFormatter("%(asctime)s %(name)s %(message)s"))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -124,11 +159,11 @@ def watch(poll: Annotated[bool, typer.Option(
                 what += f" → {o.request} v{o.version}"
             if o.reasons and o.status != "accepted":
                 what += f" ({o.reasons[0]})"
-            print(what, file=sys.stderr, flush=True)
+            say(what)
         for e in p.started:
-            print(f"started execution {e}", file=sys.stderr, flush=True)
+            say(f"started execution {e}")
         for e in p.ended:
-            print(f"execution {e} ended", file=sys.stderr, flush=True)
+            say(f"execution {e} ended")
 
     try:
         watcher.watch(poll=poll, stop=stop, on_pass=report,
@@ -244,8 +279,10 @@ def show(name: Annotated[str, typer.Argument(help="Request name.")],
             out.append(f"  v{v['number']} from {v['source_file']} by {v['actor']} at "
                        f"{v['created'][:19]}")
         for e in r["executions"]:
+            engine_state = ("held (paused: 'docket resume' releases it)" if e["held"]
+                            else e["engine_state"])
             out.append(f"\nexecution {e['id']} (v{e['version']} e{e['number']}): {e['state']}"
-                       f", engine {e['engine'] or '-'} {e['engine_state']}")
+                       f", engine {e['engine'] or '-'} {engine_state}")
             if e["directory"]:
                 out.append(f"  directory: {e['directory']}")
             if e["reason"]:
@@ -291,13 +328,35 @@ def cancel(name: Annotated[str, typer.Argument(help="Request name.")],
     return 0
 
 
+def _recovered(r: dict[str, Any]) -> str:
+    lines = [f"rebuilt {r['database']} from the archive and the processing directories: "
+             f"{r['requests']} requests, {r['versions']} versions, {r['executions']} "
+             f"executions ({r['ended']} ended, {r['running']} running or interrupted, "
+             f"{r['waiting']} waiting)"]
+    if r["not_recovered"]:
+        lines.append("not recovered:")
+        lines.extend(f"  - {p}" for p in r["not_recovered"])
+    return "\n".join(lines)
+
+
 @app.command("rebuild-state")
 def rebuild_state(check: Annotated[bool, typer.Option(
                       "--check", help="Only compare; exit 1 if the state differs.")] = False,
+                  from_archive: Annotated[bool, typer.Option(
+                      "--from-archive", help="The database is lost: write a new one from "
+                      "spool/accepted/ and the processing directories, and say what could "
+                      "not be recovered.")] = False,
                   home: HomeOption = None, as_json: JsonOption = False) -> int:
-    """Re-derive every state table from the event log."""
+    """Re-derive every state table from the event log (or, with --from-archive, a lost
+    database from the files)."""
     from docket.drivers import rebuild
 
+    if from_archive:
+        if check:
+            raise typer.BadParameter("--check compares with an event log; --from-archive "
+                                     "is for a home without one")
+        emit(rebuild(_home(home), False, from_archive=True), as_json, _recovered)
+        return 0
     result = rebuild(_home(home), check)
     emit(result, as_json, lambda r: (
         f"replayed {r['events']} events; state " +

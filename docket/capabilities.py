@@ -97,7 +97,14 @@ def load_capability(templates_dir: Path, name: str) -> Capability:
     folder = templates_dir / name
     path = folder / "capability.yaml"
     if name.startswith(("_", ".")) or not path.is_file():
-        known = ", ".join(c for c in list_capabilities(templates_dir)) or "none"
+        known = ", ".join(c for c in list_capabilities(templates_dir))
+        if not known:  # a new home: say where capabilities come from
+            raise CapabilityError(
+                f"unknown capability {name!r}: this home has no capabilities ({templates_dir}"
+                f" {'holds none' if templates_dir.is_dir() else 'does not exist'}); set "
+                "templates_dir in the home's docket.yaml (in a repository of requests: in "
+                "its .docket.yaml) to a folder of capabilities, such as the docket "
+                "repository's templates/, or add one there (docs/capabilities.md)")
         raise CapabilityError(f"unknown capability {name!r}; known capabilities: {known}")
     data, marks = _read(path)
     try:

@@ -13,8 +13,40 @@ from typing import Any
 from docket.errors import Invalid, NotFound
 from docket.home import Home
 
-__all__ = ["submit_files", "validate_files", "cancel_request", "rebuild", "queues",
+__all__ = ["init_home", "submit_files", "validate_files", "cancel_request", "rebuild", "queues",
            "spool_file", "decide", "mediate", "history", "hold_execution"]
+
+
+def init_home(root: Path, templates: Path | None, user: str) -> dict[str, Any]:
+    """A new home: settings, folders, ``user`` as its operator and DA, and what to do next."""
+    import shlex
+    import sys
+
+    from docket.analysts import add
+    from docket.capabilities import list_capabilities
+    from docket.home import REPOSITORY, create_home
+
+    templates = (templates or REPOSITORY / "templates").resolve()
+    if not templates.is_dir():
+        raise NotFound(f"no capability folder at {templates}",
+                       "give --templates DIR (a folder of capabilities)")
+    home = create_home(root, templates)
+    add(home.root, user, ["operator", "da"], user)
+    docket = Path(sys.argv[0]).resolve() if Path(sys.argv[0]).name == "docket" else (
+        Path(sys.executable).parent / "docket")
+    q = shlex.quote
+    cron = (f"* * * * * cd {q(str(home.root))} && flock -n state/cron.lock {q(str(docket))} "
+            "tick >> state/tick.log 2>&1")
+    capabilities = list_capabilities(templates)
+    example = REPOSITORY / "templates" / "demo" / "example-request.yaml"
+    steps = [f"export DOCKET_HOME={q(str(home.root))}"]
+    if example.is_file() and "demo" in capabilities:
+        steps.append(f"{q(str(docket))} submit {q(str(example))}")
+    steps += [f"{q(str(docket))} tick --wait    # or keep '{docket.name} watch' running, "
+              "or add the cron line", f"{q(str(docket))} status"]
+    return {"home": str(home.root), "settings": str(home.root / "docket.yaml"),
+            "templates": str(templates), "capabilities": capabilities,
+            "analysts": {user: ["da", "operator"]}, "cron": cron, "next": steps}
 
 
 def spool_file(home: Home, raw: bytes, name: str) -> Path:
@@ -67,8 +99,16 @@ def validate_files(home: Home, files: list[Path], templates: Path | None = None)
     return {"valid": all(d["valid"] for d in documents), "documents": documents}
 
 
-def submit_files(home: Home, files: list[Path]) -> dict[str, Any]:
-    """Validate every file first; spool them only if all are valid."""
+def submit_files(home: Home, files: list[Path], actor: str, *, wait: bool = False,
+                 timeout_s: float = 120.0) -> dict[str, Any]:
+    """Check every file as far as can be known before intake, then spool them all (or none).
+
+    Beyond ``validate`` (the document alone), each request is judged against the home's
+    state as ``actor`` (the owner the spooled file will have): a capability or queue that
+    is disabled, a submitter the capability does not allow, a sealed request. With
+    ``wait``, wait for intake's verdict on each file (applying intake here when no watcher
+    holds the home) and report it; ``result["ok"]`` is False when any was rejected.
+    """
     checked = validate_files(home, files)
     bad = [d for d in checked["documents"] if not d["valid"]]
     if bad:
@@ -77,11 +117,123 @@ def submit_files(home: Home, files: list[Path]) -> dict[str, Any]:
                       + (f" (and {len(first['problems']) - 1} more)"
                          if len(first["problems"]) > 1 else ""),
                       "run 'docket validate FILE' for every problem; nothing was submitted")
+    for document in checked["documents"]:
+        refusal = _refusal(home, document, actor)
+        if refusal is not None:
+            raise Invalid(f"{document['file']} would be rejected: {refusal}",
+                          "nothing was submitted")
+    mark = _last_event(home)
     submitted = []
-    for path in files:
+    for path, document in zip(files, checked["documents"], strict=True):
         target = spool_file(home, _read(path, home.config.max_document_bytes), path.name)
-        submitted.append({"file": str(path), "spooled": str(target)})
-    return {"submitted": submitted}
+        submitted.append({"file": str(path), "spooled": str(target), "status": "spooled",
+                          "kind": document["kind"], "name": document["name"]})
+    result: dict[str, Any] = {"submitted": submitted}
+    if wait:
+        for item in submitted:
+            spooled = Path(item["spooled"])
+            if item["kind"] == "CapabilityRequest":
+                item.update(_await(home, spooled, lambda p=spooled: _request_outcome(
+                    home, p, mark), f"{item['file']}", timeout_s))
+            else:
+                item.update(_await(home, spooled, lambda p=spooled, n=item["name"]:
+                                   _decision_outcome(home, n, p), f"{item['file']}",
+                                   timeout_s))
+        result["ok"] = all(i["status"] != "rejected" for i in submitted)
+    return result
+
+
+def _refusal(home: Home, document: dict[str, Any], actor: str) -> str | None:
+    """What the home's state says to a valid request document from ``actor``."""
+    if document["kind"] != "CapabilityRequest":
+        return None  # decisions are judged against the state when applied
+    from docket.capabilities import CapabilityCache
+    from docket.documents import parse_document
+    from docket.intake import spec_sha256
+    from docket.rules import Rules
+    from docket.store import Store
+
+    raw = _read(Path(document["file"]), home.config.max_document_bytes)
+    model = parse_document(raw, max_bytes=home.config.max_document_bytes,
+                           max_nodes=home.config.max_yaml_nodes).model
+    caps = CapabilityCache(home.templates)
+    # a home that never ran has no state yet: an empty one judges by the definitions alone
+    store = (Store.open_readonly(home.database) if home.database.is_file()
+             else Store(Path(":memory:")))
+    try:
+        rules = Rules(store, caps, home.work)
+        sha = spec_sha256(model.spec.model_dump(mode="json"))
+        duplicate = rules.find_duplicate(model.metadata.name, sha) is not None
+        return rules.refusal(caps.get(model.spec.capability), model.metadata.name, actor,
+                             duplicate)
+    finally:
+        store.close()
+
+
+def _last_event(home: Home) -> int:
+    from docket.store import Store
+
+    if not home.database.is_file():
+        return 0
+    store = Store.open_readonly(home.database)
+    try:
+        return int(store.one("SELECT coalesce(max(id), 0) AS n FROM events")["n"])
+    finally:
+        store.close()
+
+
+def _request_outcome(home: Home, path: Path, after_event: int) -> dict[str, Any] | None:
+    """Intake's verdict on the request spooled as ``path``, once it has left the spool:
+    the first event about that file name recorded after ``after_event``."""
+    import json
+
+    from docket.store import Store
+
+    if path.exists() or not home.database.exists():
+        return None
+    store = Store.open_readonly(home.database)
+    try:
+        row = store.one(
+            "SELECT type, request, version, data FROM events WHERE id > ? AND ("
+            "(type='version.accepted' AND json_extract(data, '$.source_file')=?) OR "
+            "(type IN ('document.duplicate', 'document.rejected') AND "
+            "json_extract(data, '$.file')=?)) ORDER BY id LIMIT 1",
+            after_event, path.name, path.name)
+    finally:
+        store.close()
+    if row is None:
+        return None
+    if row["type"] == "version.accepted":
+        return {"status": "accepted", "request": row["request"], "version": row["version"]}
+    if row["type"] == "document.duplicate":
+        return {"status": "duplicate", "request": row["request"], "version": row["version"]}
+    return {"status": "rejected", "reasons": json.loads(row["data"]).get("reasons", [])}
+
+
+def _await(home: Home, path: Path, outcome_of: Any, what: str,
+           timeout_s: float) -> dict[str, Any]:
+    """Wait until intake has decided the spooled ``path`` and ``outcome_of()`` says how.
+
+    When no watcher holds the home's intake, apply intake here (one pass over just that
+    file), so waiting also works where cron runs ``tick``.
+    """
+    import time
+
+    from docket.errors import DocketError, Locked
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if path.exists():
+            with contextlib.suppress(Locked):  # a watcher has the intake: wait for it
+                _apply_here(home, path.name)
+        outcome = outcome_of()
+        if outcome is not None:
+            return outcome
+        if time.monotonic() > deadline:
+            raise DocketError(f"{what} was not decided within {timeout_s:g} s",
+                              "is the watcher running? it stays in the spool; "
+                              "'docket tick' decides it")
+        time.sleep(0.1)
 
 
 def _watcher_parts(home: Home) -> tuple[Any, Any]:
@@ -108,8 +260,16 @@ def cancel_request(home: Home, name: str, reason: str, actor: str) -> dict[str, 
         store.close()
 
 
-def rebuild(home: Home, check: bool) -> dict[str, Any]:
+def rebuild(home: Home, check: bool, from_archive: bool = False) -> dict[str, Any]:
     from docket.store import Store
+
+    if from_archive:
+        from docket.recovery import rebuild_from_archive
+        from docket.watcher import intake_lock
+
+        home.ensure()
+        with intake_lock(home.intake_lock, "docket rebuild-state --from-archive"):
+            return rebuild_from_archive(home).as_dict()
 
     if not home.database.is_file():
         raise NotFound(f"no docket database at {home.database}", "nothing to rebuild")
@@ -161,11 +321,10 @@ def decide(home: Home, kind: str, spec: dict[str, Any], *, verb: str, subject: s
     When no watcher holds the home's intake, the command applies its own document (one
     intake pass over just that file), so the verbs also work where cron runs ``tick``.
     """
-    import time
 
     import yaml
 
-    from docket.errors import DocketError, Locked
+    from docket.errors import DocketError
 
     name = _decision_name(verb, subject)
     document = {"apiVersion": "docket/v1", "kind": kind, "metadata": {"name": name},
@@ -176,23 +335,13 @@ def decide(home: Home, kind: str, spec: dict[str, Any], *, verb: str, subject: s
     if not wait:
         result["status"] = "spooled"
         return result
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if path.exists():
-            with contextlib.suppress(Locked):  # a watcher has the intake: wait for it
-                _apply_here(home, path.name)
-        outcome = _decision_outcome(home, name, path)
-        if outcome is not None:
-            result.update(outcome)
-            if outcome["status"] == "rejected":
-                raise DocketError(f"{kind} {name} was refused: {outcome['reason']}",
-                                  f"see {outcome['error_file']}")
-            return result
-        if time.monotonic() > deadline:
-            raise DocketError(f"{kind} {name} was not applied within {timeout_s:g} s",
-                              "is the watcher running? it stays in the spool; "
-                              "'docket tick' applies it")
-        time.sleep(0.1)
+    outcome = _await(home, path, lambda: _decision_outcome(home, name, path),
+                     f"{kind} {name}", timeout_s)
+    result.update(outcome)
+    if outcome["status"] == "rejected":
+        raise DocketError(f"{kind} {name} was refused: {outcome['reason']}",
+                          f"see {outcome['error_file']}")
+    return result
 
 
 def _apply_here(home: Home, filename: str) -> None:

@@ -457,43 +457,17 @@ class Intake:
         request = model.metadata.name
         spec = model.spec.model_dump(mode="json")
         capability = self.capabilities.get(model.spec.capability)
-        definition = capability.definition
-        existing = self.store.one("SELECT * FROM requests WHERE name=?", request)
-        if existing is not None and existing["capability"] != capability.name:
-            return self._reject(name, [
-                f"spec.capability: request {request!r} is a {existing['capability']!r} "
-                f"request; a new version cannot change it to {capability.name!r} (use a "
-                "new metadata.name)"], actor)
-        _max_jobs, _paused, enabled = self.rules.queue_settings(capability.name)
-        if not enabled or not definition.enabled:
-            return self._reject(name, [f"spec.capability: capability {capability.name!r} is "
-                                       "disabled; ask an operator to enable its queue"], actor)
-        if definition.submitters is not None:
-            from docket.analysts import may_submit
-
-            if not may_submit(actor, definition.submitters):
-                return self._reject(name, [
-                    f"spec.capability: {actor} may not submit {capability.name!r} requests "
-                    f"(allowed: {', '.join(definition.submitters) or 'nobody'})"], actor)
         sha = spec_sha256(spec)
-        duplicate: Duplicate | None = (None if existing is None
-                                       else self.rules.find_duplicate(request, sha))
+        duplicate: Duplicate | None = self.rules.find_duplicate(request, sha)
+        refusal = self.rules.refusal(capability, request, actor, duplicate is not None)
+        if refusal is not None:
+            return self._reject(name, [refusal], actor)
         if duplicate is not None:
             reason = (f"duplicate: identical to {request} version {duplicate.version} "
                       f"(accepted {duplicate.accepted_at}); nothing changed")
             self.store.record("document.duplicate", request=request, version=duplicate.version,
                               actor=actor, file=name)
             return Outcome(name, "duplicate", request, duplicate.version, reasons=[reason])
-        if existing is not None and existing["sealed"]:
-            passed = existing["passed_version"]
-            return self._reject(name, [
-                f"metadata.name: request {request!r} is sealed"
-                + (f" (version {passed} passed QA)" if passed else "")
-                + "; it takes no new versions — submit a new request name"], actor)
-        if existing is not None and definition.single_version_only:
-            return self._reject(name, [
-                f"metadata.name: capability {capability.name!r} allows one version per "
-                f"request and {request!r} exists; use a new name"], actor)
         accepted: Accepted = self.rules.accept(
             capability, request, spec, checked.parameters, sha, raw.decode(), name, identity,
             actor, **(source or {}))

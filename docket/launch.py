@@ -171,7 +171,11 @@ class Launcher:
                    "number": row["number"], "capability": row["capability"],
                    "priority": row["priority"], "output_dir": spec.get("output_dir"),
                    "created": row["created"],
-                   "labels": _labels(version["document"])}
+                   "labels": _labels(version["document"]),
+                   # so 'rebuild-state --from-archive' can say who and when without the db
+                   "version_source": {"actor": version["actor"],
+                                      "source_file": version["source_file"],
+                                      "accepted": version["created"]}}
         attachments = [safe_join(self.home.attachments, f) for f in spec.get("files", [])]
         render_execution(capability, directory, request=request,
                          parameters=json.loads(row["parameters"]),

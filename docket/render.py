@@ -132,7 +132,8 @@ def render_execution(capability: Capability, directory: Path, *, request: dict[s
                 "execution": request["execution"], "execution_number": request["number"],
                 "capability": capability.name, "parameters": parameters,
                 "directory": str(directory), "output_dir": request.get("output_dir"),
-                "created": request.get("created"), "files": names}
+                "created": request.get("created"), "files": names,
+                "version_source": request.get("version_source")}
     atomic_write(directory / "metadata.json", json.dumps(metadata, indent=2, sort_keys=True),
                  durable=False)
     dag_path = directory / WORKFLOW_FILE

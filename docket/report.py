@@ -63,6 +63,26 @@ def attempts(store: Store, execution: int) -> list[dict[str, Any]]:
             for n, f in sorted(by_attempt.items())]
 
 
+# execution columns stored as JSON text; reports give them as JSON values
+_JSON_COLUMNS = {"parameters": "{}", "tags": "[]", "event_ids": "[]", "products": "[]",
+                 "plots": "[]", "results": "null"}
+
+
+def _decode_lists(item: dict[str, Any]) -> dict[str, Any]:
+    for key, empty in _JSON_COLUMNS.items():
+        if key in item:
+            item[key] = json.loads(item[key] or empty)
+    return item
+
+
+def _held_executions(store: Store, name: str) -> set[int]:
+    """Executions of a request whose last pause/resume event is a pause ('docket pause')."""
+    rows = store.all("SELECT execution, type FROM events WHERE request=? AND type IN "
+                     "('execution.held', 'execution.released') ORDER BY id", name)
+    last = {r["execution"]: r["type"] for r in rows}
+    return {e for e, t in last.items() if t == "execution.held"}
+
+
 def show(store: Store, name: str, stage_specs: list[Any] | None = None,
          events: int = 30) -> dict[str, Any] | None:
     request = store.one("SELECT * FROM requests WHERE name=?", name)
@@ -73,10 +93,11 @@ def show(store: Store, name: str, stage_specs: list[Any] | None = None,
         "WHERE request=? ORDER BY number", name)]
     for v in versions:
         v["spec"] = json.loads(v["spec"])
+    held = _held_executions(store, name)
     executions = []
     for e in store.all("SELECT * FROM executions WHERE request=? ORDER BY id", name):
-        item = dict(e)
-        item["parameters"] = json.loads(item["parameters"] or "{}")
+        item = _decode_lists(dict(e))
+        item["held"] = e["id"] in held and e["engine_state"] == "running"
         item["nodes"] = [dict(n) for n in store.all(
             "SELECT node, state, attempts, exit_code, signal, hold_code, hold_subcode, reason,"
             " host, started, finished FROM nodes WHERE execution=? ORDER BY node", e["id"])]
@@ -113,10 +134,7 @@ def results(store: Store, capability: str | None = None, status: str | None = No
                      limit)
     out = []
     for row in rows:
-        item = dict(row)
-        for key in ("parameters", "tags", "event_ids", "products", "plots", "results"):
-            item[key] = json.loads(item[key]) if item[key] else ({} if key in (
-                "parameters",) else None if key == "results" else [])
+        item = _decode_lists(dict(row))
         item["group"] = item.pop("grp")
         item["status"] = item["state"]
         out.append(item)

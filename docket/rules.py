@@ -81,6 +81,40 @@ class Rules:
                              "sha256=?", request, sha256)
         return Duplicate(request, row["number"], row["created"]) if row else None
 
+    def refusal(self, capability: Capability, request: str, actor: str,
+                duplicate: bool = False) -> str | None:
+        """Why this home's state refuses a new version of ``request`` from ``actor``, or
+        None. Intake rejects with it; ``docket submit`` asks it before spooling. A
+        duplicate changes nothing, so only the checks before it apply to one."""
+        definition = capability.definition
+        existing = self.store.one("SELECT capability, sealed, passed_version FROM requests "
+                                  "WHERE name=?", request)
+        if existing is not None and existing["capability"] != capability.name:
+            return (f"spec.capability: request {request!r} is a {existing['capability']!r} "
+                    f"request; a new version cannot change it to {capability.name!r} (use a "
+                    "new metadata.name)")
+        _max_jobs, _paused, enabled = self.queue_settings(capability.name)
+        if not enabled or not definition.enabled:
+            return (f"spec.capability: capability {capability.name!r} is disabled; ask an "
+                    "operator to enable its queue")
+        if definition.submitters is not None:
+            from docket.analysts import may_submit
+
+            if not may_submit(actor, definition.submitters):
+                return (f"spec.capability: {actor} may not submit {capability.name!r} "
+                        f"requests (allowed: {', '.join(definition.submitters) or 'nobody'})")
+        if duplicate or existing is None:
+            return None
+        if existing["sealed"]:
+            passed = existing["passed_version"]
+            return (f"metadata.name: request {request!r} is sealed"
+                    + (f" (version {passed} passed QA)" if passed else "")
+                    + "; it takes no new versions — submit a new request name")
+        if definition.single_version_only:
+            return (f"metadata.name: capability {capability.name!r} allows one version per "
+                    f"request and {request!r} exists; use a new name")
+        return None
+
     def accept(self, capability: Capability, request: str, spec: dict[str, Any],
                parameters: dict[str, Any], sha256: str, document: str,
                source_file: str | None, source_identity: str | None,
