@@ -57,7 +57,8 @@ def render(r: dict[str, Any]) -> str:
         if f.get("policy"):
             d = f["policy"]
             wait = f", after {d['delay_s']:g}s" if d["delay_s"] else ""
-            out.append(f"  failure policy: {d['action']}{wait} ({d['reason']})")
+            label = "failure policy (decided)" if d.get("decided") else "failure policy"
+            out.append(f"  {label}: {d['action']}{wait} ({d['reason']})")
         if f.get("problem"):
             out.append(f"  {f['problem']}")
         for p in f.get("procs", []):

@@ -104,6 +104,8 @@ class Launcher:
         self.store = store
         self.rules = rules
         self.engine_for_site = engines
+        # (execution, cluster) of held node jobs this watcher has had removed
+        self._removals_asked: set[tuple[int, int]] = set()
 
     def engine_for(self, row: Any) -> Engine:
         return self.engine_for_site(row["site"])
@@ -349,33 +351,60 @@ class Launcher:
             apply_adjustments(dag.parent, data["adjustments"])
         if time.time() < data["retry_at"]:
             return True
+        try:
+            engine_id = engine.resume(dag)
+        except DocketError as exc:
+            # a schedd that cannot be reached now must not stop this pass: ask next pass
+            log.warning("execution %s: could not start attempt %s: %s", row["id"], attempt,
+                        exc)
+            return True
         with self.store.transaction():
             self.store.conn.execute("DELETE FROM cursors WHERE execution=?", (row["id"],))
             self.store.record("execution.retry_started", request=row["request"],
                               version=row["version"], execution=row["id"], attempt=attempt,
-                              engine_id=engine.resume(dag))
+                              engine_id=engine_id)
         return True
 
     def _read_events(self, row: Any, dag: Path, engine: Engine) -> None:
-        events, cursor = read_node_events(dag, self.store.cursor_position(row["id"]))
-        if not events:
-            return
-        held = []
-        with self.store.transaction():
-            for event in events:
-                kind = event.pop("type")
-                self.store.record(kind, request=row["request"], version=row["version"],
-                                  execution=row["id"], **event)
-                if kind == "node.held":
-                    held.append(event["cluster"])
-            if cursor is not None:
-                self.store.save_cursor(row["id"], cursor)
-        # a held job waits forever on a pool: remove it, so its node fails and the
-        # failure policy decides (the local engine removes held jobs itself)
+        previous = self.store.cursor_position(row["id"])
+        events, cursor = read_node_events(dag, previous)
+        moved = cursor is not None and cursor != previous
+        if events or moved:
+            with self.store.transaction():
+                for event in events:
+                    kind = event.pop("type")
+                    self.store.record(kind, request=row["request"], version=row["version"],
+                                      execution=row["id"], **event)
+                # saved even when no event was mapped, so nothing is read (or warned
+                # about) twice; not saved when nothing moved, so an idle pass writes nothing
+                if moved:
+                    self.store.save_cursor(row["id"], cursor)
+        self._remove_held(row, dag, engine)
+
+    def _remove_held(self, row: Any, dag: Path, engine: Engine) -> None:
+        """A held job waits forever on a pool: remove it, so DAGMan sees its node fail and
+        the failure policy decides (the local engine removes held jobs itself). Driven by
+        the nodes table, so a removal the schedd refused is asked again next pass."""
         remove = getattr(engine, "remove_node_job", None)
-        for cluster in held if remove is not None else []:
-            with contextlib.suppress(DocketError, OSError):
-                remove(dag, cluster)
+        if remove is None:
+            return
+        for node in self.store.all("SELECT node, cluster, hold_code, hold_subcode FROM nodes "
+                                   "WHERE execution=? AND state='held' AND cluster IS NOT "
+                                   "NULL", row["id"]):
+            key = (row["id"], node["cluster"])
+            if key in self._removals_asked:
+                continue
+            reason = (f"docket: node {node['node']} was held (code {node['hold_code']}/"
+                      f"{node['hold_subcode']}); its failure policy decides what next")
+            try:
+                remove(dag, int(node["cluster"]), reason=reason)
+            except (DocketError, OSError) as exc:
+                log.warning("execution %s: could not remove held job %s of node %s: %s",
+                            row["id"], node["cluster"], node["node"], exc)
+                continue
+            self._removals_asked.add(key)
+            log.info("execution %s: removed held job %s of node %s", row["id"],
+                     node["cluster"], node["node"])
 
     def _check_timeout(self, row: Any, engine: Engine, dag: Path) -> None:
         limit = row["timeout_s"]
