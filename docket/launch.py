@@ -175,10 +175,18 @@ class Launcher:
                    "created": row["created"],
                    "labels": _labels(version["document"])}
         attachments = [safe_join(self.home.attachments, f) for f in spec.get("files", [])]
+        site = self._site(row["site"])
         render_execution(capability, directory, request=request,
                          parameters=json.loads(row["parameters"]),
                          document=version["document"], tools_dir=self.home.tools_dir,
-                         attachments=attachments)
+                         attachments=attachments,
+                         shared_filesystem=site.shared_filesystem if site else True,
+                         pex_dir=Path(site.pex_dir) if site and site.pex_dir else None)
+
+    def _site(self, name: str | None) -> Any:
+        """The site an execution runs at, as sites.yaml says (None without one)."""
+        sites = self.rules.sites
+        return next((s for s in (sites.sites if sites else []) if s.name == name), None)
 
     def _row(self, execution: int) -> Any:
         return self.store.one("SELECT * FROM executions WHERE id=?", execution)

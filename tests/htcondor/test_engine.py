@@ -247,3 +247,26 @@ def test_cancel_removes_dagman_on_the_local_pool():
             assert time.monotonic() < deadline
             time.sleep(2)
         assert engine.result(rendered.dag)["status"] == "removed"
+
+
+def test_unmarked_tests_cannot_reach_a_configured_pool(tmp_path, monkeypatch):
+    import htcondor2
+
+    from tests.htcondor.condorkit import no_pool_reachable
+
+    config = tmp_path / "condor_config"
+    config.write_text("DOCKET_PROBE = a live pool\nSCHEDD_HOST = 127.0.0.1\n")
+    monkeypatch.setenv("CONDOR_CONFIG", str(config))
+    monkeypatch.setenv("_CONDOR_SCHEDD_NAME", "live-schedd")
+    htcondor2.reload_config()
+    try:
+        assert htcondor2.param.get("DOCKET_PROBE") == "a live pool"
+        with no_pool_reachable():
+            assert htcondor2.param.get("DOCKET_PROBE") is None
+            assert "_CONDOR_SCHEDD_NAME" not in __import__("os").environ
+            with pytest.raises(ExternalFailure, match="Unable to locate local daemon"):
+                HTCondorEngine().schedd()
+        assert htcondor2.param.get("DOCKET_PROBE") == "a live pool"  # put back
+    finally:
+        monkeypatch.undo()
+        htcondor2.reload_config()

@@ -29,7 +29,7 @@ NAMES = {"a-demo-example": "demo-example", "c-null-kill-signal9": "null-kill",
          "d2-memhog-memory-hold-policy-retry": "memhog-1", "i-demo-fail": "demo-fail"}
 
 
-def _home(root: Path, site: str | None) -> Path:
+def _home(root: Path, site: str | None, shared: bool = True) -> Path:
     shutil.copytree(TEMPLATES, root / "templates")
     shutil.copytree(DATA / "capabilities" / "memhog", root / "templates" / "memhog")
     (root / "spool" / "incoming").mkdir(parents=True)
@@ -37,15 +37,16 @@ def _home(root: Path, site: str | None) -> Path:
         f"analysts:\n  {CURRENT_USER}:\n    roles: [da, aod, operator]\n")
     if site:
         (root / "sites.yaml").write_text(
-            f"default: [{site}]\nsites:\n  - name: {site}\n    schedd: local\n")
+            f"default: [{site}]\nsites:\n  - name: {site}\n    schedd: local\n"
+            + ("" if shared else "    shared_filesystem: false\n"))
     return root
 
 
 class Played:
     """A home following one recorded run: its watcher, the recorded pool, the request."""
 
-    def __init__(self, root: Path, recording: str) -> None:
-        self.root = _home(root, "pool")
+    def __init__(self, root: Path, recording: str, shared: bool = True) -> None:
+        self.root = _home(root, "pool", shared)
         self.name = NAMES[recording]
         self.recording = POOL / recording
         shutil.copy(self.recording / "request.yaml",
@@ -84,9 +85,9 @@ class Played:
 def played() -> Iterator:
     with contextlib.ExitStack() as stack:
 
-        def play(recording: str) -> Played:
+        def play(recording: str, shared: bool = True) -> Played:
             root = stack.enter_context(outside_tmp())  # DAGMan refuses node logs in /tmp
-            run = Played(root, recording)
+            run = Played(root, recording, shared)
             stack.callback(run.watcher.close)
             return run
 
@@ -275,3 +276,16 @@ def test_an_event_no_node_claims_is_warned_about_once(played, caplog):
     assert caplog.text.count("names no DAG node") == 1
     assert "EXECUTE event of job 999.0 names no DAG node" in caplog.text
     assert run.watcher.store.cursor_position(1) != before  # moved past it, and saved
+
+
+def test_a_pool_without_a_shared_filesystem_runs_the_pex_files(played):
+    from docket.render import DEFAULT_PEX_DIR
+    from docket.submit import expand_submit
+
+    run = played("a-demo-example", shared=False)
+    run.passes()
+    assert "demo-example: demo request, version 1, complete" in run.show()
+    for sub in ("fetch.sub", "process.sub", "deliver.sub"):
+        (proc,) = expand_submit(run.directory / sub, "process_0", {"message": "m",
+                                                                    "code": "0"}, 1)
+        assert proc.executable == str(DEFAULT_PEX_DIR / "null.pex"), sub
