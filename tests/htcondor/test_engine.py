@@ -270,3 +270,73 @@ def test_unmarked_tests_cannot_reach_a_configured_pool(tmp_path, monkeypatch):
     finally:
         monkeypatch.undo()
         htcondor2.reload_config()
+
+
+# pause and resume: DAGMan's halt file --------------------------------------------------
+
+
+class _Schedd:
+    """Takes submissions and actions and remembers them (no schedd runs here)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def submit(self, description):  # noqa: ANN001, ANN201
+        self.calls.append(("submit", str(description["My.JobBatchName"])))
+        return type("Result", (), {"cluster": lambda self: 2077})()
+
+    def act(self, action, spec, reason=None):  # noqa: ANN001, ANN201
+        self.calls.append((action.name, spec, reason))
+        return {"TotalSuccess": 1}
+
+
+def test_pause_writes_the_halt_file_and_resume_removes_it(tmp_path):
+    dag = _dag_dir(tmp_path / "e1", dagman_log="running.dagman.log")
+    schedd = _Schedd()
+    engine = HTCondorEngine(schedd=schedd)
+    engine.hold(dag, "paused by a user")
+    halt = dag.with_name("workflow.dag.halt")
+    assert halt.read_text() == "paused by a user\n"
+    assert engine.alive(dag) and engine.result(dag) is None
+    engine.release(dag)
+    assert not halt.exists()
+    assert schedd.calls == []  # no hold, no release: nothing waits out a cool-down
+
+
+def test_a_dag_that_halted_while_paused_waits_and_resume_runs_its_rescue_dag():
+    with outside_tmp() as scratch:
+        rendered, _ = render("null", scratch / "e1", {"sleep_s": 1}, request="paused-1")
+        dag = rendered.dag
+        schedd = _Schedd()
+        engine = HTCondorEngine(dagman_path=str(stub_dagman(scratch)), schedd=schedd)
+        engine.submit(dag)
+        engine.hold(dag)
+        # DAGMan finished the running jobs, wrote a rescue DAG and exited halted (status 6)
+        metrics = {"DagStatus": 6, "exitcode": 1, "dagman_id": "2077", "jobs": 1}
+        dag.with_name("workflow.dag.metrics").write_text(json.dumps(metrics))
+        assert engine.alive(dag) is True
+        assert engine.result(dag) is None  # paused, not ended
+        engine.release(dag)
+        assert not dag.with_name("workflow.dag.halt").exists()
+        assert json.loads(dag.with_name("workflow.dag.metrics.halted").read_text()) == metrics
+        assert [c[0] for c in schedd.calls] == ["submit", "submit"]
+        assert engine.alive(dag) and engine.result(dag) is None  # running again
+
+
+def test_cancel_while_paused_and_halted_ends_it_as_removed(tmp_path):
+    dag = _dag_dir(tmp_path / "e1")
+    engine = HTCondorEngine(schedd=_Schedd())
+    engine.hold(dag)
+    dag.with_name("workflow.dag.metrics").write_text(json.dumps({"DagStatus": 6,
+                                                                 "exitcode": 1}))
+    engine.cancel(dag)
+    assert engine.alive(dag) is False
+    assert engine.result(dag) == {"engine": "htcondor", "exitcode": 2, "status": "removed",
+                                  "failed_nodes": {}, "reason": "cancelled while paused"}
+
+
+def test_resume_releases_a_dagman_job_held_by_hand(tmp_path):
+    dag = _dag_dir(tmp_path / "e1", dagman_log="held.dagman.log")
+    schedd = _Schedd()
+    HTCondorEngine(schedd=schedd).release(dag)
+    assert schedd.calls == [("Release", "2041", None)]

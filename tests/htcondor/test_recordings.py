@@ -289,3 +289,16 @@ def test_a_pool_without_a_shared_filesystem_runs_the_pex_files(played):
         (proc,) = expand_submit(run.directory / sub, "process_0", {"message": "m",
                                                                     "code": "0"}, 1)
         assert proc.executable == str(DEFAULT_PEX_DIR / "null.pex"), sub
+
+
+def test_docket_pause_and_resume_on_the_pool_use_dagmans_halt_file(played):
+    run = played("d-null-hold-user-hold")
+    run.passes(1)
+    halt = run.directory / "workflow.dag.halt"
+    paused = run_docket("pause", run.name, "--home", str(run.root), "--json")
+    assert paused.code == 0, paused.err
+    assert halt.read_text() == "paused by a user\n"
+    assert run_docket("resume", run.name, "--home", str(run.root)).code == 0
+    assert not halt.exists()
+    # neither holds nor releases the DAGMan job: no cool-down on resume
+    assert [c for c in run.pool.calls if c[0] in ("Hold", "Release")] == []
