@@ -26,7 +26,7 @@ from docket.engines.htcondor import (
 )
 from docket.errors import ExternalFailure, Invalid
 from schemas.sites import Site
-from tests.htcondor.condorkit import DATA, outside_tmp, render, stub_dagman
+from tests.htcondor.condorkit import DATA, outside_tmp, removing_jobs, render, stub_dagman
 
 DAGMAN = DATA / "dagman"
 
@@ -223,15 +223,16 @@ def test_null_runs_on_the_local_pool():
     with outside_tmp() as scratch:
         rendered, _ = render("null", scratch / "e1", {"sleep_s": 1, "outputs": ["r.txt"]})
         engine = HTCondorEngine()
-        ident = engine.submit(rendered.dag)
-        assert ident.startswith("condor:local:")
-        deadline = time.monotonic() + 600
-        while engine.result(rendered.dag) is None:
-            assert time.monotonic() < deadline, "the DAG did not finish in 10 minutes"
-            time.sleep(2)
-        result = engine.result(rendered.dag)
-        assert result["status"] == "complete", result
-        assert (rendered.directory / "r.txt").is_file()
+        with removing_jobs(engine, rendered.dag):
+            ident = engine.submit(rendered.dag)
+            assert ident.startswith("condor:local:")
+            deadline = time.monotonic() + 600
+            while engine.result(rendered.dag) is None:
+                assert time.monotonic() < deadline, "the DAG did not finish in 10 minutes"
+                time.sleep(2)
+            result = engine.result(rendered.dag)
+            assert result["status"] == "complete", result
+            assert (rendered.directory / "r.txt").is_file()
 
 
 @pytest.mark.condor
@@ -240,13 +241,14 @@ def test_cancel_removes_dagman_on_the_local_pool():
     with outside_tmp() as scratch:
         rendered, _ = render("null", scratch / "e1", {"sleep_s": 300})
         engine = HTCondorEngine()
-        engine.submit(rendered.dag)
-        engine.cancel(rendered.dag)
-        deadline = time.monotonic() + 300
-        while engine.result(rendered.dag) is None:
-            assert time.monotonic() < deadline
-            time.sleep(2)
-        assert engine.result(rendered.dag)["status"] == "removed"
+        with removing_jobs(engine, rendered.dag):
+            engine.submit(rendered.dag)
+            engine.cancel(rendered.dag)
+            deadline = time.monotonic() + 300
+            while engine.result(rendered.dag) is None:
+                assert time.monotonic() < deadline
+                time.sleep(2)
+            assert engine.result(rendered.dag)["status"] == "removed"
 
 
 def test_unmarked_tests_cannot_reach_a_configured_pool(tmp_path, monkeypatch):
