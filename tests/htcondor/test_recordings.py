@@ -31,7 +31,8 @@ NAMES = {"a-demo-example": "demo-example", "c-null-kill-signal9": "null-kill",
 
 def _home(root: Path, site: str | None, shared: bool = True) -> Path:
     shutil.copytree(TEMPLATES, root / "templates")
-    shutil.copytree(DATA / "capabilities" / "memhog", root / "templates" / "memhog")
+    for extra in ("memhog", "killed"):
+        shutil.copytree(DATA / "capabilities" / extra, root / "templates" / extra)
     (root / "spool" / "incoming").mkdir(parents=True)
     (root / "analysts.yaml").write_text(
         f"analysts:\n  {CURRENT_USER}:\n    roles: [da, aod, operator]\n")
@@ -169,7 +170,7 @@ def test_a_failing_demo_on_the_pool_fails_as_on_the_local_engine(played, tmp_pat
         ("process_1", "fail", 4)]
 
 
-def test_a_node_killed_by_signal_9_is_retried_by_the_policy(played, caplog):
+def test_a_node_killed_by_signal_9_is_retried_by_the_policy(played, caplog, tmp_path):
     run = played("c-null-kill-signal9")
     with caplog.at_level(logging.WARNING, logger="docket.launch"):
         run.passes(3)
@@ -187,6 +188,18 @@ def test_a_node_killed_by_signal_9_is_retried_by_the_policy(played, caplog):
     out = run.inspect()
     assert ("node run: killed by signal 9\n  failure policy (decided): retry (rule #3 "
             "signal 9 -> retry (limit 1): retry 1 of 1)") in out
+    # the local engine, a job killed by SIGKILL: the same verdict on the first attempt
+    local = tmp_path / "local"
+    _home(local, None)
+    (local / "spool" / "incoming" / "k.yaml").write_text(
+        "apiVersion: docket/v1\nkind: CapabilityRequest\nmetadata: {name: null-kill}\n"
+        "spec: {capability: killed, parameters: {sleep_s: 0}}\n")
+    run_docket("tick", "--wait", "--home", str(local))
+    shown = run_docket("show", "null-kill", "--home", str(local)).out
+    first = [line for line in show.splitlines() if "attempt 1 failed" in line]
+    assert first and first == [line for line in shown.splitlines()
+                               if "attempt 1 failed" in line]
+    assert "  run   failed  2               9" in node_table(shown)  # retried once, here too
 
 
 def test_a_signal_9_retry_runs_the_rescue_dag_to_the_end(played, capfd, caplog):
@@ -216,9 +229,9 @@ def test_a_memory_hold_is_removed_and_retried_with_more_memory(played):
     # held job removed through the engine so that DAGMan moves on
     row = run.watcher.store.one("SELECT * FROM nodes WHERE node='run'")
     assert (row["hold_code"], row["hold_subcode"]) == (3, 34)
-    assert ("Remove", "619",
-            "docket: node run was held (code 3/34); its failure policy decides what next"
-            ) in run.pool.calls
+    reason = "docket: node run was held (code 3/34); its failure policy decides what next"
+    assert ("Remove", "619", reason) in run.pool.calls
+    assert f"`{reason}`" in (Path(__file__).parents[2] / "docs" / "htcondor.md").read_text()
     run.passes()
     assert run.pool.finished
     show = run.show()
