@@ -38,6 +38,9 @@ log = logging.getLogger("docket.launch")
 
 # A runner that dies this often is broken, not unlucky.
 MAX_RESUMES = 3
+# A schedd that refused to remove a held job is asked again after this long (not on
+# every 0.5 s pass, which would fill the log).
+REMOVAL_RETRY_S = 30.0
 
 
 def collect_results(directory: Path, hashed: list[dict[str, Any]] | None = None
@@ -106,6 +109,7 @@ class Launcher:
         self.engine_for_site = engines
         # (execution, cluster) of held node jobs this watcher has had removed
         self._removals_asked: set[tuple[int, int]] = set()
+        self._removal_retry_at: dict[tuple[int, int], float] = {}
 
     def engine_for(self, row: Any) -> Engine:
         return self.engine_for_site(row["site"])
@@ -400,15 +404,18 @@ class Launcher:
                                    "WHERE execution=? AND state='held' AND cluster IS NOT "
                                    "NULL", row["id"]):
             key = (row["id"], node["cluster"])
-            if key in self._removals_asked:
+            if key in self._removals_asked or (
+                    time.monotonic() < self._removal_retry_at.get(key, 0.0)):
                 continue
             reason = (f"docket: node {node['node']} was held (code {node['hold_code']}/"
                       f"{node['hold_subcode']}); its failure policy decides what next")
             try:
                 remove(dag, int(node["cluster"]), reason=reason)
             except (DocketError, OSError) as exc:
-                log.warning("execution %s: could not remove held job %s of node %s: %s",
-                            row["id"], node["cluster"], node["node"], exc)
+                log.warning("execution %s: could not remove held job %s of node %s (asked "
+                            "again in %g s): %s", row["id"], node["cluster"], node["node"],
+                            REMOVAL_RETRY_S, exc)
+                self._removal_retry_at[key] = time.monotonic() + REMOVAL_RETRY_S
                 continue
             self._removals_asked.add(key)
             log.info("execution %s: removed held job %s of node %s", row["id"],

@@ -236,8 +236,9 @@ def test_pause_and_resume_never_hold_the_dagman_job(pool_home):
     # DAGMan job; the halt file never holds it
     from docket.engines.htcondor import htc_read_events
 
+    htcondor2, _ = _schedd()
     log = directory(pool_home, "pause-1") / "workflow.dag.dagman.log"
-    assert all(e["type"] != 12 for e in htc_read_events(log))
+    assert all(e["type"] != htcondor2.JobEventType.JOB_HELD for e in htc_read_events(log))
 
 
 def test_a_restarted_watcher_re_attaches_to_its_dag(pool_home):

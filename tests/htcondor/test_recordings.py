@@ -315,3 +315,27 @@ def test_docket_pause_and_resume_on_the_pool_use_dagmans_halt_file(played):
     assert not halt.exists()
     # neither holds nor releases the DAGMan job: no cool-down on resume
     assert [c for c in run.pool.calls if c[0] in ("Hold", "Release")] == []
+
+
+def test_a_removal_the_schedd_refused_is_asked_again_later(played, caplog):
+    run = played("d-null-hold-user-hold")
+    refusals = []
+    real_act = run.pool.act
+
+    def act(action, spec, reason=None):  # noqa: ANN001, ANN202
+        if not refusals:
+            refusals.append(spec)
+            raise RuntimeError("Failed to connect to schedd")
+        return real_act(action, spec, reason)
+
+    run.pool.act = act
+    with caplog.at_level(logging.WARNING, logger="docket.launch"):
+        run.passes(4)
+    assert refusals == ["364"]
+    assert caplog.text.count("could not remove held job 364 of node run (asked again in "
+                             "30 s)") == 1  # not on every pass
+    assert [c for c in run.pool.calls if c[0] == "Remove"] == []
+    launcher = run.watcher.launcher
+    launcher._removal_retry_at = dict.fromkeys(launcher._removal_retry_at, 0.0)  # 30 s on
+    run.passes(1)
+    assert [c[:2] for c in run.pool.calls if c[0] == "Remove"] == [("Remove", "364")]
