@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from docket.engines.base import metrics_file
-from docket.errors import ExternalFailure, Invalid, NotFound
+from docket.errors import DocketError, ExternalFailure, Invalid, NotFound
 from docket.fileio import atomic_write
 from docket.quoting import quote
 from docket.submitedit import classad_string
@@ -606,12 +606,20 @@ class HTCondorEngine:
         hand (condor_hold) is released, which the schedd delays by its cool-down."""
         files = condor_files(dag)
         metrics = self._metrics(dag)
+        if _halted(metrics):
+            # submitted first: until the metrics move aside, the watcher still sees a
+            # paused DAG. Submit.from_dag removes a halt file (as condor_submit_dag does),
+            # so a refused submission puts it back: the DAG stays paused
+            paused_by = (files["halt"].read_text() if files["halt"].exists()
+                         else "paused by docket\n")
+            try:
+                self.submit(dag)
+            except DocketError:
+                atomic_write(files["halt"], paused_by)
+                raise
+            os.replace(files["metrics"], dag.with_name(f"{dag.name}.metrics.halted"))
         with contextlib.suppress(FileNotFoundError):
             files["halt"].unlink()
-        if _halted(metrics):
-            os.replace(files["metrics"], dag.with_name(f"{dag.name}.metrics.halted"))
-            self.submit(dag)
-            return
         if metrics is None and self.job_state(dag)["state"] == "held":
             self._act(dag, "Release", None)
 

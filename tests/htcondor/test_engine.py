@@ -342,3 +342,25 @@ def test_resume_releases_a_dagman_job_held_by_hand(tmp_path):
     schedd = _Schedd()
     HTCondorEngine(schedd=schedd).release(dag)
     assert schedd.calls == [("Release", "2041", None)]
+
+
+def test_a_resume_the_schedd_refuses_leaves_the_dag_paused():
+    with outside_tmp() as scratch:
+        rendered, _ = render("null", scratch / "e1", {"sleep_s": 1})
+        dag = rendered.dag
+        schedd = _Schedd()
+        engine = HTCondorEngine(dagman_path=str(stub_dagman(scratch)), schedd=schedd)
+        engine.submit(dag)
+        engine.hold(dag)
+        dag.with_name("workflow.dag.metrics").write_text(json.dumps({"DagStatus": 6,
+                                                                     "exitcode": 1}))
+
+        def refuse(description):  # noqa: ANN001, ANN202
+            raise RuntimeError("Failed to connect to schedd")
+
+        schedd.submit = refuse
+        with pytest.raises(ExternalFailure, match="the schedd refused the DAGMan job"):
+            engine.release(dag)
+        # Submit.from_dag removed the halt file, as condor_submit_dag does; it is back
+        assert dag.with_name("workflow.dag.halt").read_text() == "paused by docket\n"
+        assert engine.alive(dag) is True and engine.result(dag) is None  # still paused
