@@ -396,7 +396,8 @@ class Launcher:
     def _remove_held(self, row: Any, dag: Path, engine: Engine) -> None:
         """A held job waits forever on a pool: remove it, so DAGMan sees its node fail and
         the failure policy decides (the local engine removes held jobs itself). Driven by
-        the nodes table, so a removal the schedd refused is asked again next pass."""
+        the nodes table, so a removal the schedd refused is asked again (after
+        REMOVAL_RETRY_S), also by a restarted watcher."""
         remove = getattr(engine, "remove_node_job", None)
         if remove is None:
             return

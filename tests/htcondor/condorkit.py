@@ -100,28 +100,39 @@ def no_pool_reachable() -> Iterator[None]:
         htcondor2.reload_config()
 
 
+def remove_jobs(schedd: Any, clusters: set[int], wait_s: float = 120) -> None:
+    """Remove the DAGMan jobs ``clusters`` and their node jobs; wait until none is queued."""
+    if not clusters:
+        return
+    constraint = " || ".join(f"ClusterId == {n} || DAGManJobId == {n}"
+                             for n in sorted(clusters))
+    schedd.act(htcondor2.JobAction.Remove, constraint, "docket test clean-up")
+    deadline = time.monotonic() + wait_s
+    while schedd.query(constraint=constraint, projection=["ClusterId"]):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(2)
+
+
+def dagman_clusters(root: Path) -> set[int]:
+    """Every DAGMan job submitted for the DAGs under ``root`` (their logs and records)."""
+    from docket.engines.htcondor import htc_read_events
+
+    clusters: set[int] = set()
+    for log in root.glob("**/*.dag.dagman.log"):
+        clusters |= {e["cluster"] for e in htc_read_events(log)}
+    for record in root.glob("**/*.dag.condor.json"):
+        cluster = json.loads(record.read_text()).get("cluster")
+        if cluster is not None:
+            clusters.add(int(cluster))
+    return clusters
+
+
 @contextmanager
 def removing_jobs(engine: Any, dag: Path) -> Iterator[None]:
-    """Around a pool test: every DAGMan job submitted for ``dag`` (and so its node jobs,
-    DAGMan removes them) is removed from the queue at the end, whatever happened."""
+    """Around a pool test: every DAGMan job submitted for ``dag`` (and so its node jobs)
+    is removed from the queue at the end, whatever happened."""
     try:
         yield
     finally:
-        clusters = set()
-        events = Path(f"{dag}.dagman.log")
-        if events.exists():
-            from docket.engines.htcondor import htc_read_events
-
-            clusters = {e["cluster"] for e in htc_read_events(events)}
-        cluster = engine.cluster(dag)
-        if cluster is not None:
-            clusters.add(cluster)
-        schedd = engine.schedd()
-        for number in sorted(clusters):
-            constraint = f"ClusterId == {number} || DAGManJobId == {number}"
-            schedd.act(htcondor2.JobAction.Remove, constraint, "docket test clean-up")
-        deadline = time.monotonic() + 120
-        while clusters and time.monotonic() < deadline and schedd.query(
-                constraint=" || ".join(f"ClusterId == {n} || DAGManJobId == {n}"
-                                       for n in clusters), projection=["ClusterId"]):
-            time.sleep(2)
+        remove_jobs(engine.schedd(), dagman_clusters(dag.parent))

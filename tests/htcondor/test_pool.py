@@ -10,7 +10,6 @@ recorded in data/pool/; ``DOCKET_POOL_TIMEOUT_S`` (default 600) bounds each wait
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -22,7 +21,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BIN, CURRENT_USER, run_docket
-from tests.htcondor.condorkit import DATA, TEMPLATES, outside_tmp
+from tests.htcondor.condorkit import (
+    DATA,
+    TEMPLATES,
+    dagman_clusters,
+    outside_tmp,
+    remove_jobs,
+)
 
 pytestmark = [pytest.mark.condor,
               pytest.mark.skipif(shutil.which("condor_submit_dag") is None,
@@ -39,32 +44,7 @@ def _schedd():  # noqa: ANN202
 
 
 def _dagman_clusters(home: Path) -> set[int]:
-    from docket.engines.htcondor import htc_read_events
-
-    clusters: set[int] = set()
-    for log in home.glob("work/**/workflow.dag.dagman.log"):
-        clusters |= {e["cluster"] for e in htc_read_events(log)}
-    for record in home.glob("work/**/workflow.dag.condor.json"):
-        cluster = json.loads(record.read_text()).get("cluster")
-        if cluster is not None:
-            clusters.add(int(cluster))
-    return clusters
-
-
-def remove_every_job(home: Path) -> None:
-    """Remove every DAGMan job submitted from ``home`` and its node jobs; wait until the
-    queue has none of them."""
-    clusters = _dagman_clusters(home)
-    if not clusters:
-        return
-    htcondor2, schedd = _schedd()
-    constraint = " || ".join(f"ClusterId == {c} || DAGManJobId == {c}" for c in clusters)
-    schedd.act(htcondor2.JobAction.Remove, constraint, "docket pool test clean-up")
-    deadline = time.monotonic() + 120
-    while schedd.query(constraint=constraint, projection=["ClusterId"]):
-        if time.monotonic() > deadline:
-            break
-        time.sleep(2)
+    return dagman_clusters(home / "work")
 
 
 @pytest.fixture
@@ -79,8 +59,8 @@ def pool_home() -> Iterator[Path]:
                                          "    schedd: local\n")
         try:
             yield root
-        finally:
-            remove_every_job(root)
+        finally:  # every job submitted from this home, and its node jobs
+            remove_jobs(_schedd()[1], _dagman_clusters(root))
 
 
 def submit(home: Path, name: str, capability: str, **parameters: object) -> None:

@@ -339,3 +339,15 @@ def test_a_removal_the_schedd_refused_is_asked_again_later(played, caplog):
     launcher._removal_retry_at = dict.fromkeys(launcher._removal_retry_at, 0.0)  # 30 s on
     run.passes(1)
     assert [c[:2] for c in run.pool.calls if c[0] == "Remove"] == [("Remove", "364")]
+
+
+def test_pool_tests_find_and_remove_every_dagman_job_they_submitted():
+    from tests.htcondor.condorkit import dagman_clusters, remove_jobs
+
+    assert dagman_clusters(POOL / "d2-memhog-memory-hold-policy-retry") == {618, 620}
+    schedd = RecordedSchedd("a-demo-example")
+    remove_jobs(schedd, {618, 620})
+    assert schedd.calls[0] == ("Remove", "ClusterId == 618 || DAGManJobId == 618 || "
+                               "ClusterId == 620 || DAGManJobId == 620",
+                               "docket test clean-up")
+    assert schedd.calls[1][0] == "query"  # and waits until the queue has none of them
