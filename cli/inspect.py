@@ -38,7 +38,9 @@ def render(r: dict[str, Any]) -> str:
     if dagman and dagman["state"] != "unknown":
         why = f" ({dagman['reason']})" if dagman.get("reason") else ""
         code = f", exit code {dagman['exit_code']}" if dagman.get("exit_code") is not None else ""
-        out.append(f"DAGMan job: {dagman['state']}{code}{why}")
+        paused = (", paused: no new node job starts until 'docket resume' (halt file)"
+                  if dagman.get("paused") else "")
+        out.append(f"DAGMan job: {dagman['state']}{code}{why}{paused}")
     if r["nodes"]:
         rows = []
         for n in r["nodes"]:

@@ -277,6 +277,8 @@ def inspect_request(home: Home, name: str, execution: int | None = None,
 
             with contextlib.suppress(Exception):  # a log caught mid-write: shown next time
                 dagman = HTCondorEngine().job_state(directory / WORKFLOW_FILE)
+                # docket pause: DAGMan's halt file (no new node job; running ones finish)
+                dagman["paused"] = (directory / f"{WORKFLOW_FILE}.halt").exists()
         ended = row["engine_state"] == "done" or (
             dagman is not None and dagman["state"] in ("terminated", "aborted"))
         commands = condor_commands(engine_id, nodes, schedd, collector, ended)

@@ -311,8 +311,11 @@ def test_docket_pause_and_resume_on_the_pool_use_dagmans_halt_file(played):
     paused = run_docket("pause", run.name, "--home", str(run.root), "--json")
     assert paused.code == 0, paused.err
     assert halt.read_text() == "paused by a user\n"
+    assert ("\nDAGMan job: running, paused: no new node job starts until 'docket resume' "
+            "(halt file)\n") in run.inspect()
     assert run_docket("resume", run.name, "--home", str(run.root)).code == 0
     assert not halt.exists()
+    assert "\nDAGMan job: running\n" in run.inspect()
     # neither holds nor releases the DAGMan job: no cool-down on resume
     assert [c for c in run.pool.calls if c[0] in ("Hold", "Release")] == []
 
