@@ -38,7 +38,9 @@ def render(r: dict[str, Any]) -> str:
     if dagman and dagman["state"] != "unknown":
         why = f" ({dagman['reason']})" if dagman.get("reason") else ""
         code = f", exit code {dagman['exit_code']}" if dagman.get("exit_code") is not None else ""
-        out.append(f"DAGMan job: {dagman['state']}{code}{why}")
+        paused = (", paused: no new node job starts until 'docket resume' (halt file)"
+                  if dagman.get("paused") else "")
+        out.append(f"DAGMan job: {dagman['state']}{code}{why}{paused}")
     if r["nodes"]:
         rows = []
         for n in r["nodes"]:
@@ -57,7 +59,8 @@ def render(r: dict[str, Any]) -> str:
         if f.get("policy"):
             d = f["policy"]
             wait = f", after {d['delay_s']:g}s" if d["delay_s"] else ""
-            out.append(f"  failure policy: {d['action']}{wait} ({d['reason']})")
+            label = "failure policy (decided)" if d.get("decided") else "failure policy"
+            out.append(f"  {label}: {d['action']}{wait} ({d['reason']})")
         if f.get("problem"):
             out.append(f"  {f['problem']}")
         for p in f.get("procs", []):

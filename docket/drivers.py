@@ -445,7 +445,10 @@ def hold_execution(home: Home, name: str, reason: str, actor: str,
                           "paused or resumed")
         engine = watcher.engine_for_site(row["site"])
         dag = Path(row["directory"]) / WORKFLOW_FILE
-        (engine.release if release else engine.hold)(dag)
+        if release:
+            engine.release(dag)
+        else:
+            engine.hold(dag, reason)
         kind = "execution.released" if release else "execution.held"
         watcher.store.record(kind, request=name, version=row["version"],
                              execution=row["id"], actor=actor, reason=reason,

@@ -3,9 +3,12 @@
 Everything a DA needs at once: where the processing directory is, each node's state with
 its engine, site, host, attempts, exit and hold reason, the last lines of every failing
 node's stdout and stderr (found through the node's submit file, as HTCondor would name
-them), and for HTCondor the exact ``condor_q -better-analyze`` and ``condor_ssh_to_job``
-commands to run next. It reads the database read-only and the processing directory's files;
-it never writes and never contacts a daemon.
+them), the failure policy's verdict (the one recorded, once the watcher has decided), and
+for HTCondor the exact commands to run next: ``condor_q -better-analyze`` and
+``condor_ssh_to_job`` while the DAG runs, ``condor_history`` once it has ended (``condor_q``
+shows nothing then). The DAGMan cluster named is the one submitted last (after a policy
+resubmission, the one running now). It reads the database read-only and the processing
+directory's files; it never writes and never contacts a daemon.
 """
 
 from __future__ import annotations
@@ -103,9 +106,10 @@ def _summary(n: dict[str, Any]) -> str:
 
 
 def condor_commands(engine_id: str | None, nodes: list[dict[str, Any]],
-                    schedd: str | None = None, collector: str | None = None) -> list[
-                        dict[str, str]]:
-    """The commands to run next against the pool, exact and ready to paste."""
+                    schedd: str | None = None, collector: str | None = None,
+                    ended: bool = False) -> list[dict[str, str]]:
+    """The commands to run next against the pool, exact and ready to paste: the queue's
+    while the DAG runs, the schedd's history once it has ended."""
     from docket.engines.htcondor import parse_engine_id
 
     target = ""
@@ -119,6 +123,19 @@ def condor_commands(engine_id: str | None, nodes: list[dict[str, Any]],
     if collector:
         target += f" -pool {quote(collector, 'shell')}"
     out = []
+    if ended:
+        if dagman is not None:
+            out.append({"what": "the DAGMan job, from the schedd's history",
+                        "command": f"condor_history{target} {dagman}"})
+            constraint = quote(f"DAGManJobId == {dagman}", "shell")
+            out.append({"what": "the DAG's node jobs, from the schedd's history",
+                        "command": f"condor_history{target} -constraint {constraint}"})
+        for n in nodes:
+            if n.get("cluster") is not None and n["state"] in FAILING_STATES:
+                out.append({"node": n["node"],
+                            "what": f"node {n['node']}'s job as it ended (exit, hold reason)",
+                            "command": f"condor_history{target} -l {n['cluster']}"})
+        return out
     if dagman is not None:
         out.append({"what": "the DAG's jobs, node by node",
                     "command": f"condor_q{target} -nobatch -dag {dagman}"})
@@ -137,6 +154,18 @@ def condor_commands(engine_id: str | None, nodes: list[dict[str, Any]],
             out.append({"node": n["node"], "what": f"a shell beside node {n['node']}'s job",
                         "command": f"condor_ssh_to_job{target} {cluster}.0"})
     return out
+
+
+def _current_engine_id(directory: Path | None, recorded: str | None) -> str | None:
+    """The DAGMan job the HTCondor engine submitted last (its ``<dag>.condor.json``): a
+    policy retry or a resume submits a new one, which the execution row does not name."""
+    if directory is None:
+        return recorded
+    with contextlib.suppress(OSError, ValueError):
+        record = json.loads((directory / f"{WORKFLOW_FILE}.condor.json").read_text())
+        if record.get("engine_id"):
+            return str(record["engine_id"])
+    return recorded
 
 
 def inspect_request(home: Home, name: str, execution: int | None = None,
@@ -168,6 +197,8 @@ def inspect_request(home: Home, name: str, execution: int | None = None,
         # own words are in its event
         held_reasons = {}
         decisions = []  # recorded as 'policy.decided' events: {node, action, rule_index, ...}
+        # the watcher's own verdict on the failure a node shows now (made at the DAG's end)
+        decided: dict[str, dict[str, Any]] = {}
         for event in store.all("SELECT execution, type, data FROM events WHERE execution IN "
                                "(SELECT id "
                                "FROM executions WHERE request=?) AND type IN ('node.held', "
@@ -175,6 +206,9 @@ def inspect_request(home: Home, name: str, execution: int | None = None,
             data = json.loads(event["data"])
             if event["type"] == "policy.decided":
                 decisions.append(data)
+                if (event["execution"] == row["id"] and data.get("attempt") is not None
+                        and int(data["attempt"]) >= int(row["retries"] or 0)):
+                    decided[data.get("node")] = data
             elif event["execution"] == row["id"]:
                 held_reasons[data.get("node")] = data.get("reason")
     finally:
@@ -214,16 +248,23 @@ def inspect_request(home: Home, name: str, execution: int | None = None,
                  "stderr": {"path": str(err) if err else None,
                             "lines": tail_lines(err, lines) if err else None}}
                 for proc, out, err in streams]
-        if directory is not None and policy is not None:
+        if n["node"] in decided:
+            keys = ("action", "rule_index", "rule", "delay_s", "adjustments", "reason")
+            item["policy"] = {k: decided[n["node"]].get(k) for k in keys}
+            item["policy"]["decided"] = True
+        elif directory is not None and policy is not None:
             failure = failure_from_node({**n, "reason": n["hold_reason"] or n["reason"]},
                                         directory, policy)
-            item["policy"] = decide(failure, policy,
-                                    attempts_by_rule(decisions, n["node"])).as_dict()
+            item["policy"] = {**decide(failure, policy,
+                                       attempts_by_rule(decisions, n["node"])).as_dict(),
+                              "decided": False}
         failing.append(item)
     commands: list[dict[str, str]] = []
     collector = schedd = None
     dagman: dict[str, Any] | None = None
+    engine_id = row["engine_id"]
     if engine == "htcondor":
+        engine_id = _current_engine_id(directory, row["engine_id"])
         with contextlib.suppress(Invalid):
             from docket.sites import load_sites
             from schemas.sites import ScheddLocation
@@ -231,12 +272,16 @@ def inspect_request(home: Home, name: str, execution: int | None = None,
             for site in load_sites(home.root).sites:
                 if site.name == row["site"] and isinstance(site.schedd, ScheddLocation):
                     collector, schedd = site.schedd.collector, site.schedd.name
-        commands = condor_commands(row["engine_id"], nodes, schedd, collector)
         if directory is not None:
             from docket.engines.htcondor import HTCondorEngine
 
             with contextlib.suppress(Exception):  # a log caught mid-write: shown next time
                 dagman = HTCondorEngine().job_state(directory / WORKFLOW_FILE)
+                # docket pause: DAGMan's halt file (no new node job; running ones finish)
+                dagman["paused"] = (directory / f"{WORKFLOW_FILE}.halt").exists()
+        ended = row["engine_state"] == "done" or (
+            dagman is not None and dagman["state"] in ("terminated", "aborted"))
+        commands = condor_commands(engine_id, nodes, schedd, collector, ended)
     files = {}
     if directory is not None:
         dag = directory / WORKFLOW_FILE
@@ -256,7 +301,7 @@ def inspect_request(home: Home, name: str, execution: int | None = None,
             "request_state": request["state"],
             "execution": {"id": row["id"], "number": row["number"], "version": row["version"],
                           "state": row["state"], "engine": engine, "site": row["site"],
-                          "engine_id": row["engine_id"], "engine_state": row["engine_state"],
+                          "engine_id": engine_id, "engine_state": row["engine_state"],
                           "directory": str(directory) if directory else None,
                           "started": row["started"], "stopped": row["stopped"],
                           "exit_code": row["exit_code"], "reason": row["reason"]},

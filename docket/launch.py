@@ -38,6 +38,9 @@ log = logging.getLogger("docket.launch")
 
 # A runner that dies this often is broken, not unlucky.
 MAX_RESUMES = 3
+# A schedd that refused to remove a held job is asked again after this long (not on
+# every 0.5 s pass, which would fill the log).
+REMOVAL_RETRY_S = 30.0
 
 
 def collect_results(directory: Path, hashed: list[dict[str, Any]] | None = None
@@ -104,6 +107,9 @@ class Launcher:
         self.store = store
         self.rules = rules
         self.engine_for_site = engines
+        # (execution, cluster) of held node jobs this watcher has had removed
+        self._removals_asked: set[tuple[int, int]] = set()
+        self._removal_retry_at: dict[tuple[int, int], float] = {}
 
     def engine_for(self, row: Any) -> Engine:
         return self.engine_for_site(row["site"])
@@ -177,10 +183,18 @@ class Launcher:
                                       "source_file": version["source_file"],
                                       "accepted": version["created"]}}
         attachments = [safe_join(self.home.attachments, f) for f in spec.get("files", [])]
+        site = self._site(row["site"])
         render_execution(capability, directory, request=request,
                          parameters=json.loads(row["parameters"]),
                          document=version["document"], tools_dir=self.home.tools_dir,
-                         attachments=attachments)
+                         attachments=attachments,
+                         shared_filesystem=site.shared_filesystem if site else True,
+                         pex_dir=Path(site.pex_dir) if site and site.pex_dir else None)
+
+    def _site(self, name: str | None) -> Any:
+        """The site an execution runs at, as sites.yaml says (None without one)."""
+        sites = self.rules.sites
+        return next((s for s in (sites.sites if sites else []) if s.name == name), None)
 
     def _row(self, execution: int) -> Any:
         return self.store.one("SELECT * FROM executions WHERE id=?", execution)
@@ -353,33 +367,64 @@ class Launcher:
             apply_adjustments(dag.parent, data["adjustments"])
         if time.time() < data["retry_at"]:
             return True
+        try:
+            engine_id = engine.resume(dag)
+        except DocketError as exc:
+            # a schedd that cannot be reached now must not stop this pass: ask next pass
+            log.warning("execution %s: could not start attempt %s: %s", row["id"], attempt,
+                        exc)
+            return True
         with self.store.transaction():
             self.store.conn.execute("DELETE FROM cursors WHERE execution=?", (row["id"],))
             self.store.record("execution.retry_started", request=row["request"],
                               version=row["version"], execution=row["id"], attempt=attempt,
-                              engine_id=engine.resume(dag))
+                              engine_id=engine_id)
         return True
 
     def _read_events(self, row: Any, dag: Path, engine: Engine) -> None:
-        events, cursor = read_node_events(dag, self.store.cursor_position(row["id"]))
-        if not events:
-            return
-        held = []
-        with self.store.transaction():
-            for event in events:
-                kind = event.pop("type")
-                self.store.record(kind, request=row["request"], version=row["version"],
-                                  execution=row["id"], **event)
-                if kind == "node.held":
-                    held.append(event["cluster"])
-            if cursor is not None:
-                self.store.save_cursor(row["id"], cursor)
-        # a held job waits forever on a pool: remove it, so its node fails and the
-        # failure policy decides (the local engine removes held jobs itself)
+        previous = self.store.cursor_position(row["id"])
+        events, cursor = read_node_events(dag, previous)
+        moved = cursor is not None and cursor != previous
+        if events or moved:
+            with self.store.transaction():
+                for event in events:
+                    kind = event.pop("type")
+                    self.store.record(kind, request=row["request"], version=row["version"],
+                                      execution=row["id"], **event)
+                # saved even when no event was mapped, so nothing is read (or warned
+                # about) twice; not saved when nothing moved, so an idle pass writes nothing
+                if moved:
+                    self.store.save_cursor(row["id"], cursor)
+        self._remove_held(row, dag, engine)
+
+    def _remove_held(self, row: Any, dag: Path, engine: Engine) -> None:
+        """A held job waits forever on a pool: remove it, so DAGMan sees its node fail and
+        the failure policy decides (the local engine removes held jobs itself). Driven by
+        the nodes table, so a removal the schedd refused is asked again (after
+        REMOVAL_RETRY_S), also by a restarted watcher."""
         remove = getattr(engine, "remove_node_job", None)
-        for cluster in held if remove is not None else []:
-            with contextlib.suppress(DocketError, OSError):
-                remove(dag, cluster)
+        if remove is None:
+            return
+        for node in self.store.all("SELECT node, cluster, hold_code, hold_subcode FROM nodes "
+                                   "WHERE execution=? AND state='held' AND cluster IS NOT "
+                                   "NULL", row["id"]):
+            key = (row["id"], node["cluster"])
+            if key in self._removals_asked or (
+                    time.monotonic() < self._removal_retry_at.get(key, 0.0)):
+                continue
+            reason = (f"docket: node {node['node']} was held (code {node['hold_code']}/"
+                      f"{node['hold_subcode']}); its failure policy decides what next")
+            try:
+                remove(dag, int(node["cluster"]), reason=reason)
+            except (DocketError, OSError) as exc:
+                log.warning("execution %s: could not remove held job %s of node %s (asked "
+                            "again in %g s): %s", row["id"], node["cluster"], node["node"],
+                            REMOVAL_RETRY_S, exc)
+                self._removal_retry_at[key] = time.monotonic() + REMOVAL_RETRY_S
+                continue
+            self._removals_asked.add(key)
+            log.info("execution %s: removed held job %s of node %s", row["id"],
+                     node["cluster"], node["node"])
 
     def _check_timeout(self, row: Any, engine: Engine, dag: Path) -> None:
         limit = row["timeout_s"]

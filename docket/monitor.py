@@ -4,6 +4,15 @@ The node job event log (HTCondor's user-log format, written by DAGMan or by the 
 runner) is read incrementally with ``htcondor2.JobEventLog``; the read position is saved
 in the same transaction as the events it produced, so a watcher restart resumes without
 missing or repeating an event. The DAG's metrics file says when and how it ended.
+
+Which DAG node a job belongs to is said by its submit event, in one of the forms DAGMan
+writes (``dagman_submit.cpp``, ``write_user_log.cpp``):
+
+- HTCondor 25 (seen on a 25.13.2 pool): a structured note,
+  ``[ DAGNodeName = "fetch"; JobBatchName = "demo-example v1 e1" ]``, which the bindings
+  give as the ClassAd ``StructuredNotes`` (and as text in ``LogNotes``);
+- older DAGMan, NOOP nodes and the local engine: the line ``DAG Node: fetch`` (``LogNotes``);
+- a POST script's event carries its node itself (``DAGNodeName``).
 """
 
 from __future__ import annotations
@@ -18,13 +27,16 @@ from typing import Any
 
 from docket.engines.base import node_log
 
-__all__ = ["read_node_events", "EVENT_NAMES"]
+__all__ = ["read_node_events", "node_of", "EVENT_NAMES"]
 
 log = logging.getLogger("docket.monitor")
 
-# HTCondor event type number -> docket event type
-EVENT_NAMES = {0: "node.submitted", 1: "node.started", 4: "node.evicted", 5: "node.finished",
-               9: "node.aborted", 12: "node.held", 13: "node.released", 16: "node.post"}
+# htcondor2.JobEventType name -> docket event type
+EVENT_NAMES = {"SUBMIT": "node.submitted", "EXECUTE": "node.started",
+               "JOB_EVICTED": "node.evicted", "JOB_TERMINATED": "node.finished",
+               "JOB_ABORTED": "node.aborted", "JOB_HELD": "node.held",
+               "JOB_RELEASED": "node.released", "POST_SCRIPT_TERMINATED": "node.post"}
+_DAG_NODE_LINE = "DAG Node:"
 
 
 def _htcondor():  # noqa: ANN202
@@ -46,46 +58,80 @@ def _ends_with_whole_event(path: Path) -> bool:
         return False
 
 
+def _from_notes_text(notes: str) -> str | None:
+    text = notes.strip()
+    if text.startswith(_DAG_NODE_LINE):
+        return text[len(_DAG_NODE_LINE):].strip() or None
+    if text.startswith("["):
+        import classad2
+
+        try:
+            value = classad2.parseOne(text).get("DAGNodeName")
+        except Exception:  # notes that are not a ClassAd name no node
+            return None
+        return str(value) if value else None
+    return None
+
+
+def node_of(event: Any) -> str | None:
+    """The DAG node an event names (see the module's docstring for the forms), or None."""
+    structured = event.get("StructuredNotes")
+    if structured is not None:
+        with_name = structured.get("DAGNodeName")
+        if with_name:
+            return str(with_name)
+    named = event.get("DAGNodeName")
+    if named:
+        return str(named)
+    return _from_notes_text(str(event.get("LogNotes") or ""))
+
+
 def read_node_events(dag: Path, cursor: bytes | None) -> tuple[list[dict[str, Any]],
                                                                  bytes | None]:
-    """New node events since ``cursor``, and the cursor to save with them."""
+    """New node events since ``cursor``, and the cursor to save with them.
+
+    The cursor moves past every event read, mapped or not: an event no node claims is
+    logged once, never again on the next pass.
+    """
     path = node_log(dag)
     if not _ends_with_whole_event(path):
         # JobEventLog loses every later event if it reads a log cut inside an event
         # (a writer mid-way): read only when the last event is complete
         return [], cursor
     htcondor2 = _htcondor()
+    kinds = {getattr(htcondor2.JobEventType, name): kind for name, kind in EVENT_NAMES.items()}
     state = json.loads(cursor) if cursor else {"jel": None, "clusters": {}}
     jel = (pickle.loads(base64.b64decode(state["jel"])) if state["jel"]
            else htcondor2.JobEventLog(str(path)))
     clusters: dict[str, str] = state["clusters"]
     out: list[dict[str, Any]] = []
     for event in jel.events(stop_after=0):
-        number = int(event.type)
-        kind = EVENT_NAMES.get(number)
+        kind = kinds.get(event.type)
         if kind is None:
             continue
         cluster, proc = event.cluster, event.proc
-        notes = event.get("LogNotes") or ""
-        if notes.startswith("DAG Node:"):
-            clusters[str(cluster)] = notes.split(":", 1)[1].strip()
+        named = node_of(event)
+        if named is not None:
+            clusters[str(cluster)] = named
         node = clusters.get(str(cluster))
         if node is None:
-            log.warning("%s: event %s for cluster %s with no DAG node", path, number, cluster)
+            log.warning("%s: %s event of job %s.%s names no DAG node; skipped", path,
+                        event.type.name, cluster, proc)
             continue
         record: dict[str, Any] = {"type": kind, "node": node, "cluster": cluster, "proc": proc}
-        if number == 1:
+        if event.type == htcondor2.JobEventType.EXECUTE:
             record["host"] = event.get("ExecuteHost")
-        elif number in (5, 16):
+        elif event.type in (htcondor2.JobEventType.JOB_TERMINATED,
+                            htcondor2.JobEventType.POST_SCRIPT_TERMINATED):
             if event.get("TerminatedNormally", True):
                 record["exit_code"] = event.get("ReturnValue")
             else:
                 record["signal"] = event.get("TerminatedBySignal")
-        elif number == 12:
+        elif event.type == htcondor2.JobEventType.JOB_HELD:
             record.update(hold_code=event.get("HoldReasonCode"),
                           hold_subcode=event.get("HoldReasonSubCode"),
                           reason=event.get("HoldReason"))
-        elif number in (4, 9, 13):
+        else:  # evicted, aborted, released
             record["reason"] = event.get("Reason")
         out.append(record)
     blob = json.dumps({"jel": base64.b64encode(pickle.dumps(jel)).decode(),

@@ -41,6 +41,8 @@ __all__ = ["RenderError", "Rendered", "render_execution", "template_environment"
            "WORKFLOW_FILE"]
 
 WORKFLOW_FILE = "workflow.dag"
+# where 'make pex' writes the tools' PEX files (pex-build/build.py)
+DEFAULT_PEX_DIR = Path(__file__).resolve().parents[1] / "dist"
 
 
 class RenderError(DocketError):
@@ -88,8 +90,14 @@ def template_environment(folder: Path) -> ImmutableSandboxedEnvironment:
 
 def render_execution(capability: Capability, directory: Path, *, request: dict[str, Any],
                      parameters: dict[str, Any], document: str, tools_dir: Path,
-                     attachments: list[Path] | None = None) -> Rendered:
-    """Write the processing directory: templates, request copy, metadata, attachments."""
+                     attachments: list[Path] | None = None, shared_filesystem: bool = True,
+                     pex_dir: Path | None = None) -> Rendered:
+    """Write the processing directory: templates, request copy, metadata, attachments.
+
+    ``tool(name)`` in a template is the tool's executable: in ``tools_dir`` where the site
+    shares this machine's filesystem, else its PEX file in ``pex_dir`` (HTCondor transfers
+    a job's executable with it, and a PEX runs with the node's bare python3). Templates
+    also see ``shared_filesystem``."""
     directory.mkdir(parents=True, exist_ok=True)
     for sub in ("rawdata", "working", "products"):
         (directory / sub).mkdir(exist_ok=True)
@@ -105,10 +113,12 @@ def render_execution(capability: Capability, directory: Path, *, request: dict[s
         names.append(source.name)
 
     def tool(name: str) -> str:
-        return str(tools_dir / str(name))
+        if shared_filesystem:
+            return str(tools_dir / str(name))
+        return str((pex_dir or DEFAULT_PEX_DIR) / f"{name}.pex")
 
     context = {"request": request, "parameters": parameters, "directory": str(directory),
-               "files": names, "tool": tool}
+               "files": names, "tool": tool, "shared_filesystem": shared_filesystem}
     env = template_environment(capability.folder)
     written = []
     for template_path in sorted(capability.folder.glob("*.j2")):

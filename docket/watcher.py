@@ -105,11 +105,16 @@ class Watcher:
 
         if not (self.home.root / SITES_FILE).is_file():
             self.rules.sites = None
+            self.engine.shared_filesystem = True
             return
         try:
             self.rules.sites = load_sites(self.home.root)
         except DocketError as exc:
             log.error("%s; keeping the sites read before", exc)
+        # the local engine's strict mode: jobs see only their transferred files
+        local = next((s for s in (self.rules.sites.sites if self.rules.sites else [])
+                      if s.name == "local"), None)
+        self.engine.shared_filesystem = local.shared_filesystem if local else True
 
     def engine_for_site(self, name: str | None) -> Any:
         """The engine of a site: the local engine for ``local``, else HTCondor."""

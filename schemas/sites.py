@@ -70,6 +70,18 @@ class Site(_Strict):
         default_factory=dict,
         description="condor_submit_dag options for the DAGMan job (MaxJobs, MaxIdle, ...).")
     limits: SiteLimits = Field(default_factory=SiteLimits)
+    shared_filesystem: bool = Field(
+        default=True,
+        description="Whether the pool's execute nodes see this machine's filesystem (the "
+                    "tools' venv, the processing directory). false: node jobs run the "
+                    "tools from their PEX files, transferred with the job, and everything "
+                    "a job reads or writes is transferred (for 'local': the local engine "
+                    "runs every job in a sandbox that sees only its transferred files).")
+    pex_dir: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = Field(
+        default=None,
+        description="Where the tools' PEX files are on this machine, for a site without a "
+                    "shared filesystem (default: dist/ beside docket's source, where 'make "
+                    "pex' writes them).")
 
     @model_validator(mode="after")
     def _check(self) -> Site:

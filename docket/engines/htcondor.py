@@ -11,7 +11,9 @@ polling ``condor_q``:
 - ``<dag>.status``      the node status file (``NODE_STATUS_FILE``, added to the DAG here):
   which nodes failed and why;
 - ``<dag>.dagman.out``  DAGMan's own account, read for failed nodes when there is no
-  status file, and for the last error when DAGMan exits without metrics.
+  status file, and for the last error when DAGMan exits without metrics;
+- ``<dag>.halt``        written by docket to pause: DAGMan's halt file (HTCondor manual,
+  "Suspending a Running DAG"): no new node job is submitted, running ones finish.
 
 Node job events come from ``<dag>.nodes.log`` (DAGMan's default node log), read by
 ``docket.monitor`` exactly as for the local engine.
@@ -25,17 +27,20 @@ these files beside the DAG), and not under /tmp, where stock DAGMan refuses node
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import logging
 import os
 import re
+import sys
+import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from docket.engines.base import metrics_file
-from docket.errors import ExternalFailure, Invalid, NotFound
+from docket.errors import DocketError, ExternalFailure, Invalid, NotFound
 from docket.fileio import atomic_write
 from docket.quoting import quote
 from docket.submitedit import classad_string
@@ -56,16 +61,18 @@ DAG_STATUS = {0: "ok", 1: "error", 2: "node failed", 3: "aborted", 4: "removed",
 NODE_STATUS = {0: "not ready", 1: "ready", 2: "pre", 3: "submitted", 4: "post", 5: "done",
                6: "error", 7: "futile"}
 STATUS_UPDATE_S = 30
-# DAGMan job event numbers that end it
-_ENDED = {5: "terminated", 9: "aborted"}
-_LIFECYCLE = {0: "idle", 1: "running", 4: "idle", 12: "held", 13: "idle", **_ENDED}
+HALTED = 6  # DagStatus of a DAG that stopped because of its halt file
+# the DAGMan job's events (htcondor2.JobEventType names) and the state each leaves it in
+_ENDED = {"JOB_TERMINATED": "terminated", "JOB_ABORTED": "aborted"}
+_LIFECYCLE = {"SUBMIT": "idle", "EXECUTE": "running", "JOB_EVICTED": "idle",
+              "JOB_HELD": "held", "JOB_RELEASED": "idle", **_ENDED}
 
 
 def condor_files(dag: Path) -> dict[str, Path]:
     """The files DAGMan (and this engine) keep beside ``dag``."""
     return {name: dag.with_name(f"{dag.name}.{name}")
             for name in ("condor.sub", "condor.json", "dagman.log", "dagman.out", "metrics",
-                         "status", "nodes.log", "lib.out", "lib.err", "lock")}
+                         "status", "nodes.log", "lib.out", "lib.err", "lock", "halt")}
 
 
 # pure parts ------------------------------------------------------------------------
@@ -168,21 +175,26 @@ def dagman_out_exit(text: str) -> tuple[int | None, str | None]:
 def dagman_job_state(events: list[dict[str, Any]], cluster: int | None) -> dict[str, Any]:
     """The DAGMan job's state from its own event log: ``{state, exit_code, reason}``;
     state is ``unknown`` (no event yet), idle, running, held, terminated or aborted."""
+    event_type = htc_module().JobEventType
     state: dict[str, Any] = {"state": "unknown", "exit_code": None, "reason": None}
     for event in events:
         if cluster is not None and event["cluster"] != cluster:
             continue
-        kind = _LIFECYCLE.get(event["type"])
+        try:
+            name = event_type(event["type"]).name
+        except ValueError:
+            continue
+        kind = _LIFECYCLE.get(name)
         if kind is None:
             continue
         state["state"] = kind
-        if event["type"] == 5:
+        if name == "JOB_TERMINATED":
             state["exit_code"] = (event.get("ReturnValue") if event.get("TerminatedNormally",
                                                                          True)
                                   else None)
             if not event.get("TerminatedNormally", True):
                 state["reason"] = f"DAGMan was killed by signal {event.get('TerminatedBySignal')}"
-        elif event["type"] in (9, 12):
+        elif name in ("JOB_ABORTED", "JOB_HELD"):
             state["reason"] = event.get("Reason") or event.get("HoldReason")
     return state
 
@@ -224,11 +236,33 @@ def htc_module():  # noqa: ANN201 - the htcondor2 module
     return htcondor2
 
 
+@contextlib.contextmanager
+def _stdout_to_log(what: str) -> Iterator[None]:
+    """Catch what C++ code prints on file descriptor 1 (``Submit.from_dag`` prints
+    "Running rescue DAG 1") and log it instead: the watcher's output is its own."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 1)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError, AttributeError):
+                ctypes.CDLL(None).fflush(None)  # C stdio's buffer, before fd 1 goes back
+            os.dup2(saved, 1)
+            os.close(saved)
+            caught.seek(0)
+            for line in caught.read().decode(errors="replace").splitlines():
+                if line.strip():
+                    log.info("%s: %s", what, line.strip())
+
+
 def htc_dag_description(dag: Path, options: Mapping[str, Any]):  # noqa: ANN201 - Submit
     """``Submit.from_dag``: writes ``<dag>.condor.sub`` and returns DAGMan's description."""
     htcondor2 = htc_module()
     try:
-        return htcondor2.Submit.from_dag(str(dag), dict(options))
+        with _stdout_to_log(str(dag)):
+            return htcondor2.Submit.from_dag(str(dag), dict(options))
     except KeyError as exc:
         raise Invalid(f"DAGMan option refused: {exc.args[0]}",
                       "see htcondor2.Submit.from_dag_options()") from None
@@ -308,20 +342,28 @@ def htc_read_events(path: Path) -> list[dict[str, Any]]:
 
 
 def _batch_name(dag: Path) -> str:
+    """``<request> v<N> e<M>``: the numbering of the processing directory and of show."""
     with contextlib.suppress(OSError, ValueError, KeyError):
         meta = json.loads((dag.parent / "metadata.json").read_text())
-        return f"{meta['request']} v{meta['version']} e{meta['execution']}"
+        number = meta.get("execution_number") or meta["execution"]
+        return f"{meta['request']} v{meta['version']} e{number}"
     return dag.parent.name or "docket"
+
+
+def _halted(metrics: Mapping[str, Any] | None) -> bool:
+    return metrics is not None and metrics.get("DagStatus") == HALTED
 
 
 class HTCondorEngine:
     """One site's pool. ``dagman_path`` is only for machines without condor_dagman on PATH
-    (tests); ``dagman_options`` are condor_submit_dag options (MaxJobs, ...)."""
+    (tests); ``dagman_options`` are condor_submit_dag options (MaxJobs, ...); ``schedd`` is
+    a schedd object already at hand (tests give a recorded pool's)."""
 
     name = "htcondor"
 
     def __init__(self, site: Site | None = None, *, dagman_path: str | None = None,
-                 dagman_options: Mapping[str, Any] | None = None) -> None:
+                 dagman_options: Mapping[str, Any] | None = None,
+                 schedd: Any = None) -> None:
         self.site = site
         self.site_name = site.name if site else None
         self.location: str | ScheddLocation = (site.schedd if site and site.schedd
@@ -329,7 +371,7 @@ class HTCondorEngine:
         self.dagman_path = dagman_path
         self.dagman_options = {**(site.dagman_options if site else {}),
                                **(dagman_options or {})}
-        self._schedd: Any = None
+        self._schedd: Any = schedd
 
     # identity -------------------------------------------------------------------------
 
@@ -442,11 +484,22 @@ class HTCondorEngine:
         events = htc_read_events(condor_files(dag)["dagman.log"])
         return dagman_job_state(events, record.get("cluster"))
 
+    def _metrics(self, dag: Path) -> dict[str, Any] | None:
+        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+            return json.loads(metrics_file(dag).read_text())
+        return None
+
+    def paused(self, dag: Path) -> bool:
+        """True while docket's halt file stands (DAGMan may have ended, halted, meanwhile)."""
+        return condor_files(dag)["halt"].exists()
+
     def alive(self, dag: Path) -> bool:
         files = condor_files(dag)
-        if files["metrics"].exists():
-            return False
         record = self._record(dag)
+        if files["metrics"].exists():
+            # a DAG halted by docket's pause waits for resume, which submits it again
+            return (_halted(self._metrics(dag)) and self.paused(dag)
+                    and record.get("state") != "cancelled")
         if record.get("state") == "cancelled":
             return False
         state = self.job_state(dag)
@@ -483,6 +536,11 @@ class HTCondorEngine:
         except json.JSONDecodeError:
             return {"engine": self.name, "exitcode": 1, "status": "failed",
                     "failed_nodes": {}, "reason": f"{files['metrics'].name} is not valid JSON"}
+        if metrics is not None and _halted(metrics) and self.paused(dag):
+            if record.get("state") != "cancelled":
+                return None  # paused: resume submits it again
+            return {"engine": self.name, "exitcode": 2, "status": "removed",
+                    "failed_nodes": {}, "reason": "cancelled while paused"}
         if metrics is not None:
             return translate_metrics(metrics, self.failed_nodes(dag))
         if record.get("state") == "cancelled":
@@ -520,6 +578,9 @@ class HTCondorEngine:
         if not record or record.get("state") == "cancelled":
             return
         if metrics_file(dag).exists():
+            if _halted(self._metrics(dag)) and self.paused(dag):
+                record["state"] = "cancelled"  # nothing runs: a paused DAG that halted
+                self._save(dag, record)
             return
         try:
             acted = self._act(dag, "Remove", "cancelled by docket")
@@ -532,12 +593,35 @@ class HTCondorEngine:
             self._save(dag, record)
 
     def hold(self, dag: Path, reason: str = "paused by docket") -> None:
-        """Pause: hold the DAGMan job. Its running node jobs finish; no new ones start."""
-        self._act(dag, "Hold", reason)
+        """Pause: write DAGMan's halt file. DAGMan submits no new node job and runs no PRE
+        script; running jobs and POST scripts finish. Once they have, DAGMan writes a
+        rescue DAG and exits halted, and ``release`` submits it again. Unlike holding
+        the DAGMan job, this needs no schedd, and nothing waits out the schedd's
+        SCHEDULER_UNIVERSE_COOL_DOWN_DURATION (300 s) on resume."""
+        atomic_write(condor_files(dag)["halt"], f"{reason}\n")
 
     def release(self, dag: Path) -> None:
-        """Resume a held DAGMan job; it recovers its state from the node log."""
-        self._act(dag, "Release", None)
+        """Resume: remove the halt file (a running DAGMan carries on); a DAG that ended
+        halted meanwhile is submitted again and runs its rescue DAG. A DAGMan job held by
+        hand (condor_hold) is released, which the schedd delays by its cool-down."""
+        files = condor_files(dag)
+        metrics = self._metrics(dag)
+        if _halted(metrics):
+            # submitted first: until the metrics move aside, the watcher still sees a
+            # paused DAG. Submit.from_dag removes a halt file (as condor_submit_dag does),
+            # so a refused submission puts it back: the DAG stays paused
+            paused_by = (files["halt"].read_text() if files["halt"].exists()
+                         else "paused by docket\n")
+            try:
+                self.submit(dag)
+            except DocketError:
+                atomic_write(files["halt"], paused_by)
+                raise
+            os.replace(files["metrics"], dag.with_name(f"{dag.name}.metrics.halted"))
+        with contextlib.suppress(FileNotFoundError):
+            files["halt"].unlink()
+        if metrics is None and self.job_state(dag)["state"] == "held":
+            self._act(dag, "Release", None)
 
     def remove_node_job(self, dag: Path, cluster: int, proc: int | None = None,
                         reason: str = "removed by docket's failure policy") -> dict[str, Any]:

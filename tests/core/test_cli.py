@@ -94,7 +94,7 @@ def test_restarting_the_watcher_never_kills_or_repeats_a_workflow(home, docket):
     kinds = [e["type"] for e in shown["events"]]
     assert kinds.count("node.submitted") == 1 and kinds.count("node.finished") == 1
     assert kinds.count("execution.finished") == 1
-    assert (directory / "working" / "null.runs").read_text().strip() == "1"
+    assert (directory / "null.runs").read_text().strip() == "1"
 
 
 def test_watch_with_polling_picks_up_files(home, docket):

@@ -87,7 +87,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(home, docket, tm
     assert {state for _id, _r, state, _d in executions} == {"complete"}, log.read_text()[-3000:]
     # no execution ran twice: the null job counts its runs in the processing directory
     for _id, request, _state, directory in executions:
-        runs = (Path(directory) / "working" / "null.runs").read_text().strip()
+        runs = (Path(directory) / "null.runs").read_text().strip()
         assert runs == "1", f"{request} ran {runs} times"
         metrics = json.loads((Path(directory) / "workflow.dag.metrics").read_text())
         assert metrics["exitcode"] == 0

@@ -201,7 +201,7 @@ def test_qa_fail_and_retry(home, docket):
     assert shown["request"]["state"] == "awaiting-qa"
     execution = shown["executions"][0]
     assert execution["attempt"] == 2 and execution["directory"].endswith("/again/v1/e1.2")
-    assert (Path(execution["directory"]) / "working" / "null.runs").read_text().strip() == "1"
+    assert (Path(execution["directory"]) / "null.runs").read_text().strip() == "1"
     assert docket("qa", "fail", "again", "--reason", "bad data").code == 0
     assert docket("show", "again", "--json").json()["request"]["state"] == "failed"
 

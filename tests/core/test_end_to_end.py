@@ -68,7 +68,7 @@ def test_retry_recovers_a_node_that_fails_once(home, docket):
     node = shown["executions"][0]["nodes"][0]
     assert node["attempts"] == 2 and node["state"] == "done"
     directory = Path(shown["executions"][0]["directory"])
-    assert (directory / "working" / "null.runs").read_text().strip() == "2"
+    assert (directory / "null.runs").read_text().strip() == "2"
     assert "retry 1 of 2" in (directory / "workflow.dag.dagman.out").read_text()
 
 

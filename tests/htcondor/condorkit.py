@@ -1,12 +1,15 @@
 """Helpers for the HTCondor-side tests: render shipped templates, stand in for
-condor_dagman, replay node events into a real store."""
+condor_dagman, replay node events into a real store, keep unmarked tests away from any
+live pool, and remove every job a pool test submitted."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +23,8 @@ from docket.render import Rendered, render_execution  # noqa: E402
 from docket.store import Store  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
+# the tools of the Python running the tests (its venv's bin), wherever that venv is
+TOOLS = Path(sys.executable).parent
 DATA = Path(__file__).resolve().parent / "data"
 TEMPLATES = REPO / "templates"
 SHIPPED = sorted(p.name for p in TEMPLATES.iterdir()
@@ -45,7 +50,7 @@ def render(name: str, directory: Path, given: dict[str, Any], request: str = "ru
             "created": "2025-03-01T10:00:00.000000Z", "labels": {}}
     document = json.dumps({"metadata": {"name": request}, "spec": {"parameters": given}})
     rendered = render_execution(capability, directory, request=meta, parameters=parameters,
-                                document=document, tools_dir=REPO / ".venv" / "bin")
+                                document=document, tools_dir=TOOLS)
     return rendered, parameters
 
 
@@ -69,3 +74,65 @@ def outside_tmp() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _condor_environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items()
+            if k == "CONDOR_CONFIG" or k.startswith("_CONDOR_")}
+
+
+@contextmanager
+def no_pool_reachable() -> Iterator[None]:
+    """HTCondor configured with nothing: a test inside cannot reach any schedd, even where
+    CONDOR_CONFIG (or _CONDOR_*) points at a live pool. The configuration before is put
+    back (and re-read by the bindings) afterwards."""
+    saved = _condor_environment()
+    for key in saved:
+        del os.environ[key]
+    os.environ["CONDOR_CONFIG"] = "/dev/null"
+    htcondor2.reload_config()
+    try:
+        yield
+    finally:
+        for key in _condor_environment():
+            del os.environ[key]
+        os.environ.update(saved)
+        htcondor2.reload_config()
+
+
+def remove_jobs(schedd: Any, clusters: set[int], wait_s: float = 120) -> None:
+    """Remove the DAGMan jobs ``clusters`` and their node jobs; wait until none is queued."""
+    if not clusters:
+        return
+    constraint = " || ".join(f"ClusterId == {n} || DAGManJobId == {n}"
+                             for n in sorted(clusters))
+    schedd.act(htcondor2.JobAction.Remove, constraint, "docket test clean-up")
+    deadline = time.monotonic() + wait_s
+    while schedd.query(constraint=constraint, projection=["ClusterId"]):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(2)
+
+
+def dagman_clusters(root: Path) -> set[int]:
+    """Every DAGMan job submitted for the DAGs under ``root`` (their logs and records)."""
+    from docket.engines.htcondor import htc_read_events
+
+    clusters: set[int] = set()
+    for log in root.glob("**/*.dag.dagman.log"):
+        clusters |= {e["cluster"] for e in htc_read_events(log)}
+    for record in root.glob("**/*.dag.condor.json"):
+        cluster = json.loads(record.read_text()).get("cluster")
+        if cluster is not None:
+            clusters.add(int(cluster))
+    return clusters
+
+
+@contextmanager
+def removing_jobs(engine: Any, dag: Path) -> Iterator[None]:
+    """Around a pool test: every DAGMan job submitted for ``dag`` (and so its node jobs)
+    is removed from the queue at the end, whatever happened."""
+    try:
+        yield
+    finally:
+        remove_jobs(engine.schedd(), dagman_clusters(dag.parent))

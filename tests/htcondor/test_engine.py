@@ -26,7 +26,7 @@ from docket.engines.htcondor import (
 )
 from docket.errors import ExternalFailure, Invalid
 from schemas.sites import Site
-from tests.htcondor.condorkit import DATA, outside_tmp, render, stub_dagman
+from tests.htcondor.condorkit import DATA, outside_tmp, removing_jobs, render, stub_dagman
 
 DAGMAN = DATA / "dagman"
 
@@ -223,15 +223,16 @@ def test_null_runs_on_the_local_pool():
     with outside_tmp() as scratch:
         rendered, _ = render("null", scratch / "e1", {"sleep_s": 1, "outputs": ["r.txt"]})
         engine = HTCondorEngine()
-        ident = engine.submit(rendered.dag)
-        assert ident.startswith("condor:local:")
-        deadline = time.monotonic() + 600
-        while engine.result(rendered.dag) is None:
-            assert time.monotonic() < deadline, "the DAG did not finish in 10 minutes"
-            time.sleep(2)
-        result = engine.result(rendered.dag)
-        assert result["status"] == "complete", result
-        assert (rendered.directory / "r.txt").is_file()
+        with removing_jobs(engine, rendered.dag):
+            ident = engine.submit(rendered.dag)
+            assert ident.startswith("condor:local:")
+            deadline = time.monotonic() + 600
+            while engine.result(rendered.dag) is None:
+                assert time.monotonic() < deadline, "the DAG did not finish in 10 minutes"
+                time.sleep(2)
+            result = engine.result(rendered.dag)
+            assert result["status"] == "complete", result
+            assert (rendered.directory / "r.txt").is_file()
 
 
 @pytest.mark.condor
@@ -240,10 +241,126 @@ def test_cancel_removes_dagman_on_the_local_pool():
     with outside_tmp() as scratch:
         rendered, _ = render("null", scratch / "e1", {"sleep_s": 300})
         engine = HTCondorEngine()
-        engine.submit(rendered.dag)
-        engine.cancel(rendered.dag)
-        deadline = time.monotonic() + 300
-        while engine.result(rendered.dag) is None:
-            assert time.monotonic() < deadline
-            time.sleep(2)
-        assert engine.result(rendered.dag)["status"] == "removed"
+        with removing_jobs(engine, rendered.dag):
+            engine.submit(rendered.dag)
+            engine.cancel(rendered.dag)
+            deadline = time.monotonic() + 300
+            while engine.result(rendered.dag) is None:
+                assert time.monotonic() < deadline
+                time.sleep(2)
+            assert engine.result(rendered.dag)["status"] == "removed"
+
+
+def test_unmarked_tests_cannot_reach_a_configured_pool(tmp_path, monkeypatch):
+    import htcondor2
+
+    from tests.htcondor.condorkit import no_pool_reachable
+
+    config = tmp_path / "condor_config"
+    config.write_text("DOCKET_PROBE = a live pool\nSCHEDD_HOST = 127.0.0.1\n")
+    monkeypatch.setenv("CONDOR_CONFIG", str(config))
+    monkeypatch.setenv("_CONDOR_SCHEDD_NAME", "live-schedd")
+    htcondor2.reload_config()
+    try:
+        assert htcondor2.param.get("DOCKET_PROBE") == "a live pool"
+        with no_pool_reachable():
+            assert htcondor2.param.get("DOCKET_PROBE") is None
+            assert "_CONDOR_SCHEDD_NAME" not in __import__("os").environ
+            with pytest.raises(ExternalFailure, match="Unable to locate local daemon"):
+                HTCondorEngine().schedd()
+        assert htcondor2.param.get("DOCKET_PROBE") == "a live pool"  # put back
+    finally:
+        monkeypatch.undo()
+        htcondor2.reload_config()
+
+
+# pause and resume: DAGMan's halt file --------------------------------------------------
+
+
+class _Schedd:
+    """Takes submissions and actions and remembers them (no schedd runs here)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def submit(self, description):  # noqa: ANN001, ANN201
+        self.calls.append(("submit", str(description["My.JobBatchName"])))
+        return type("Result", (), {"cluster": lambda self: 2077})()
+
+    def act(self, action, spec, reason=None):  # noqa: ANN001, ANN201
+        self.calls.append((action.name, spec, reason))
+        return {"TotalSuccess": 1}
+
+
+def test_pause_writes_the_halt_file_and_resume_removes_it(tmp_path):
+    dag = _dag_dir(tmp_path / "e1", dagman_log="running.dagman.log")
+    schedd = _Schedd()
+    engine = HTCondorEngine(schedd=schedd)
+    engine.hold(dag, "paused by a user")
+    halt = dag.with_name("workflow.dag.halt")
+    assert halt.read_text() == "paused by a user\n"
+    assert engine.alive(dag) and engine.result(dag) is None
+    engine.release(dag)
+    assert not halt.exists()
+    assert schedd.calls == []  # no hold, no release: nothing waits out a cool-down
+
+
+def test_a_dag_that_halted_while_paused_waits_and_resume_runs_its_rescue_dag():
+    with outside_tmp() as scratch:
+        rendered, _ = render("null", scratch / "e1", {"sleep_s": 1}, request="paused-1")
+        dag = rendered.dag
+        schedd = _Schedd()
+        engine = HTCondorEngine(dagman_path=str(stub_dagman(scratch)), schedd=schedd)
+        engine.submit(dag)
+        engine.hold(dag)
+        # DAGMan finished the running jobs, wrote a rescue DAG and exited halted (status 6)
+        metrics = {"DagStatus": 6, "exitcode": 1, "dagman_id": "2077", "jobs": 1}
+        dag.with_name("workflow.dag.metrics").write_text(json.dumps(metrics))
+        assert engine.alive(dag) is True
+        assert engine.result(dag) is None  # paused, not ended
+        engine.release(dag)
+        assert not dag.with_name("workflow.dag.halt").exists()
+        assert json.loads(dag.with_name("workflow.dag.metrics.halted").read_text()) == metrics
+        assert [c[0] for c in schedd.calls] == ["submit", "submit"]
+        assert engine.alive(dag) and engine.result(dag) is None  # running again
+
+
+def test_cancel_while_paused_and_halted_ends_it_as_removed(tmp_path):
+    dag = _dag_dir(tmp_path / "e1")
+    engine = HTCondorEngine(schedd=_Schedd())
+    engine.hold(dag)
+    dag.with_name("workflow.dag.metrics").write_text(json.dumps({"DagStatus": 6,
+                                                                 "exitcode": 1}))
+    engine.cancel(dag)
+    assert engine.alive(dag) is False
+    assert engine.result(dag) == {"engine": "htcondor", "exitcode": 2, "status": "removed",
+                                  "failed_nodes": {}, "reason": "cancelled while paused"}
+
+
+def test_resume_releases_a_dagman_job_held_by_hand(tmp_path):
+    dag = _dag_dir(tmp_path / "e1", dagman_log="held.dagman.log")
+    schedd = _Schedd()
+    HTCondorEngine(schedd=schedd).release(dag)
+    assert schedd.calls == [("Release", "2041", None)]
+
+
+def test_a_resume_the_schedd_refuses_leaves_the_dag_paused():
+    with outside_tmp() as scratch:
+        rendered, _ = render("null", scratch / "e1", {"sleep_s": 1})
+        dag = rendered.dag
+        schedd = _Schedd()
+        engine = HTCondorEngine(dagman_path=str(stub_dagman(scratch)), schedd=schedd)
+        engine.submit(dag)
+        engine.hold(dag)
+        dag.with_name("workflow.dag.metrics").write_text(json.dumps({"DagStatus": 6,
+                                                                     "exitcode": 1}))
+
+        def refuse(description):  # noqa: ANN001, ANN202
+            raise RuntimeError("Failed to connect to schedd")
+
+        schedd.submit = refuse
+        with pytest.raises(ExternalFailure, match="the schedd refused the DAGMan job"):
+            engine.release(dag)
+        # Submit.from_dag removed the halt file, as condor_submit_dag does; it is back
+        assert dag.with_name("workflow.dag.halt").read_text() == "paused by docket\n"
+        assert engine.alive(dag) is True and engine.result(dag) is None  # still paused

@@ -42,8 +42,8 @@ def test_a_failed_local_run_shows_the_failing_nodes_output(home, docket):
     assert row.split()[-1] == "1"
     assert f"  stdout of proc 0: {directory / 'process_1.out'}" in out
     assert "    | processed item m51" in out
-    assert "node process_1: exited with 1\n  failure policy: fail (rule #4 exit_code 1,2 -> " \
-           "fail)" in out
+    assert ("node process_1: exited with 1\n  failure policy (decided): fail (rule #4 "
+            "exit_code 1,2 -> fail)") in out
     assert "next:" not in out  # nothing to ask a pool
     assert f"  {directory / 'workflow.dag.dagman.out'}" in out
 

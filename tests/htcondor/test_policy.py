@@ -42,7 +42,9 @@ def test_the_default_policy_is_the_documented_table():
     assert rows == [({"hold_code": 34}, "retry-with-more-memory", 3),
                     ({"hold_code": [12, 13]}, "retry", 3),
                     ({"signal": 9}, "retry", 1),
-                    ({"exit_code": [1, 2]}, "fail", 1)]
+                    ({"exit_code": [1, 2]}, "fail", 1),
+                    ({"hold_code": 3, "hold_subcode": 34}, "retry-with-more-memory", 3),
+                    ({"hold_code": 1}, "fail", 1)]
     memory = DEFAULT.rules[0]
     assert (memory.factor, memory.cap_mb) == (2, 65536)
     transfer = DEFAULT.rules[1]
@@ -76,6 +78,12 @@ CASES = [
     (Failure("p", exit_code=3), {}, "fail", None, 0, {}, "no rule"),
     (Failure("p", signal=11), {}, "fail", None, 0, {}, "no rule"),
     (Failure("p", hold_code=26), {}, "fail", None, 0, {}, "no rule"),
+    # a pool without cgroups: periodic_hold on MemoryUsage, code 3 subcode 34
+    (Failure("p", hold_code=3, hold_subcode=34, request_memory_mb=64), {},
+     "retry-with-more-memory", 5, 0, {"request_memory_mb": 128},
+     "request_memory 64 MB -> 128 MB"),
+    (Failure("p", hold_code=3, hold_subcode=0), {}, "fail", None, 0, {}, "no rule"),
+    (Failure("p", hold_code=1, hold_subcode=0), {}, "fail", 6, 0, {}, "hold_code 1 -> fail"),
 ]
 
 
@@ -310,7 +318,7 @@ def test_local_engine_failures_become_the_same_decisions(tmp_path):
     assert summary == {
         "exits1": ("fail", 4, {}),
         "killed": ("retry", 3, {}),
-        "oom": ("retry-with-more-memory", 5, {"request_memory_mb": 200}),
+        "oom": ("retry-with-more-memory", 7, {"request_memory_mb": 200}),
         "weird": ("fail", None, {}),
         "needs_input": ("retry", 2, {}),
     }

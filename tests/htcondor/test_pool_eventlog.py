@@ -46,3 +46,22 @@ def test_reading_resumes_after_a_restart_without_repeats(tmp_path):
     assert first + second == everything
     assert [e["type"] for e in second][:3] == ["node.evicted", "node.finished",
                                                "node.started"]
+
+
+def test_every_form_that_names_a_dag_node():
+    import classad2
+
+    from docket.monitor import node_of
+
+    structured = classad2.parseOne('[ DAGNodeName = "fetch"; JobBatchName = "d v1 e1" ]')
+    forms = [
+        ({"StructuredNotes": structured, "LogNotes": "ignored"}, "fetch"),  # HTCondor 25
+        ({"LogNotes": '[ DAGNodeName = "process_0"; JobBatchName = "d v1 e1" ]'},
+         "process_0"),  # the same note, as text only
+        ({"LogNotes": "DAG Node: deliver"}, "deliver"),  # older DAGMan, NOOP nodes, local
+        ({"DAGNodeName": "post_only"}, "post_only"),  # a POST script's event
+        ({"LogNotes": "submitted by hand"}, None),
+        ({"LogNotes": "[ not a classad"}, None),
+        ({}, None),
+    ]
+    assert [node_of(event) for event, _ in forms] == [name for _, name in forms]

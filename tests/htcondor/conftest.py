@@ -1,0 +1,19 @@
+"""Tests not marked ``condor`` never reach a real schedd: HTCondor is configured with
+nothing around each of them (see ``condorkit.no_pool_reachable``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.htcondor.condorkit import no_pool_reachable
+
+
+@pytest.fixture(autouse=True)
+def _no_live_pool_unless_marked(request: pytest.FixtureRequest) -> Iterator[None]:
+    if request.node.get_closest_marker("condor") is not None:
+        yield
+        return
+    with no_pool_reachable():
+        yield

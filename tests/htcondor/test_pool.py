@@ -1,0 +1,278 @@
+"""On a real HTCondor pool (marked ``condor``; they skip where ``condor_submit_dag`` is not
+on PATH, as here): docket's watcher runs the shipped capabilities through this machine's
+schedd, and what a DA sees is checked. Every test removes every job it submitted, whatever
+happened (``pool_home`` below).
+
+Run them on a personal pool (``minicondor``) with the processing directories outside /tmp:
+``pytest -m condor tests/htcondor/test_pool.py``. Written against HTCondor 25.13.2 as
+recorded in data/pool/; ``DOCKET_POOL_TIMEOUT_S`` (default 600) bounds each wait.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BIN, CURRENT_USER, run_docket
+from tests.htcondor.condorkit import (
+    DATA,
+    TEMPLATES,
+    dagman_clusters,
+    outside_tmp,
+    remove_jobs,
+)
+
+pytestmark = [pytest.mark.condor,
+              pytest.mark.skipif(shutil.which("condor_submit_dag") is None,
+                                 reason="condor_submit_dag is not on PATH: no HTCondor pool "
+                                        "on this machine")]
+
+WAIT_S = float(os.environ.get("DOCKET_POOL_TIMEOUT_S", "600"))
+
+
+def _schedd():  # noqa: ANN202
+    import htcondor2
+
+    return htcondor2, htcondor2.Schedd()
+
+
+def _dagman_clusters(home: Path) -> set[int]:
+    return dagman_clusters(home / "work")
+
+
+@pytest.fixture
+def pool_home() -> Iterator[Path]:
+    with outside_tmp() as root:
+        shutil.copytree(TEMPLATES, root / "templates")
+        shutil.copytree(DATA / "capabilities" / "memhog", root / "templates" / "memhog")
+        (root / "spool" / "incoming").mkdir(parents=True)
+        (root / "analysts.yaml").write_text(
+            f"analysts:\n  {CURRENT_USER}:\n    roles: [da, aod, operator]\n")
+        (root / "sites.yaml").write_text("default: [pool]\nsites:\n  - name: pool\n"
+                                         "    schedd: local\n")
+        try:
+            yield root
+        finally:  # every job submitted from this home, and its node jobs
+            remove_jobs(_schedd()[1], _dagman_clusters(root))
+
+
+def submit(home: Path, name: str, capability: str, declared: list | None = None,
+           **parameters: object) -> None:
+    """Drop a request; ``declared``: the outputs its spec declares."""
+    import yaml
+
+    doc = {"apiVersion": "docket/v1", "kind": "CapabilityRequest",
+           "metadata": {"name": name},
+           "spec": {"capability": capability, "parameters": parameters}}
+    if declared:
+        doc["spec"]["outputs"] = declared
+    path = home / "spool" / "incoming" / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+
+
+def docket(home: Path, *args: str) -> dict:
+    result = run_docket(*args, "--home", str(home), "--json")
+    assert result.code == 0, result.err
+    return result.json()
+
+
+def until(home: Path, what: Callable[[], bool], ticking: bool = True) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        if ticking:
+            run_docket("tick", "--home", str(home))
+        if what():
+            return
+        assert time.monotonic() < deadline, "the pool did not get there in time"
+        time.sleep(2)
+
+
+def state(home: Path, name: str) -> str:
+    return docket(home, "show", name)["request"]["state"]
+
+
+def nodes(home: Path, name: str) -> dict[str, dict]:
+    """The node table as ``docket inspect --json`` gives it (with each job's cluster)."""
+    return {n["node"]: n for n in docket(home, "inspect", name)["nodes"]}
+
+
+def directory(home: Path, name: str) -> Path:
+    return Path(docket(home, "show", name)["executions"][0]["directory"])
+
+
+def node_cluster(home: Path, name: str, node: str, states: tuple[str, ...]) -> int:
+    found: dict = {}
+
+    def there() -> bool:
+        row = nodes(home, name).get(node)
+        if row and row.get("state") in states and row.get("cluster") is not None:
+            found["cluster"] = int(row["cluster"])
+            return True
+        return False
+
+    until(home, there)
+    return found["cluster"]
+
+
+def test_demo_nodes_and_stages(pool_home):
+    submit(pool_home, "demo-1", "demo", targets=["m31", "m33", "m51"])
+    until(pool_home, lambda: state(pool_home, "demo-1") in ("complete", "failed"))
+    assert state(pool_home, "demo-1") == "complete"
+    table = {n: (r["state"], r["attempts"], r["exit_code"])
+             for n, r in nodes(pool_home, "demo-1").items()}
+    assert table == {n: ("done", 1, 0) for n in ("fetch", "process_0", "process_1",
+                                                 "process_2", "deliver")}
+    human = run_docket("show", "demo-1", "--home", str(pool_home)).out
+    assert "  stage process: done (3/3 nodes)" in human
+
+
+def test_a_dag_retry_reruns_the_node(pool_home):
+    submit(pool_home, "retry-1", "null", fail_first=1, retries=1, sleep_s=1)
+    until(pool_home, lambda: state(pool_home, "retry-1") in ("complete", "failed"))
+    assert state(pool_home, "retry-1") == "complete"
+    assert nodes(pool_home, "retry-1")["run"]["attempts"] == 2
+
+
+def _kill_on_the_execute_side(state_file: Path) -> None:
+    """SIGKILL the null job whose --state-file is ``state_file`` (a personal pool runs it
+    on this machine), as a node going away would."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            command = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(state_file).encode() in command:
+            os.kill(int(proc.name), signal.SIGKILL)
+            return
+    raise AssertionError(f"no job with --state-file {state_file} runs here")
+
+
+def test_a_job_killed_by_signal_9_is_retried_by_the_policy(pool_home):
+    submit(pool_home, "kill-1", "null", sleep_s=60, outputs=["r.txt"])
+    node_cluster(pool_home, "kill-1", "run", ("running",))
+    _kill_on_the_execute_side(directory(pool_home, "kill-1") / "null.runs")
+    until(pool_home, lambda: state(pool_home, "kill-1") in ("complete", "failed"))
+    assert state(pool_home, "kill-1") == "complete"
+    history = docket(pool_home, "history", "kill-1")["events"]
+    decided = [e["data"] for e in history if e["type"] == "policy.decided"]
+    assert [(d["action"], d["rule_index"]) for d in decided] == [("retry", 3)]
+    assert nodes(pool_home, "kill-1")["run"]["attempts"] == 2
+
+
+def test_a_memory_hold_is_retried_with_more_memory(pool_home):
+    submit(pool_home, "hog-1", "memhog", mb=200, request_mb=64, sleep_s=20)
+    until(pool_home, lambda: state(pool_home, "hog-1") in ("complete", "failed"))
+    assert state(pool_home, "hog-1") == "complete"
+    history = docket(pool_home, "history", "hog-1")["events"]
+    held = [e["data"] for e in history if e["type"] == "node.held"]
+    # 3/34 from periodic_hold where there are no cgroups (as recorded), 34 with them
+    assert held[0]["hold_code"] == 34 or (held[0]["hold_code"], held[0]["hold_subcode"]) == (
+        3, 34)
+    decided = [e["data"] for e in history if e["type"] == "policy.decided"]
+    assert decided[0]["adjustments"] == {"request_memory_mb": 256}
+    adjusted = directory(pool_home, "hog-1") / "hog.run.adjusted.sub"
+    assert "request_memory = 256" in adjusted.read_text()
+
+
+def test_a_user_hold_fails_the_execution_with_its_code(pool_home):
+    submit(pool_home, "held-1", "null", sleep_s=300)
+    cluster = node_cluster(pool_home, "held-1", "run", ("running", "idle"))
+    htcondor2, schedd = _schedd()
+    schedd.act(htcondor2.JobAction.Hold, str(cluster), "held by the test")
+    until(pool_home, lambda: state(pool_home, "held-1") in ("complete", "failed"))
+    assert state(pool_home, "held-1") == "failed"
+    run = nodes(pool_home, "held-1")["run"]
+    assert (run["hold_code"], run["hold_subcode"]) == (1, 0)
+    out = run_docket("inspect", "held-1", "--home", str(pool_home)).out
+    assert "node run: held, then removed (code 1/0)" in out
+    assert "(rule #6 hold_code 1 -> fail)" in out
+
+
+def test_cancel_removes_the_dag(pool_home):
+    submit(pool_home, "cancel-1", "null", sleep_s=300)
+    node_cluster(pool_home, "cancel-1", "run", ("running", "idle"))
+    assert run_docket("cancel", "cancel-1", "--home", str(pool_home)).code == 0
+    until(pool_home, lambda: docket(pool_home, "show", "cancel-1")["executions"][0][
+        "engine_state"] == "done")
+    assert state(pool_home, "cancel-1") == "cancelled"
+    _, schedd = _schedd()
+    clusters = _dagman_clusters(pool_home)
+    assert not schedd.query(constraint=" || ".join(
+        f"ClusterId == {c} || DAGManJobId == {c}" for c in clusters), projection=["ClusterId"])
+
+
+def test_pause_and_resume_never_hold_the_dagman_job(pool_home):
+    submit(pool_home, "pause-1", "demo", targets=["m31", "m33"], sleep_s=5)
+    node_cluster(pool_home, "pause-1", "fetch", ("running", "idle", "done"))
+    assert run_docket("pause", "pause-1", "--home", str(pool_home)).code == 0
+    for _ in range(5):  # a while paused
+        run_docket("tick", "--home", str(pool_home))
+        time.sleep(2)
+    assert run_docket("resume", "pause-1", "--home", str(pool_home)).code == 0
+    until(pool_home, lambda: state(pool_home, "pause-1") in ("complete", "failed"))
+    assert state(pool_home, "pause-1") == "complete"
+    # the cool-down (SCHEDULER_UNIVERSE_COOL_DOWN_DURATION) follows a release of a held
+    # DAGMan job; the halt file never holds it
+    from docket.engines.htcondor import htc_read_events
+
+    htcondor2, _ = _schedd()
+    log = directory(pool_home, "pause-1") / "workflow.dag.dagman.log"
+    assert all(e["type"] != htcondor2.JobEventType.JOB_HELD for e in htc_read_events(log))
+
+
+def test_a_restarted_watcher_re_attaches_to_its_dag(pool_home):
+    submit(pool_home, "attach-1", "null", sleep_s=30, outputs=["r.txt"])
+    watch = subprocess.Popen([str(BIN / "docket"), "watch", "--home", str(pool_home)],
+                             stderr=subprocess.DEVNULL)
+    try:
+        until(pool_home, lambda: bool(_dagman_clusters(pool_home)), ticking=False)
+        watch.send_signal(signal.SIGKILL)
+        watch.wait()
+        watch = subprocess.Popen([str(BIN / "docket"), "watch", "--home", str(pool_home)],
+                                 stderr=subprocess.DEVNULL)
+        until(pool_home, lambda: state(pool_home, "attach-1") in ("complete", "failed"),
+              ticking=False)
+    finally:
+        watch.terminate()
+        watch.wait(timeout=30)
+    assert state(pool_home, "attach-1") == "complete"
+    assert len(_dagman_clusters(pool_home)) == 1  # one DAGMan job in all
+
+
+def test_declared_outputs_are_checked_and_hashed(pool_home):
+    import hashlib
+
+    submit(pool_home, "out-1", "null", declared=[{"path": "r.txt", "min_size_bytes": 1}],
+           sleep_s=1, outputs=["r.txt"])
+    submit(pool_home, "out-2", "null", declared=[{"path": "never.txt"}], sleep_s=1)
+    until(pool_home, lambda: {state(pool_home, "out-1"), state(pool_home, "out-2")} <= {
+        "complete", "failed"})
+    assert state(pool_home, "out-1") == "complete"
+    made = directory(pool_home, "out-1") / "r.txt"
+    products = json.loads(docket(pool_home, "show", "out-1")["executions"][0]["products"])
+    assert [(p["path"], p["size_bytes"], p["sha256"]) for p in products] == [
+        ("r.txt", made.stat().st_size, hashlib.sha256(made.read_bytes()).hexdigest())]
+    assert state(pool_home, "out-2") == "failed"
+    assert "never.txt: missing" in docket(pool_home, "show", "out-2")["executions"][0][
+        "reason"]
+
+
+def test_inspect_of_a_failed_run(pool_home):
+    submit(pool_home, "bad-1", "demo", targets=["m31", "m33"], fail_item="m33")
+    until(pool_home, lambda: state(pool_home, "bad-1") in ("complete", "failed"))
+    assert state(pool_home, "bad-1") == "failed"
+    out = run_docket("inspect", "bad-1", "--home", str(pool_home)).out
+    assert "node process_1: exited with 1" in out
+    assert "failure policy (decided): fail (rule #4 exit_code 1,2 -> fail)" in out
+    assert "    | processed item m33" in out
+    assert "condor_history" in out and "condor_q" not in out
