@@ -50,7 +50,8 @@ def test_a_dag_using_every_supported_command_parses(tmp_path):
     assert (fetch.retry, fetch.retry_unless_exit) == (2, None)
     assert (p0.retry, p0.retry_unless_exit) == (3, 42)
     assert fetch.pre == Script("check.sh", ["$JOB"])
-    assert deliver.post == Script("post.sh", ["$RETURN", "two words"])
+    # DAGMan passes SCRIPT words through as written (no shell quoting)
+    assert deliver.post == Script("post.sh", ["$RETURN", '"two', 'words"'], (4, 60.0))
     assert fetch.pre_skip == 9
     assert p0.abort_on == (3, 1) and p1.abort_on == (4, None)
     assert deliver.priority == 10
@@ -124,7 +125,6 @@ ERRORS = [
     ('JOB A a.sub\nVARS B x="1"\n', 2, "node 'B' is not defined by a JOB line"),
     ("JOB A a.sub\nRETRY A many\n", 2, "the RETRY count must be an integer, not 'many'"),
     ("JOB A a.sub\nRETRY A 2 UNLESS-EXIT\n", 2, "RETRY options are 'UNLESS-EXIT value'"),
-    ("JOB A a.sub\nSCRIPT PRE A 'unbalanced\n", 2, "SCRIPT line cannot be read"),
     ("JOB A a.sub\nSCRIPT MIDDLE A x.sh\n", 2, "SCRIPT needs PRE, POST or HOLD"),
     ("JOB A a.sub\nABORT-DAG-ON A\n", 2, "ABORT-DAG-ON needs a node, an exit value"),
     ("JOB A a.sub\nABORT-DAG-ON A 1 RETURN x\n", 2, "the RETURN value must be an integer"),
@@ -133,12 +133,16 @@ ERRORS = [
     ("JOB A a.sub\nMAXJOBS cpu lots\n", 2, "MAXJOBS needs a category and a number"),
     ("JOB A\n", 1, "JOB needs a node name and a submit file"),
     ("JOB A a.sub RETRYME\n", 1, "unknown JOB option 'RETRYME'"),
-    ("JOB A {\n", 1, "inline submit descriptions are not supported"),
+    ("JOB A {\n", 1, "the inline submit description has no closing '}' line"),
     ("JOB ALL_NODES a.sub\n", 1, "'ALL_NODES' is a reserved word"),
+    ("JOB a+b a.sub\n", 1, "node name 'a+b' contains illegal character '+'"),
     ("JOB A a.sub\nPARENT A B\n", 2, "PARENT needs CHILD"),
     ("JOB A a.sub\nPARENT A CHILD\n", 2, "needs nodes on both sides"),
-    ("JOB A a.sub\nSUBDAG EXTERNAL B b.dag\n", 2, "SUBDAG is not supported"),
-    ("JOB A a.sub\nFINAL F f.sub\n", 2, "FINAL is not supported"),
+    ("JOB A a.sub\nSUBDAG B b.dag\n", 2, "SUBDAG needs EXTERNAL"),
+    ("JOB A a.sub\nFINAL F f.sub\nPARENT A CHILD F\n", 3,
+     "a FINAL node cannot have parents or children"),
+    ("JOB A a.sub\nSPLICE S missing.dag\n", 2, "cannot read"),
+    ("JOB A a.sub\nINCLUDE workflow.dag\n", 2, "includes itself"),
 ]
 
 
