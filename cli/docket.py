@@ -24,11 +24,13 @@ app.add_typer(queue_app, name="queue")
 
 def _mount() -> None:
     from cli.analysts import app as analysts_app
+    from cli.dag import app as dag_app
     from cli.inspect import inspect as inspect_command
 
     app.add_typer(analysts_app, name="analysts",
                   help="List and edit the home's analysts and their roles.")
     app.command("inspect")(inspect_command)
+    app.add_typer(dag_app, name="dag", help="Run or check any DAGMan DAG file on this machine.")
 
 
 _mount()
