@@ -7,6 +7,7 @@ condor_submit later refuses, so ``check_submit`` adds docket's own checks.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass, field
@@ -116,6 +117,12 @@ _QUEUE_COUNT = re.compile(r"^\s*(\d+)\b")
 _MATCH_EXPR = re.compile(r"\$\$\(\[(.*?)\]\)")
 
 
+@functools.lru_cache(maxsize=64)
+def _own_keys(text: str) -> frozenset[str]:
+    """The commands a submit description sets itself (one parse per distinct file)."""
+    return frozenset(k.lower() for k in _import_htcondor().Submit(text))
+
+
 def _evaluate_constants(value: str) -> str:
     """Replace each ``$$([expr])`` that needs no machine ad by its value; leave the
     rest (a reference to the machine's attributes cannot be known here)."""
@@ -180,7 +187,7 @@ def expand_submit(path: Path, node: str, vars: dict[str, str], cluster: int,
         except (OSError, UnicodeDecodeError) as exc:
             raise Invalid(f"{path}: cannot read the submit file: {exc}") from None
     try:
-        own_keys = {k.lower() for k in htcondor2.Submit(text)}
+        own_keys = _own_keys(text)
         prepended = "".join(f"{key} = {value}\n" for key, value in vars.items()
                             if key not in append_vars)
         text = prepended + text
@@ -205,7 +212,8 @@ def expand_submit(path: Path, node: str, vars: dict[str, str], cluster: int,
     plan = [(index, step, row) for index, row in enumerate(rows) for step in range(count)]
     procs = []
     for proc, (index, step, row) in enumerate(plan):
-        one = htcondor2.Submit(text)
+        # one proc: the description already parsed serves (a parse is most of the cost)
+        one = description if len(plan) == 1 else htcondor2.Submit(text)
         # the prepended line lets 'if defined' see a VARS value; setting it again keeps
         # it exact (a submit line trims surrounding spaces) unless the file defines it
         for key, value in vars.items():

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["NodeState", "STATUS_NAMES", "DAG_STATUS_NAMES", "node_status_text",
-           "rescue_text", "rescue_files", "next_rescue", "status_table", "failed_block",
+           "rescue_text", "rescue_files", "next_rescue", "status_table", "counts_table",
+           "failed_block",
            "dot_text", "jobstate_line"]
 
 # job.h's status_t, the numbers the node status file uses
@@ -139,9 +140,14 @@ def rescue_text(dag_path: Path, states: list[NodeState], now: float) -> str:
 
 def status_table(states: list[NodeState], dag_status: int) -> list[str]:
     """The lines DAGMan prints to dagman.out after each cycle that changed something."""
-    row = [_count(states, n) for n in (5, 2, 3, 4, 1, 0, 6, 7)]
+    return counts_table([_count(states, n) for n in (5, 2, 3, 4, 1, 0, 6, 7)], dag_status)
+
+
+def counts_table(row: list[int], dag_status: int) -> list[str]:
+    """The status table from its eight counts: Done, Pre, Queued, Post, Ready, Un-Ready,
+    Failed, Futile (the runner keeps them as it goes, so a big DAG costs nothing)."""
     return [f"DAG status: {dag_status} ({DAG_STATUS_NAMES.get(dag_status, '')})",
-            f"Of {len(states)} nodes total:",
+            f"Of {sum(row)} nodes total:",
             " Done     Pre   Queued    Post   Ready   Un-Ready   Failed   Futile",
             "  ===     ===      ===     ===     ===        ===      ===      ===",
             "{:>5}{:>8}{:>9}{:>8}{:>8}{:>11}{:>9}{:>9}".format(*row),

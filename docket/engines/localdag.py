@@ -60,6 +60,7 @@ __all__ = ["DagRun", "main", "lock_is_held", "dag_files", "stop_leftover_jobs"]
 
 KILL_GRACE_S = 5.0
 POLL_S = 0.2
+SYNC_INTERVAL_S = 0.25
 # A watcher's liveness probe holds the lock for microseconds; a runner holds it forever.
 LOCK_WAIT_S = 0.5
 
@@ -124,14 +125,26 @@ def _stop_leftovers(progress_path: Path, log: EventLogWriter,
     """SIGKILL every process group the progress file shows started and not ended; log
     its job as aborted; mark it ended so no later runner touches that id again."""
     running: dict[int, tuple[str, str]] = {}  # pgid -> (start time, "cluster proc")
+    starting: dict[str, str] = {}  # marker -> "cluster proc": started, pid not yet known
     for line in progress_path.read_text().splitlines():
         word, _, value = line.partition(" ")
-        if word == "START":
+        if word == "STARTING":
+            marker, _, job = value.partition(" ")
+            starting[marker] = job
+        elif word == "START":
             parts = value.split()
             if len(parts) >= 2 and parts[0].isdigit():
-                running[int(parts[0])] = (parts[1], " ".join(parts[2:]))
+                running[int(parts[0])] = (parts[1], " ".join(parts[-2:]) if len(parts) >= 4
+                                          else "")
+                if len(parts) >= 3:
+                    starting.pop(parts[2], None)
         elif word == "END" and value.isdigit():
             running.pop(int(value), None)
+    if starting:
+        # killed between starting a process and recording its pid: find it by the
+        # marker in its environment
+        for pgid, started, marker in _find_marked(set(starting)):
+            running.setdefault(pgid, (started, starting[marker]))
     stopped = []
     own = progress is None
     if own:
@@ -158,6 +171,35 @@ def _stop_leftovers(progress_path: Path, log: EventLogWriter,
         if own:
             progress.close()
     return stopped
+
+
+MARKER_VARIABLE = "_DOCKET_LOCAL_JOB"
+
+
+def _find_marked(markers: set[str]) -> list[tuple[int, str, str]]:
+    """(pid, start time, marker) of live processes whose environment carries one of
+    ``markers`` (the runner sets one in every process it starts, before it starts it)."""
+    found = []
+    wanted = {f"{MARKER_VARIABLE}={m}".encode() for m in markers}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for item in environ:
+            if item in wanted:
+                pid = int(entry.name)
+                with contextlib.suppress(OSError):
+                    if os.getpgid(pid) != pid:
+                        break  # a child of the job: its group leader is the job
+                started = _start_time(pid)
+                if started is not None:
+                    found.append((pid, started,
+                                  item.split(b"=", 1)[1].decode()))
+                break
+    return found
 
 
 @dataclass(eq=False)
@@ -287,6 +329,8 @@ class DagRun:
         self._progress_fh: IO[str] | None = None
         self._out: IO[str] | None = None
         self._need_sync = False
+        self._last_sync = 0.0
+        self._serial = 0  # numbers the markers of the processes this runner starts
         self.counts = StateCounts()
         self.ready = ReadyQueue()
         self._pending_runs: set[NodeRun] = set()  # nodes with procs waiting for a slot
@@ -493,11 +537,18 @@ class DagRun:
                     break
                 self._job_ended(job, code, note)
 
-    def _sync(self) -> None:
-        """fsync the progress file once per pass (a node's DONE must survive a crash)."""
-        if self._need_sync and self._progress_fh is not None:
+    def _sync(self, now: bool = False) -> None:
+        """fsync the progress file: a node's DONE line must survive a machine crash.
+
+        Every line is flushed at once, so a killed runner's successor always reads it;
+        the fsync (for a crash of the machine itself) is made at most every
+        SYNC_INTERVAL_S, so a wide DAG does not wait on the disk once per node."""
+        if not self._need_sync or self._progress_fh is None:
+            return
+        if now or time.monotonic() - self._last_sync >= SYNC_INTERVAL_S:
             os.fsync(self._progress_fh.fileno())
-        self._need_sync = False
+            self._need_sync = False
+            self._last_sync = time.monotonic()
 
     def _report(self, force: bool = False) -> None:
         """dagman.out's status table, at most once a second and only after a change (as
@@ -506,14 +557,19 @@ class DagRun:
         if self._changed and (force or now - self._last_summary >= 1.0):
             self._changed = False
             self._last_summary = now
-            states = self._states()
-            for line in dagman_files.status_table(states, self._dag_status()):
+            for line in dagman_files.counts_table(self._table_counts(), self._dag_status()):
                 self.say(line)
-            self._write_status(states, final=False)
-        elif force or (self.dag is not None and self.dag.node_status_file
-                       and now >= self._next_status
-                       and (self.dag.node_status_always or self._status_dirty)):
+        if force or (self.dag is not None and self.dag.node_status_file
+                     and now >= self._next_status
+                     and (self.dag.node_status_always or self._status_dirty)):
             self._write_status(self._states(), final=False)
+
+    def _table_counts(self) -> list[int]:
+        """Done, Pre, Queued, Post, Ready, Un-Ready, Failed, Futile, from the counts."""
+        c = self.counts
+        ready = len(self.ready)
+        return [c["done"], c["pre"], c["running"], c["post"], ready,
+                max(0, c["waiting"] - ready), c["failed"] + c["removed"], c["futile"]]
 
     def _start_final(self) -> bool:
         """The FINAL node runs once nothing else can: after success, failure, an
@@ -734,20 +790,30 @@ class DagRun:
         self.say(f"node {run.node.name}: running {kind.upper()} script {' '.join(argv)}")
         self._jobstate(run, f"{kind.upper()}_SCRIPT_STARTED",
                        f"{run.cluster}.{run.last_proc}" if kind == "post" else "-")
+        marker, mark = self._marker("")
         try:
             child = subprocess.Popen([exe, *argv[1:]], cwd=workdir, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+                                     start_new_session=True, env={**os.environ, **mark})
         except OSError as exc:
             reason = f"{kind.upper()} script {exe} cannot be started: {exc.strerror}"
             self._script_ended(run, kind, 1, reason)
             return
-        self._track(Job(run, kind, child))
+        self._track(Job(run, kind, child), marker)
 
-    def _track(self, job: Job) -> None:
+    def _marker(self, label: str) -> tuple[str, dict[str, str]]:
+        """A STARTING line, written before a process starts, and the environment entry
+        that lets a successor find the process if this runner dies before it records
+        the pid (see _stop_leftovers)."""
+        self._serial += 1
+        marker = f"{os.getpid()}.{self._serial}"
+        self._progress(f"STARTING {marker} {label}".rstrip())
+        return marker, {MARKER_VARIABLE: marker}
+
+    def _track(self, job: Job, marker: str) -> None:
         pid = job.popen.pid
         self.jobs[pid] = job
         label = (f" {job.run.cluster} {job.spec.proc}" if job.spec is not None else "")
-        self._progress(f"START {pid} {_start_time(pid) or '-'}{label}")
+        self._progress(f"START {pid} {_start_time(pid) or '-'} {marker}{label}")
         threading.Thread(target=self._wait, args=(job,), daemon=True).start()
 
     def _wait(self, job: Job) -> None:
@@ -846,6 +912,8 @@ class DagRun:
             self.say(f"node {node}: {note}")
             self.log.generic(cluster, proc, note)
         env = _job_environment(spec, scratch)
+        marker, mark = self._marker(f"{cluster} {proc}")
+        env.update(mark)
         cwd = scratch if spec.transfer_files else spec.initialdir
         try:
             with contextlib.ExitStack() as stack:
@@ -865,7 +933,7 @@ class DagRun:
         if proc == 0:
             self._jobstate(run, "EXECUTE", f"{cluster}.{proc}")
         deadline = time.monotonic() + spec.max_runtime[0] if spec.max_runtime else None
-        self._track(Job(run, "proc", child, spec, scratch, deadline=deadline))
+        self._track(Job(run, "proc", child, spec, scratch, deadline=deadline), marker)
 
     def _held(self, run: NodeRun, spec: ProcSpec, scratch: Path | None, code: int,
               subcode: int, reason: str) -> None:
@@ -1188,7 +1256,7 @@ class DagRun:
             self.say(f"Writing Rescue DAG to {rescue}...")
             atomic_write(rescue, dagman_files.rescue_text(self.dag_path, states, time.time()))
             metrics["rescue_dag"] = rescue.name
-        for line in dagman_files.status_table(states, self._dag_status()):
+        for line in dagman_files.counts_table(self._table_counts(), self._dag_status()):
             self.say(line)
         self._write_status(states, final=True, succeeded=exitcode == 0)
         self._write_dot(states)
@@ -1213,6 +1281,10 @@ class DagRun:
               "futile": 7, "removed": 6}
 
     def _states(self) -> list[NodeState]:
+        queued: dict[int, int] = {}
+        for job in self.jobs.values():
+            if job.kind == "proc":
+                queued[id(job.run)] = queued.get(id(job.run), 0) + 1
         out = []
         for number, run in enumerate(self.runs.values()):
             code = self._CODES[run.state]
@@ -1227,8 +1299,8 @@ class DagRun:
             post = node.post
             out.append(NodeState(
                 name=node.name, status=code, details=details,
-                retries=max(0, run.attempt - 1), procs_queued=len(run.pending) + sum(
-                    1 for j in self.jobs.values() if j.run is run and j.kind == "proc"),
+                retries=max(0, run.attempt - 1),
+                procs_queued=len(run.pending) + queued.get(id(run), 0),
                 noop=node.noop, submit_file=node.subdag or node.submit_file,
                 job_id=f"({run.cluster}.{run.last_proc}.0)" if run.cluster else "",
                 return_value=run.job_return, parents=tuple(sorted(node.parents)),
@@ -1288,7 +1360,7 @@ class DagRun:
         atomic_write(self.files["metrics"], json.dumps(metrics, indent=2, sort_keys=True))
         self.log.close()
         if self._progress_fh is not None:
-            self._sync()
+            self._sync(now=True)
             self._progress_fh.close()
         if self._jobstate_fh is not None:
             self._jobstate_fh.close()
