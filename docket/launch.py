@@ -207,9 +207,13 @@ class Launcher:
                                      "type='execution.resumed'", row["id"])["n"]
             if resumed < MAX_RESUMES:
                 log.warning("execution %s: the runner is gone; resuming its DAG", row["id"])
+                # recorded (and counted towards the limit) before the runner starts: a
+                # watcher killed in between resumes again on its next pass, within the
+                # limit, and never loses the record of a resume that happened
                 self.store.record("execution.resumed", request=row["request"],
                                   version=row["version"], execution=row["id"],
-                                  engine_id=engine.resume(dag))
+                                  attempt=resumed + 1)
+                log.info("execution %s: resumed as %s", row["id"], engine.resume(dag))
                 return False
             result = {"exitcode": None, "status": "failed",
                       "reason": f"the workflow's runner died {resumed + 1} times; see "

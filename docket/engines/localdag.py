@@ -37,6 +37,7 @@ import fnmatch
 import json
 import os
 import queue
+import selectors
 import shutil
 import signal
 import subprocess
@@ -316,6 +317,11 @@ class DagRun:
         self.max_jobs = max(1, max_jobs)
         # (job, returncode, note) from waiter threads; everything else is main-thread only
         self.events: queue.Queue[tuple[Job, int, str]] = queue.Queue()
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self.removing = False
         self.held = False  # set by SIGUSR1, cleared by SIGUSR2 (docket pause/resume)
         self._said_held = False
@@ -524,18 +530,29 @@ class DagRun:
                 time.sleep(POLL_S)  # held with work left: wait for the release
                 continue
             self._enforce_runtimes()
-            try:
-                job, code, note = self.events.get(timeout=POLL_S)
-            except queue.Empty:
+            self._wait_for_ends(POLL_S)
+
+    def _wait_for_ends(self, timeout_s: float) -> None:
+        """Block until a process ends (or the timeout), then handle every end reported.
+
+        Most processes are watched by a pidfd in this thread's selector, so an end is
+        seen at once without a thread switch; a sandboxed job's waiter thread (it copies
+        the outputs back) reports through the queue and wakes the selector by a pipe."""
+        for key, _ in self._selector.select(timeout_s):
+            if key.data is None:  # the wake-up pipe
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_r, 4096)
                 continue
+            job = key.data
+            self._selector.unregister(key.fd)
+            os.close(key.fd)
+            self._job_ended(job, job.popen.wait(), "")
+        while True:
+            try:
+                job, code, note = self.events.get_nowait()
+            except queue.Empty:
+                break
             self._job_ended(job, code, note)
-            # handle every report already waiting before deciding what starts next
-            while True:
-                try:
-                    job, code, note = self.events.get_nowait()
-                except queue.Empty:
-                    break
-                self._job_ended(job, code, note)
 
     def _sync(self, now: bool = False) -> None:
         """fsync the progress file: a node's DONE line must survive a machine crash.
@@ -814,7 +831,16 @@ class DagRun:
         self.jobs[pid] = job
         label = (f" {job.run.cluster} {job.spec.proc}" if job.spec is not None else "")
         self._progress(f"START {pid} {_start_time(pid) or '-'} {marker}{label}")
-        threading.Thread(target=self._wait, args=(job,), daemon=True).start()
+        if job.scratch is not None and job.spec is not None and job.spec.transfer_files:
+            # its outputs are copied back off the main thread
+            threading.Thread(target=self._wait, args=(job,), daemon=True).start()
+            return
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:  # an old kernel: a waiter thread does the same job
+            threading.Thread(target=self._wait, args=(job,), daemon=True).start()
+            return
+        self._selector.register(fd, selectors.EVENT_READ, job)
 
     def _wait(self, job: Job) -> None:
         code = job.popen.wait()
@@ -824,6 +850,8 @@ class DagRun:
                 and code >= 0 and not job.killed_because):
             note = _transfer_outputs(spec, job.scratch)
         self.events.put((job, code, note))
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._wake_w, b"x")
 
     def _submit(self, run: NodeRun) -> None:
         run.state = "running"
