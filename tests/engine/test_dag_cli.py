@@ -80,3 +80,15 @@ def test_the_installed_script_runs_a_dag(tmp_path):
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 1, done.stderr
     assert "final-fails.dag: failed, exit status 1" in done.stdout
+
+
+def test_the_dag_check_example_in_the_docs_is_real_output(tmp_path, capsys):
+    import re
+
+    d = case("check", tmp_path)
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "htcondor.md").read_text()
+    example = re.search(r"```console\n\$ docket dag check check.dag\n(.*?)```", doc,
+                        re.DOTALL)[1]
+    assert main(["check", str(d / "check.dag")]) == 1
+    real = capsys.readouterr().out.replace(f"{d}/", "")
+    assert real == example
