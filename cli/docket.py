@@ -441,10 +441,14 @@ def reject(name: str, reason: RequiredReason, version: VersionOption = None,
 
 @app.command()
 def resubmit(name: str, reason: RequiredReason, version: VersionOption = None,
+             rescue: Annotated[bool, typer.Option(
+                 "--rescue", help="Continue the failed execution from its rescue DAG "
+                                  "(finished nodes are not run again).")] = False,
              wait: WaitOption = True, home: HomeOption = None,
              as_json: JsonOption = False) -> int:
     """Run a version again, as a new execution."""
-    return _decide("Resubmit", {"request": name, "version": version, "reason": reason},
+    return _decide("Resubmit", {"request": name, "version": version, "reason": reason,
+                                "rescue": rescue},
                    "resubmit", name, home, wait, as_json)
 
 

@@ -130,6 +130,7 @@ class Launcher:
             try:
                 self._render(row, directory)
                 self._apply_site(row, directory)
+                self._copy_rescue(row, directory)
                 engine_id = engine.submit(dag)
             except (DocketError, CapabilityError, OSError) as exc:
                 reason = f"could not start: {exc}"
@@ -143,6 +144,28 @@ class Launcher:
         self.store.record("execution.submitted", **common, engine=engine.name,
                           engine_id=engine_id)
         return True
+
+    def _copy_rescue(self, row: Any, directory: Path) -> None:
+        """``resubmit --rescue``: the failed execution's files (its finished nodes'
+        outputs and its rescue DAGs) are copied in, so the new run skips what it did."""
+        event = self.store.one("SELECT data FROM events WHERE execution=? AND "
+                               "type='execution.rescue_from'", row["id"])
+        if event is None:
+            return
+        import shutil
+
+        source = Path(json.loads(event["data"])["directory"])
+        # the old run's engine bookkeeping stays behind; the rescue DAG says what is done
+        skip = {f"{WORKFLOW_FILE}.{s}" for s in ("metrics", "progress", "lock", "lib.err",
+                                                 "nodes.log", "dagman.out")}
+        for item in source.iterdir():
+            if item.name in skip or item.name in ("metadata.json", ACTIVE_MARKER):
+                continue
+            target = directory / item.name
+            if item.is_dir() and not item.is_symlink():
+                shutil.copytree(item, target, symlinks=True, dirs_exist_ok=True)
+            elif not target.exists() or item.name.startswith(f"{WORKFLOW_FILE}.rescue"):
+                shutil.copy2(item, target, follow_symlinks=False)
 
     def _apply_site(self, row: Any, directory: Path) -> None:
         sites = self.rules.sites

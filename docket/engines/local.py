@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from docket.engines.base import metrics_file
+from docket.engines.dagman_files import rescue_files
 from docket.engines.localdag import dag_files, lock_is_held, stop_leftover_jobs
 from docket.fileio import atomic_write
 
@@ -42,7 +43,10 @@ class LocalEngine:
                 [sys.executable, "-m", "docket.engines.localdag", str(dag),
                  "--max-jobs", str(self.max_jobs),
                  *(f"--limit={k}={v}" for k, v in sorted(self.limits.items())),
-                 *([] if self.shared_filesystem else ["--no-shared-filesystem"])],
+                 *([] if self.shared_filesystem else ["--no-shared-filesystem"]),
+                 # a rescue DAG beside it (resubmit --rescue, or a retry after a failed
+                 # run) marks the nodes that are done, as condor_submit_dag's auto-rescue
+                 *(["--rescue"] if rescue_files(dag) else [])],
                 cwd=dag.parent, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
                 start_new_session=True)
         self._children[dag] = child
