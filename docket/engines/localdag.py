@@ -900,7 +900,14 @@ class DagRun:
         workdir = self._workdir(node)
         if node.subdag is not None:
             # like condor_submit_dag's .condor.sub: a scheduler universe job running
-            # DAGMan on the nested DAG, which writes its own files and rescue DAG
+            # DAGMan on the nested DAG, which writes its own files and rescue DAG. A
+            # nested DAG that finished in an earlier run of this one runs again in full
+            # (one that failed continues from its rescue DAG)
+            inner = dag_files((workdir / node.subdag).resolve())
+            with contextlib.suppress(OSError, ValueError):
+                if json.loads(inner["metrics"].read_text()).get("status") == "complete":
+                    inner["metrics"].unlink()
+                    inner["progress"].unlink(missing_ok=True)
             argv = ["-m", "docket.engines.localdag", node.subdag,
                     "--max-jobs", str(self.max_jobs), "--rescue",
                     *(f"--limit={k}={v}" for k, v in sorted(self.limits.items()))]

@@ -92,3 +92,13 @@ def test_the_dag_check_example_in_the_docs_is_real_output(tmp_path, capsys):
     assert main(["check", str(d / "check.dag")]) == 1
     real = capsys.readouterr().out.replace(f"{d}/", "")
     assert real == example
+
+
+def test_running_a_finished_dag_again_runs_its_subdag_again(tmp_path, monkeypatch,
+                                                              capsys):
+    d = case("subdag", tmp_path)
+    monkeypatch.setenv("ORDER_LOG", str(d / "order.txt"))
+    assert main(["run", str(d / "outer.dag")]) == 0
+    assert main(["run", str(d / "outer.dag")]) == 0
+    assert (d / "order.txt").read_text().split() == [
+        "before", "x", "flaky", "flaky", "after", "before", "x", "flaky", "after"]
