@@ -904,12 +904,14 @@ class DagRun:
             # nested DAG that finished in an earlier run of this one runs again in full
             # (one that failed continues from its rescue DAG)
             inner = dag_files((workdir / node.subdag).resolve())
+            again = False
             with contextlib.suppress(OSError, ValueError):
                 if json.loads(inner["metrics"].read_text()).get("status") == "complete":
                     inner["metrics"].unlink()
                     inner["progress"].unlink(missing_ok=True)
+                    again = True
             argv = ["-m", "docket.engines.localdag", node.subdag,
-                    "--max-jobs", str(self.max_jobs), "--rescue",
+                    "--max-jobs", str(self.max_jobs), *([] if again else ["--rescue"]),
                     *(f"--limit={k}={v}" for k, v in sorted(self.limits.items()))]
             if not self.shared_filesystem:
                 argv.append("--no-shared-filesystem")
