@@ -166,3 +166,20 @@ def test_a_binary_file_is_refused_with_its_name(tmp_path):
     path.write_bytes(b"JOB A a.sub\n\xff\xfe\x00")
     with pytest.raises(DagError, match=f"{path}: not a text file"):
         read_dag(path)
+
+
+def test_all_nodes_leaves_out_the_final_node_and_status_file_options_parse(tmp_path):
+    dag = parse_dag("JOB A a.sub\nJOB B b.sub\nFINAL F f.sub\nRETRY ALL_NODES 3\n"
+                    "NODE_STATUS_FILE s.txt 5 ALWAYS-UPDATE\n", tmp_path / "w.dag")
+    assert [n.retry for n in dag.nodes.values()] == [3, 3, 0]
+    assert dag.final == "F" and dag.nodes["F"].final
+    assert (dag.node_status_file, dag.node_status_interval_s, dag.node_status_always) == (
+        "s.txt", 5.0, True)
+
+
+def test_default_append_vars_from_the_config_file(tmp_path):
+    (tmp_path / "c.config").write_text("# knobs\nDAGMAN_DEFAULT_APPEND_VARS = true\n")
+    dag = parse_dag('CONFIG c.config\nJOB A a.sub\nVARS A x="1"\nVARS A PREPEND y="2"\n',
+                    tmp_path / "w.dag")
+    assert dag.nodes["A"].append_vars == {"x"}
+    assert dag.flag("DAGMAN_DEFAULT_APPEND_VARS") and dag.config_error is None
