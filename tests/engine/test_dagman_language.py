@@ -315,3 +315,22 @@ def test_the_one_place_a_jobs_command_line_is_built(tmp_path):
     [spec] = expand_submit(tmp_path / "a.sub", "A", {}, 1)
     assert job_argv(spec) == ["/bin/echo", "x", "y"]
     assert os.path.isabs(job_argv(spec)[0])
+
+
+def test_a_removed_dag_still_runs_its_final_node_with_dag_status_4(tmp_path):
+    import signal
+
+    from dagkit import finish, start, wait_for
+
+    (tmp_path / "long.sub").write_text('executable = /bin/sh\narguments = "-c \'touch '
+                                       'started; sleep 30\'"\nqueue\n')
+    (tmp_path / "f.sub").write_text('executable = /bin/sh\narguments = "-c \'echo '
+                                    '$(DAG_STATUS) > final.txt\'"\nqueue\n')
+    dag = tmp_path / "w.dag"
+    dag.write_text("JOB L long.sub\nFINAL F f.sub\n")
+    runner = start(dag)
+    wait_for(lambda: (tmp_path / "started").exists(), what="the long job")
+    os.kill(runner.pid, signal.SIGTERM)  # what cancelling a local DAG does
+    out = finish(runner, dag)
+    assert out.code == 2 and out.metrics["status"] == "removed"
+    assert (tmp_path / "final.txt").read_text() == "4\n"  # DAG_STATUS_RM
