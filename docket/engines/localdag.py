@@ -1179,7 +1179,10 @@ class DagRun:
             self.say(f"node {node.name}: failed ({run.reason}); retry {run.attempt} of "
                      f"{node.retry}")
             run.state = "waiting"  # back through the ready list, PRE script included
-            self._make_ready(run)
+            if node.final:
+                self._start_node(run)  # the FINAL node is never in the ready list
+            else:
+                self._make_ready(run)
             return
         run.state = "failed"
         self.say(f"node {node.name}: failed ({run.reason})"

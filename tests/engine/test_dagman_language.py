@@ -334,3 +334,14 @@ def test_a_removed_dag_still_runs_its_final_node_with_dag_status_4(tmp_path):
     out = finish(runner, dag)
     assert out.code == 2 and out.metrics["status"] == "removed"
     assert (tmp_path / "final.txt").read_text() == "4\n"  # DAG_STATUS_RM
+
+
+def test_a_final_node_is_retried_like_any_other(tmp_path):
+    (tmp_path / "f.sub").write_text('executable = /bin/sh\narguments = "-c \'echo x >> '
+                                    'tries; test $(RETRY) = 1\'"\nqueue\n')
+    (tmp_path / "a.sub").write_text("executable = /bin/true\nqueue\n")
+    dag = tmp_path / "w.dag"
+    dag.write_text("JOB A a.sub\nFINAL F f.sub\nRETRY F 2\n")
+    out = run_dag(dag)
+    assert out.code == 0, out.dagman_out
+    assert lines(tmp_path / "tries") == ["x", "x"]  # failed once, then succeeded
