@@ -576,6 +576,8 @@ class DagRun:
             self._last_summary = now
             for line in dagman_files.counts_table(self._table_counts(), self._dag_status()):
                 self.say(line)
+            if self.dag is not None and self.dag.dot_update:
+                self._write_dot()  # DOT file UPDATE: rewritten as the DAG changes
         if force or (self.dag is not None and self.dag.node_status_file
                      and now >= self._next_status
                      and (self.dag.node_status_always or self._status_dirty)):
