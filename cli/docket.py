@@ -24,6 +24,7 @@ app.add_typer(queue_app, name="queue")
 
 def _mount() -> None:
     from cli.analysts import app as analysts_app
+    from cli.dag import app as dag_app
     from cli.init import init as init_command
     from cli.inspect import inspect as inspect_command
 
@@ -31,6 +32,7 @@ def _mount() -> None:
                   help="List and edit the home's analysts and their roles.")
     app.command("inspect")(inspect_command)
     app.command("init")(init_command)
+    app.add_typer(dag_app, name="dag", help="Run or check any DAGMan DAG file on this machine.")
 
 
 _mount()
@@ -498,10 +500,14 @@ def reject(name: str, reason: RequiredReason, version: VersionOption = None,
 
 @app.command()
 def resubmit(name: str, reason: RequiredReason, version: VersionOption = None,
+             rescue: Annotated[bool, typer.Option(
+                 "--rescue", help="Continue the failed execution from its rescue DAG "
+                                  "(finished nodes are not run again).")] = False,
              wait: WaitOption = True, home: HomeOption = None,
              as_json: JsonOption = False) -> int:
     """Run a version again, as a new execution."""
-    return _decide("Resubmit", {"request": name, "version": version, "reason": reason},
+    return _decide("Resubmit", {"request": name, "version": version, "reason": reason,
+                                "rescue": rescue},
                    "resubmit", name, home, wait, as_json)
 
 

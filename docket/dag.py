@@ -1,30 +1,45 @@
-"""The DAGMan language subset docket's templates use, read into a plain model.
+"""DAGMan's DAG language, read into a plain model.
 
 Parsing is separate from running so that rendering can check a DAG (undefined nodes,
 duplicate names, missing submit files, cycles — things ``htcondor2`` does not check)
 before anything is submitted, and the local engine runs exactly what was checked.
 Every error names the file and line, as ``condor_submit_dag`` does.
+
+What the parser does that DAGMan's parser does (src/condor_dagman/parse.cpp and the
+manual's "DAGMan Workflows" chapter): a line ending in ``\\`` continues on the next;
+``INCLUDE`` reads another file as if it were inline; ``SPLICE`` reads another DAG and
+merges its nodes as ``splice+node`` (a PARENT/CHILD naming a splice means its initial or
+final nodes, ``CONNECT`` joins ``PIN_OUT`` to ``PIN_IN``); ``JOB name { ... }`` and
+``SUBMIT-DESCRIPTION`` carry a submit description inline; node names with ``+`` and the
+reserved words are refused; ``ALL_NODES`` applies a command to every node but the FINAL
+one; ``CONFIG`` files are read for the knobs the runner honours.
 """
 
 from __future__ import annotations
 
 import re
-import shlex
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Dag", "Node", "Script", "DagError", "parse_dag", "read_dag"]
+__all__ = ["Dag", "Node", "Script", "DagError", "DagCycle", "parse_dag", "read_dag", "read_config",
+           "SCHEDD_ONLY_COMMANDS"]
 
 
 class DagError(Exception):
     """A DAG file that DAGMan would refuse; the message names the line."""
 
 
+class DagCycle(DagError):
+    """The DAG's dependencies form a cycle."""
+
+
 @dataclass
 class Script:
     executable: str
     arguments: list[str]
+    # SCRIPT DEFER status time: an exit with ``status`` runs the script again later
+    defer: tuple[int, float] | None = None
 
 
 @dataclass
@@ -34,8 +49,14 @@ class Node:
     directory: str | None = None
     noop: bool = False
     done: bool = False
+    final: bool = False
+    # SUBDAG EXTERNAL: the node's job is this DAG file, run by a nested runner
+    subdag: str | None = None
+    # JOB name { ... } or a SUBMIT-DESCRIPTION: the submit text itself
+    inline_submit: str | None = None
     vars: dict[str, str] = field(default_factory=dict)
-    # VARS given with APPEND: set after the submit file is read, so they override it
+    # VARS given with APPEND (or by DAGMAN_DEFAULT_APPEND_VARS): set after the submit
+    # file is read, so they override it
     append_vars: set[str] = field(default_factory=set)
     retry: int = 0
     retry_unless_exit: int | None = None
@@ -47,6 +68,9 @@ class Node:
     category: str | None = None
     parents: set[str] = field(default_factory=set)
     children: set[str] = field(default_factory=set)
+    where: str = ""  # "file:line" of its JOB line
+    # VARS mode as written, resolved into append_vars once CONFIG is known
+    _var_modes: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -55,8 +79,23 @@ class Dag:
     nodes: dict[str, Node]
     maxjobs: dict[str, int] = field(default_factory=dict)
     node_status_file: str | None = None
+    node_status_interval_s: float = 60.0
+    node_status_always: bool = False
     # the PARENT/CHILD lines as written: (parents, children, "file:line")
     edge_groups: list[tuple[list[str], list[str], str]] = field(default_factory=list)
+    config: dict[str, str] = field(default_factory=dict)
+    config_file: str | None = None
+    config_error: str | None = None  # a CONFIG file that cannot be read stops a run
+    jobstate_log: str | None = None
+    dot_file: str | None = None
+    dot_update: bool = False
+    job_attrs: dict[str, str] = field(default_factory=dict)
+    reject: str | None = None  # "file:line" of a REJECT
+    final: str | None = None  # the FINAL node's name
+    pins_in: dict[int, list[str]] = field(default_factory=dict)
+    pins_out: dict[int, list[str]] = field(default_factory=dict)
+    # commands the local engine cannot honour, with where they were: for ``dag check``
+    schedd_only: list[str] = field(default_factory=list)
 
     def edge_line(self, parent: str, child: str) -> str:
         """"file:line" of the PARENT/CHILD line that made an edge (for error messages)."""
@@ -79,7 +118,7 @@ class Dag:
         if len(order) != len(self.nodes):
             cycle = self._find_cycle({n for n, d in indegree.items() if d > 0})
             where = self.edge_line(cycle[0], cycle[1])
-            raise DagError(f"{where}: the DAG has a cycle: {' -> '.join(cycle)}")
+            raise DagCycle(f"{where}: the DAG has a cycle: {' -> '.join(cycle)}")
         return order
 
     def _find_cycle(self, stuck: set[str]) -> list[str]:
@@ -94,17 +133,33 @@ class Dag:
                 return list(reversed(loop))
             seen.append(current)
 
+    def knob(self, name: str, default: str = "") -> str:
+        """A DAGMan configuration value from the DAG's CONFIG file."""
+        return self.config.get(name.upper(), default)
+
+    def flag(self, name: str, default: bool = False) -> bool:
+        value = self.knob(name).strip().lower()
+        if not value:
+            return default
+        return value in ("true", "t", "yes", "1")
+
+    def number(self, name: str, default: int) -> int:
+        try:
+            return int(self.knob(name).strip())
+        except ValueError:
+            return default
+
 
 # A macro name, '=', then a double-quoted value in which \" and \\ are escapes.
 _VAR = re.compile(r'\s*([A-Za-z_+][A-Za-z0-9_.+]*)\s*=\s*"((?:[^"\\]|\\.)*)"')
-_UNSUPPORTED = {"SUBDAG", "SPLICE", "INCLUDE", "FINAL", "SERVICE", "PROVISIONER",
-                "SUBMIT-DESCRIPTION"}
-# Accepted and ignored: they change reporting or pool-side behaviour, not what runs.
-_IGNORED = {"CONFIG", "DOT", "JOBSTATE_LOG", "SET_JOB_ATTR", "ENV", "REJECT",
-            "SAVE_POINT_FILE", "CONNECT", "PIN_IN", "PIN_OUT"}
+# Need a schedd or a pool: accepted, and 'docket dag check' names them.
+_SCHEDD_ONLY = {"SERVICE", "PROVISIONER", "ENV", "SAVE_POINT_FILE"}
+SCHEDD_ONLY_COMMANDS = frozenset(_SCHEDD_ONLY)
 _PER_NODE = {"VARS", "RETRY", "SCRIPT", "ABORT-DAG-ON", "PRIORITY", "CATEGORY", "PRE_SKIP",
              "DONE"}
-_RESERVED_NAMES = {"ALL_NODES", "PARENT", "CHILD"}
+# parse.cpp refuses these as node names (DAG::RESERVED), and '+' (the splice separator)
+_RESERVED_NAMES = {"ALL_NODES", "PARENT", "CHILD", "SUBDAG", "SPLICE", "FINAL"}
+_ILLEGAL_CHARS = "+"
 
 
 def _unescape(value: str) -> str:
@@ -147,96 +202,354 @@ def _int(word: str, what: str, where: str) -> int:
         raise DagError(f"{where}: {what} must be an integer, not {word!r}") from None
 
 
-def parse_dag(text: str, path: Path) -> Dag:
-    nodes: dict[str, Node] = {}
-    edges: list[tuple[list[str], list[str], str]] = []
-    maxjobs: dict[str, int] = {}
-    status_file = None
-    pending: list[tuple[str, str, str]] = []  # keyword, rest, where: applied after JOBs
-
-    pathname = str(path)
-    for number, raw in enumerate(text.splitlines(), 1):
+def read_config(path: Path) -> dict[str, str]:
+    """A DAGMan CONFIG file: ``NAME = value`` lines (names case-blind, later lines win)."""
+    out: dict[str, str] = {}
+    text = path.read_text()
+    for raw in text.replace("\\\n", " ").splitlines():
         line = raw.strip()
-        where = f"{pathname}:{number}"
-        if not line or line.startswith("#"):
+        if not line or line.startswith("#") or "=" not in line:
             continue
-        keyword, rest = _split2(line)
-        keyword = keyword.upper()
-        rest = rest.strip()
-        if keyword == "JOB":
-            words = rest.split()
-            if len(words) < 2:
-                raise DagError(f"{where}: JOB needs a node name and a submit file")
-            name, submit = words[0], words[1]
-            if submit == "{" or submit.endswith("{"):
-                raise DagError(f"{where}: inline submit descriptions are not supported by "
-                               "docket's engines; put the description in a .sub file")
-            if name.upper() in _RESERVED_NAMES:
-                raise DagError(f"{where}: {name!r} is a reserved word, not a node name")
-            if name in nodes:
-                raise DagError(f"{where}: node {name!r} is defined twice")
-            node = Node(name, submit)
-            extra = [w.upper() for w in words[2:]]
-            i = 0
-            while i < len(extra):
-                if extra[i] == "DIR" and i + 1 < len(extra):
-                    node.directory = words[2 + i + 1]
-                    i += 2
-                elif extra[i] in ("NOOP", "DONE"):
-                    setattr(node, extra[i].lower(), True)
-                    i += 1
-                else:
-                    raise DagError(f"{where}: unknown JOB option {words[2 + i]!r}")
-            nodes[name] = node
-        elif keyword == "PARENT":
-            upper = rest.upper().split()
-            if "CHILD" not in upper:
-                raise DagError(f"{where}: PARENT needs CHILD")
-            words = rest.split()
-            split = upper.index("CHILD")
-            parents, children = words[:split], words[split + 1:]
-            if not parents or not children:
-                raise DagError(f"{where}: PARENT ... CHILD ... needs nodes on both sides")
-            edges.append((parents, children, where))
-        elif keyword in _PER_NODE:
-            pending.append((keyword, rest, where))
-        elif keyword == "MAXJOBS":
-            words = rest.split()
-            if len(words) != 2 or not words[1].isdigit():
-                raise DagError(f"{where}: MAXJOBS needs a category and a number")
-            maxjobs[words[0]] = int(words[1])
-        elif keyword == "NODE_STATUS_FILE":
-            status_file = rest.split()[0] if rest else None
-        elif keyword in _UNSUPPORTED:
-            raise DagError(f"{where}: {keyword} is not supported by docket's engines")
-        elif keyword in _IGNORED:
-            continue
-        else:
-            raise DagError(f"{where}: unknown DAG command {keyword!r}")
+        name, _, value = line.partition("=")
+        out[name.strip().upper()] = value.strip()
+    return out
 
-    def node_of(name: str, where: str, all_nodes: bool = True) -> list[Node]:
+
+def _check_name(name: str, where: str) -> None:
+    if name.upper() in _RESERVED_NAMES:
+        raise DagError(f"{where}: node name {name!r} is a reserved word")
+    if any(c in name for c in _ILLEGAL_CHARS):
+        raise DagError(f"{where}: node name {name!r} contains illegal character '+'")
+
+
+class _Parser:
+    """One DAG file (with its INCLUDEs); a SPLICE is parsed by a parser of its own."""
+
+    def __init__(self, path: Path, base: Path, depth: int = 0) -> None:
+        self.path = path
+        self.base = base  # the directory relative paths in the DAG are read from
+        self.depth = depth
+        self.dag = Dag(path, {})
+        self.edges: list[tuple[list[str], list[str], str]] = []
+        self.pending: list[tuple[str, str, str]] = []  # per-node commands, applied last
+        self.descriptions: dict[str, str] = {}  # SUBMIT-DESCRIPTION name -> text
+        # splice name -> (initial nodes, final nodes, pins in, pins out)
+        self.splices: dict[str, tuple[list[str], list[str], dict[int, list[str]],
+                                      dict[int, list[str]]]] = {}
+        self.connects: list[tuple[str, str, str]] = []
+
+    # lines -------------------------------------------------------------------
+
+    def lines(self, path: Path, text: str, seen: tuple[Path, ...] = ()):  # noqa: ANN201
+        """(where, line) with continuations joined and INCLUDEs read in place."""
+        raw_lines = text.splitlines()
+        i = 0
+        while i < len(raw_lines):
+            number = i + 1
+            line = raw_lines[i]
+            while line.endswith("\\") and i + 1 < len(raw_lines):
+                i += 1
+                line = line[:-1] + " " + raw_lines[i]
+            i += 1
+            where = f"{path}:{number}"
+            stripped = line.strip()
+            if not stripped or stripped.startswith("#"):
+                continue
+            keyword, rest = _split2(stripped)
+            if keyword.upper() == "INCLUDE":
+                target = self._file(rest.strip(), where, "INCLUDE")
+                if target in seen or target == self.path:
+                    raise DagError(f"{where}: INCLUDE {rest.strip()} includes itself")
+                yield from self.lines(target, _read_text(target, where),
+                                      (*seen, path))
+                continue
+            if stripped.endswith("{") and keyword.upper() in ("JOB", "NODE", "FINAL",
+                                                              "SUBMIT-DESCRIPTION"):
+                body = []
+                while i < len(raw_lines) and raw_lines[i].strip() != "}":
+                    body.append(raw_lines[i])
+                    i += 1
+                if i >= len(raw_lines):
+                    raise DagError(f"{where}: the inline submit description has no "
+                                   "closing '}' line")
+                i += 1
+                yield where, stripped[:-1].rstrip() + " {", "\n".join(body) + "\n"
+                continue
+            yield where, stripped, None
+
+    def _file(self, name: str, where: str, what: str) -> Path:
+        if not name:
+            raise DagError(f"{where}: {what} needs a file name")
+        path = Path(name)
+        return path if path.is_absolute() else self.base / path
+
+    # the parse ---------------------------------------------------------------
+
+    def parse(self, text: str) -> Dag:
+        dag = self.dag
+        for where, line, inline in self.lines(self.path, text):
+            keyword, rest = _split2(line)
+            keyword = keyword.upper()
+            rest = rest.strip()
+            if keyword in ("JOB", "NODE", "FINAL"):
+                self._node(keyword, rest, where, inline)
+            elif keyword == "SUBDAG":
+                self._subdag(rest, where)
+            elif keyword == "SPLICE":
+                self._splice(rest, where)
+            elif keyword == "SUBMIT-DESCRIPTION":
+                name = rest.split()[0] if rest.split() else ""
+                if not name or inline is None:
+                    raise DagError(f"{where}: SUBMIT-DESCRIPTION needs a name and "
+                                   "{ ... }")
+                self.descriptions[name] = inline
+            elif keyword == "PARENT":
+                upper = rest.upper().split()
+                if "CHILD" not in upper:
+                    raise DagError(f"{where}: PARENT needs CHILD")
+                words = rest.split()
+                split = upper.index("CHILD")
+                parents, children = words[:split], words[split + 1:]
+                if not parents or not children:
+                    raise DagError(f"{where}: PARENT ... CHILD ... needs nodes on both "
+                                   "sides")
+                self.edges.append((parents, children, where))
+            elif keyword in _PER_NODE:
+                self.pending.append((keyword, rest, where))
+            elif keyword == "MAXJOBS":
+                words = rest.split()
+                if len(words) != 2 or not words[1].isdigit():
+                    raise DagError(f"{where}: MAXJOBS needs a category and a number")
+                dag.maxjobs[words[0]] = int(words[1])
+            elif keyword == "NODE_STATUS_FILE":
+                words = rest.split()
+                if not words:
+                    raise DagError(f"{where}: NODE_STATUS_FILE needs a file name")
+                dag.node_status_file = words[0]
+                for word in words[1:]:
+                    if word.upper() == "ALWAYS-UPDATE":
+                        dag.node_status_always = True
+                    else:
+                        dag.node_status_interval_s = float(
+                            _int(word, "the NODE_STATUS_FILE update time", where))
+            elif keyword == "CONFIG":
+                target = self._file(rest, where, "CONFIG")
+                dag.config_file = str(target)
+                try:
+                    dag.config.update(read_config(target))
+                except OSError as exc:
+                    # checking a rendered DAG needs no CONFIG file; running it does
+                    dag.config_error = (f"{where}: cannot read the CONFIG file {target}: "
+                                        f"{exc.strerror}")
+            elif keyword == "JOBSTATE_LOG":
+                dag.jobstate_log = rest.split()[0] if rest else None
+            elif keyword == "DOT":
+                words = rest.split()
+                if not words:
+                    raise DagError(f"{where}: DOT needs a file name")
+                dag.dot_file = words[0]
+                dag.dot_update = any(w.upper() == "UPDATE" for w in words[1:])
+            elif keyword == "SET_JOB_ATTR":
+                name, _, value = rest.partition("=")
+                if not name.strip() or not _:
+                    raise DagError(f"{where}: SET_JOB_ATTR needs name = value")
+                dag.job_attrs[name.strip()] = value.strip()
+            elif keyword == "REJECT":
+                dag.reject = dag.reject or where
+            elif keyword in ("PIN_IN", "PIN_OUT"):
+                words = rest.split()
+                if len(words) != 2:
+                    raise DagError(f"{where}: {keyword} needs a node and a pin number")
+                pins = dag.pins_in if keyword == "PIN_IN" else dag.pins_out
+                pins.setdefault(_int(words[1], "the pin number", where), []).append(
+                    words[0])
+            elif keyword == "CONNECT":
+                words = rest.split()
+                if len(words) != 2:
+                    raise DagError(f"{where}: CONNECT needs two splice names")
+                self.connects.append((words[0], words[1], where))
+            elif keyword in _SCHEDD_ONLY:
+                dag.schedd_only.append(f"{where}: {keyword}")
+            else:
+                raise DagError(f"{where}: unknown DAG command {keyword!r}")
+        self._finish()
+        return dag
+
+    def _node(self, keyword: str, rest: str, where: str, inline: str | None) -> None:
+        words = rest.split()
+        if inline is not None:
+            if words and words[-1] == "{":
+                words = words[:-1]
+            if len(words) < 1:
+                raise DagError(f"{where}: {keyword} needs a node name")
+            words = [words[0], "{inline}", *words[1:]]
+        if len(words) < 2:
+            raise DagError(f"{where}: {keyword} needs a node name and a submit file")
+        name, submit = words[0], words[1]
+        _check_name(name, where)
+        node = Node(name, submit, where=where)
+        if inline is not None:
+            node.inline_submit = inline
+        elif submit in self.descriptions:
+            node.inline_submit = self.descriptions[submit]
+        self._options(node, words[2:], where, keyword)
+        if keyword == "FINAL":
+            if self.depth:
+                raise DagError(f"{where}: a FINAL node cannot be in a splice")
+            if self.dag.final is not None:
+                raise DagError(f"{where}: the DAG already has a FINAL node "
+                               f"({self.dag.final})")
+            node.final = True
+            self.dag.final = name
+        self._add(node, where)
+
+    def _options(self, node: Node, words: list[str], where: str, keyword: str) -> None:
+        i = 0
+        while i < len(words):
+            word = words[i].upper()
+            if word == "DIR" and i + 1 < len(words):
+                node.directory = words[i + 1]
+                i += 2
+            elif word in ("NOOP", "DONE"):
+                setattr(node, word.lower(), True)
+                i += 1
+            else:
+                raise DagError(f"{where}: unknown {keyword} option {words[i]!r}")
+
+    def _add(self, node: Node, where: str) -> None:
+        if node.name in self.dag.nodes or node.name in self.splices:
+            raise DagError(f"{where}: node {node.name!r} is defined twice")
+        self.dag.nodes[node.name] = node
+
+    def _subdag(self, rest: str, where: str) -> None:
+        words = rest.split()
+        if len(words) < 3 or words[0].upper() != "EXTERNAL":
+            raise DagError(f"{where}: SUBDAG needs EXTERNAL, a node name and a DAG file")
+        name, dag_file = words[1], words[2]
+        _check_name(name, where)
+        node = Node(name, dag_file, subdag=dag_file, where=where)
+        self._options(node, words[3:], where, "SUBDAG")
+        self._add(node, where)
+
+    def _splice(self, rest: str, where: str) -> None:
+        words = rest.split()
+        if len(words) not in (2, 4) or (len(words) == 4 and words[2].upper() != "DIR"):
+            raise DagError(f"{where}: SPLICE needs a name, a DAG file and optionally "
+                           "DIR directory")
+        name, dag_file = words[0], words[1]
+        _check_name(name, where)
+        if name in self.splices or name in self.dag.nodes:
+            raise DagError(f"{where}: splice {name!r} is defined twice")
+        directory = words[3] if len(words) == 4 else None
+        base = self.base / directory if directory else self.base
+        target = Path(dag_file) if Path(dag_file).is_absolute() else base / dag_file
+        if self.depth > 20:
+            raise DagError(f"{where}: splices nested too deep (does {dag_file} splice "
+                           "itself?)")
+        inner = _Parser(target, base, self.depth + 1)
+        sub = inner.parse(_read_text(target, where))
+        if sub.final:
+            raise DagError(f"{where}: a FINAL node cannot be in a splice")
+        prefix = f"{name}+"
+        for old in sub.nodes.values():
+            new = Node(**{**old.__dict__})
+            new.name = prefix + old.name
+            new.parents = {prefix + p for p in old.parents}
+            new.children = {prefix + c for c in old.children}
+            if directory:
+                new.directory = str(Path(directory) / old.directory) if old.directory \
+                    else directory
+            if new.name in self.dag.nodes:
+                raise DagError(f"{where}: node {new.name!r} is defined twice")
+            self.dag.nodes[new.name] = new
+        for category, limit in sub.maxjobs.items():
+            self.dag.maxjobs.setdefault(category, limit)
+        initial = [prefix + n for n, node in sub.nodes.items() if not node.parents]
+        final = [prefix + n for n, node in sub.nodes.items() if not node.children]
+        self.splices[name] = (
+            initial, final,
+            {k: [prefix + n for n in v] for k, v in sub.pins_in.items()},
+            {k: [prefix + n for n in v] for k, v in sub.pins_out.items()})
+        self.dag.schedd_only += sub.schedd_only
+
+    # after every line ------------------------------------------------------
+
+    def _resolve(self, name: str, where: str, as_parent: bool) -> list[str]:
+        if name in self.splices:
+            initial, final, _, _ = self.splices[name]
+            return final if as_parent else initial
+        if name not in self.dag.nodes:
+            raise DagError(f"{where}: node {name!r} is not defined by a JOB line")
+        return [name]
+
+    def _node_of(self, name: str, where: str, all_nodes: bool = True) -> list[Node]:
+        nodes = self.dag.nodes
         if name == "ALL_NODES" and all_nodes:
-            return list(nodes.values())
+            # parse.cpp: ALL_NODES does not include the FINAL node
+            return [n for n in nodes.values() if not n.final]
         if name not in nodes:
             raise DagError(f"{where}: node {name!r} is not defined by a JOB line")
         return [nodes[name]]
 
-    for parents, children, where in edges:
-        for p in parents:
-            node_of(p, where, all_nodes=False)
-        for c in children:
-            node_of(c, where, all_nodes=False)
-        for p in parents:
-            for c in children:
-                if p == c:
-                    raise DagError(f"{where}: the DAG has a cycle: {p} -> {p}")
-                nodes[p].children.add(c)
-                nodes[c].parents.add(p)
-    for keyword, rest, where in pending:
-        _apply(keyword, rest, where, node_of)
-    if not nodes:
-        raise DagError(f"{path}: the DAG has no JOB lines")
-    dag = Dag(path, nodes, maxjobs, status_file, edges)
+    def _link(self, parent: str, child: str, where: str) -> None:
+        nodes = self.dag.nodes
+        if parent == child:
+            raise DagCycle(f"{where}: the DAG has a cycle: {parent} -> {parent}")
+        if nodes[parent].final or nodes[child].final:
+            raise DagError(f"{where}: a FINAL node cannot have parents or children")
+        nodes[parent].children.add(child)
+        nodes[child].parents.add(parent)
+
+    def _finish(self) -> None:
+        dag = self.dag
+        for parents, children, where in self.edges:
+            ps = [p for name in parents for p in self._resolve(name, where, True)]
+            cs = [c for name in children for c in self._resolve(name, where, False)]
+            for p in ps:
+                for c in cs:
+                    self._link(p, c, where)
+            dag.edge_groups.append((ps, cs, where))
+        for out_name, in_name, where in self.connects:
+            if out_name not in self.splices or in_name not in self.splices:
+                raise DagError(f"{where}: CONNECT joins two splices; "
+                               f"{out_name if out_name not in self.splices else in_name!r}"
+                               " is not one")
+            pins_out = self.splices[out_name][3]
+            pins_in = self.splices[in_name][2]
+            if sorted(pins_out) != sorted(pins_in):
+                raise DagError(f"{where}: CONNECT {out_name} {in_name}: the pins do not "
+                               f"match (PIN_OUT {sorted(pins_out)}, PIN_IN "
+                               f"{sorted(pins_in)})")
+            for pin, outs in pins_out.items():
+                for p in outs:
+                    for c in pins_in[pin]:
+                        self._link(p, c, where)
+                dag.edge_groups.append((outs, pins_in[pin], where))
+        for keyword, rest, where in self.pending:
+            _apply(keyword, rest, where, self._node_of)
+        default_append = dag.flag("DAGMAN_DEFAULT_APPEND_VARS")
+        for node in dag.nodes.values():
+            for key, mode in node._var_modes.items():
+                if mode == "append" or (mode == "" and default_append):
+                    node.append_vars.add(key)
+                else:
+                    node.append_vars.discard(key)
+        if not dag.nodes:
+            raise DagError(f"{self.path}: the DAG has no JOB lines")
+
+
+def _read_text(path: Path, where: str) -> str:
+    try:
+        return path.read_text()
+    except UnicodeDecodeError as exc:
+        raise DagError(f"{path}: not a text file ({exc.reason} at byte {exc.start})") \
+            from None
+    except OSError as exc:
+        raise DagError(f"{where}: cannot read {path}: {exc.strerror}") from None
+
+
+def parse_dag(text: str, path: Path) -> Dag:
+    dag = _Parser(path, path.parent).parse(text)
     dag.topological()  # raises on a cycle
     return dag
 
@@ -249,16 +562,14 @@ def _apply(keyword: str, rest: str, where: str, node_of) -> None:  # noqa: ANN00
     if keyword == "VARS":
         name, assignments = _split2(rest)
         mode, tail = _split2(assignments)
-        append = mode.upper() == "APPEND"
-        if mode.upper() in ("APPEND", "PREPEND"):
+        written = mode.lower() if mode.upper() in ("APPEND", "PREPEND") else ""
+        if written:
             assignments = tail
         values = _parse_vars(assignments, where)
         for node in node_of(name, where):
             node.vars.update(values)
-            if append:
-                node.append_vars.update(values)
-            else:
-                node.append_vars.difference_update(values)
+            for key in values:
+                node._var_modes[key] = written
     elif keyword == "RETRY":
         if len(words) < 2:
             raise DagError(f"{where}: RETRY needs a node and a number")
@@ -271,19 +582,23 @@ def _apply(keyword: str, rest: str, where: str, node_of) -> None:  # noqa: ANN00
         for node in node_of(words[0], where):
             node.retry, node.retry_unless_exit = count, unless
     elif keyword == "SCRIPT":
-        try:
-            words = shlex.split(rest)
-        except ValueError as exc:
-            raise DagError(f"{where}: SCRIPT line cannot be read: {exc}") from None
+        # DAGMan splits a SCRIPT line on spaces and tabs and passes every word through
+        # as written: no shell quoting, no backslash escapes
+        defer = None
         while words and words[0].upper() in ("DEFER", "DEBUG"):
-            words = words[3:]  # DEFER status time / DEBUG file type: not used locally
+            if words[0].upper() == "DEFER":
+                if len(words) < 3:
+                    raise DagError(f"{where}: SCRIPT DEFER needs a status and a time")
+                defer = (_int(words[1], "the DEFER status", where),
+                         float(_int(words[2], "the DEFER time", where)))
+            words = words[3:]  # DEBUG file type: script output is not captured here
         if len(words) < 3 or words[0].upper() not in ("PRE", "POST", "HOLD"):
             raise DagError(f"{where}: SCRIPT needs PRE, POST or HOLD, a node and an "
                            "executable")
         kind = words[0].lower()
         for node in node_of(words[1], where):
             if kind != "hold":  # HOLD scripts are best-effort notices; holds end a local job
-                setattr(node, kind, Script(words[2], words[3:]))
+                setattr(node, kind, Script(words[2], words[3:], defer))
     elif keyword == "PRE_SKIP":
         if len(words) != 2:
             raise DagError(f"{where}: PRE_SKIP needs a node and an exit code")

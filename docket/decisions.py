@@ -161,11 +161,35 @@ def _resubmit(rules: Rules, spec: Any, actor: str, roles: set[str]) -> dict[str,
     except CapabilityError as exc:
         raise Refused(str(exc)) from None
     previous = _latest_execution(rules, spec.request, version)
+    if getattr(spec, "rescue", False):
+        _check_rescue(spec.request, version, previous)
     execution = rules.create_execution(capability, spec.request, version,
                                        json.loads(previous["parameters"]),
                                        json.loads(row["spec"]), actor)
+    if getattr(spec, "rescue", False):
+        # the launcher copies the failed execution's directory, rescue DAG included
+        rules.store.record("execution.rescue_from", request=spec.request, version=version,
+                           execution=execution, source=previous["id"],
+                           directory=previous["directory"])
+        return {"request": spec.request, "version": version, "execution": execution,
+                "outcome": f"resubmitted {spec.request} v{version} as execution "
+                           f"{execution}, continuing execution {previous['id']} from its "
+                           "rescue DAG"}
     return {"request": spec.request, "version": version, "execution": execution,
             "outcome": f"resubmitted {spec.request} v{version} as execution {execution}"}
+
+
+def _check_rescue(request: str, version: int, previous: Any) -> None:
+    from pathlib import Path
+
+    from docket.engines.dagman_files import rescue_files
+    from docket.render import WORKFLOW_FILE
+
+    if previous is None or not previous["directory"]:
+        raise Refused(f"{request} v{version} has no execution to continue")
+    if not rescue_files(Path(previous["directory"]) / WORKFLOW_FILE):
+        raise Refused(f"execution {previous['id']} of {request} v{version} has no rescue "
+                      "DAG (only a failed run writes one); resubmit without --rescue")
 
 
 def _seal(rules: Rules, spec: Any, actor: str, roles: set[str]) -> dict[str, Any]:

@@ -62,8 +62,10 @@ def _node_streams(directory: Path, node: str, cluster: int | None) -> tuple[
     folder = directory / spec.directory if spec.directory else directory
     submit = folder / spec.submit_file
     try:
+        # as the runner reads it: from the node's directory, inline descriptions too
         procs = expand_submit(submit, node, spec.vars, cluster or 0,
-                              append_vars=spec.append_vars)
+                              append_vars=spec.append_vars, cwd=folder,
+                              text=spec.inline_submit)
     except (Invalid, OSError) as exc:
         return str(submit), [], f"cannot read the submit file: {exc}"
 

@@ -136,6 +136,7 @@ class Launcher:
             try:
                 self._render(row, directory)
                 self._apply_site(row, directory)
+                self._copy_rescue(row, directory)
                 engine_id = engine.submit(dag)
             except (DocketError, CapabilityError, OSError) as exc:
                 reason = f"could not start: {exc}"
@@ -149,6 +150,28 @@ class Launcher:
         self.store.record("execution.submitted", **common, engine=engine.name,
                           engine_id=engine_id)
         return True
+
+    def _copy_rescue(self, row: Any, directory: Path) -> None:
+        """``resubmit --rescue``: the failed execution's files (its finished nodes'
+        outputs and its rescue DAGs) are copied in, so the new run skips what it did."""
+        event = self.store.one("SELECT data FROM events WHERE execution=? AND "
+                               "type='execution.rescue_from'", row["id"])
+        if event is None:
+            return
+        import shutil
+
+        source = Path(json.loads(event["data"])["directory"])
+        # the old run's engine bookkeeping stays behind; the rescue DAG says what is done
+        skip = {f"{WORKFLOW_FILE}.{s}" for s in ("metrics", "progress", "lock", "lib.err",
+                                                 "nodes.log", "dagman.out")}
+        for item in source.iterdir():
+            if item.name in skip or item.name in ("metadata.json", ACTIVE_MARKER):
+                continue
+            target = directory / item.name
+            if item.is_dir() and not item.is_symlink():
+                shutil.copytree(item, target, symlinks=True, dirs_exist_ok=True)
+            elif not target.exists() or item.name.startswith(f"{WORKFLOW_FILE}.rescue"):
+                shutil.copy2(item, target, follow_symlinks=False)
 
     def _apply_site(self, row: Any, directory: Path) -> None:
         sites = self.rules.sites
@@ -225,9 +248,13 @@ class Launcher:
                                      "type='execution.resumed'", row["id"])["n"]
             if resumed < MAX_RESUMES:
                 log.warning("execution %s: the runner is gone; resuming its DAG", row["id"])
+                # recorded (and counted towards the limit) before the runner starts: a
+                # watcher killed in between resumes again on its next pass, within the
+                # limit, and never loses the record of a resume that happened
                 self.store.record("execution.resumed", request=row["request"],
                                   version=row["version"], execution=row["id"],
-                                  engine_id=engine.resume(dag))
+                                  attempt=resumed + 1)
+                log.info("execution %s: resumed as %s", row["id"], engine.resume(dag))
                 return False
             result = {"exitcode": None, "status": "failed",
                       "reason": f"the workflow's runner died {resumed + 1} times; see "

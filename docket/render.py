@@ -160,8 +160,10 @@ def check_workflow(dag_path: Path) -> int:
     except DagError as exc:
         raise RenderError(str(exc), "fix the DAG template") from None
     problems: list[str] = []
+    # inline descriptions and SUBDAG EXTERNAL nodes have no submit file to check
     for submit in sorted({(n.directory, n.submit_file) for n in dag.nodes.values()
-                          if not n.noop}, key=str):
+                          if not n.noop and n.inline_submit is None and n.subdag is None},
+                         key=str):
         folder = dag_path.parent / submit[0] if submit[0] else dag_path.parent
         path = folder / submit[1]
         if not path.is_file():

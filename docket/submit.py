@@ -7,6 +7,7 @@ condor_submit later refuses, so ``check_submit`` adds docket's own checks.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass, field
@@ -50,6 +51,9 @@ class ProcSpec:
     max_runtime: tuple[float, int] | None = None
     # concurrency_limits: name -> weight
     limits: dict[str, float] = field(default_factory=dict)
+    universe: str = "vanilla"
+    # the job's own user log (``log =``), absolute; events go there as well as the DAG's
+    log: str | None = None
 
 
 def _import_htcondor():  # noqa: ANN202 - module object
@@ -109,24 +113,81 @@ def _getenv(value: str) -> bool | list[str]:
 
 
 _QUEUE_COUNT = re.compile(r"^\s*(\d+)\b")
+# $$([expression]): evaluated by the schedd at match time; constant ones need no schedd
+_MATCH_EXPR = re.compile(r"\$\$\(\[(.*?)\]\)")
+
+
+@functools.lru_cache(maxsize=64)
+def _own_keys(text: str) -> frozenset[str]:
+    """The commands a submit description sets itself (one parse per distinct file)."""
+    return frozenset(k.lower() for k in _import_htcondor().Submit(text))
+
+
+def _evaluate_constants(value: str) -> str:
+    """Replace each ``$$([expr])`` that needs no machine ad by its value; leave the
+    rest (a reference to the machine's attributes cannot be known here)."""
+    if "$$([" not in value:
+        return value
+    import classad2
+
+    def one(match: re.Match[str]) -> str:
+        try:
+            result = classad2.ExprTree(match[1]).eval()
+        except Exception:  # an expression the ClassAd parser refuses stays as written
+            return match[0]
+        if isinstance(result, classad2.Value):  # Undefined or Error: needs a machine
+            return match[0]
+        if isinstance(result, bool):
+            return "true" if result else "false"
+        return str(result)
+
+    return _MATCH_EXPR.sub(one, value)
+
+
+def _sandboxed(universe: str, should_transfer: str, shared_filesystem: bool) -> bool:
+    """Whether HTCondor would run the job in a scratch directory with its files copied.
+
+    Scheduler and local universe jobs run on the access point in their initial
+    directory. A vanilla job is sandboxed when it says ``should_transfer_files = YES``;
+    with NO it runs in place, and with IF_NEEDED (or nothing) it runs in place on a
+    shared filesystem and is sandboxed without one."""
+    if universe in ("scheduler", "local"):
+        return False
+    should = should_transfer.strip().upper()
+    if should == "YES":
+        return True
+    if should == "NO":
+        return False
+    return not shared_filesystem
 
 
 def expand_submit(path: Path, node: str, vars: dict[str, str], cluster: int,
-                  retry: int = 0, append_vars: set[str] | frozenset[str] = frozenset()
-                  ) -> list[ProcSpec]:
+                  retry: int = 0, append_vars: set[str] | frozenset[str] = frozenset(),
+                  *, cwd: Path | None = None, text: str | None = None,
+                  shared_filesystem: bool = True) -> list[ProcSpec]:
     """One ``ProcSpec`` per proc that ``queue`` makes, with DAG VARS applied.
 
     VARS are prepended to the description (DAGMan's default, so a submit file can test
     them with ``if defined``), except names in ``append_vars`` (``VARS node APPEND``),
     which are set after it and override the file's own definitions.
+
+    ``cwd`` is where condor_submit runs: DAGMan runs it in the DAG's directory (or the
+    node's DIR), so relative paths in the file (initialdir, the executable, a queue
+    ``from`` file) are read from there, not from the submit file's own directory; it
+    defaults to the submit file's directory. ``text`` is an inline description
+    (``JOB name { ... }``) used instead of reading ``path``. With
+    ``shared_filesystem=False`` every vanilla job is sandboxed, as if it said
+    ``should_transfer_files = YES``.
     """
     htcondor2 = _import_htcondor()
+    cwd = cwd if cwd is not None else path.parent
+    if text is None:
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise Invalid(f"{path}: cannot read the submit file: {exc}") from None
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise Invalid(f"{path}: cannot read the submit file: {exc}") from None
-    try:
-        own_keys = {k.lower() for k in htcondor2.Submit(text)}
+        own_keys = _own_keys(text)
         prepended = "".join(f"{key} = {value}\n" for key, value in vars.items()
                             if key not in append_vars)
         text = prepended + text
@@ -134,15 +195,15 @@ def expand_submit(path: Path, node: str, vars: dict[str, str], cluster: int,
     except Exception as exc:  # the bindings raise bare exceptions on syntax errors
         raise Invalid(f"{path}: not a valid submit description: {exc}") from None
     qargs = (description.getQArgs() or "").strip()
-    cwd = os.getcwd()
+    here = os.getcwd()
     try:
-        os.chdir(path.parent)  # 'queue x from file' reads relative to the submit directory
+        os.chdir(cwd)  # 'queue x from file' reads relative to where condor_submit runs
         items = description.itemdata()
         rows = list(items) if items is not None else None
     except Exception as exc:
         raise Invalid(f"{path}: cannot read the queue statement {qargs!r}: {exc}") from None
     finally:
-        os.chdir(cwd)
+        os.chdir(here)
     # 'queue N', and 'queue N var from ...' (each item N times; the bindings drop the N)
     count_match = _QUEUE_COUNT.match(qargs)
     count = int(count_match[1]) if count_match else 1
@@ -151,7 +212,8 @@ def expand_submit(path: Path, node: str, vars: dict[str, str], cluster: int,
     plan = [(index, step, row) for index, row in enumerate(rows) for step in range(count)]
     procs = []
     for proc, (index, step, row) in enumerate(plan):
-        one = htcondor2.Submit(text)
+        # one proc: the description already parsed serves (a parse is most of the cost)
+        one = description if len(plan) == 1 else htcondor2.Submit(text)
         # the prepended line lets 'if defined' see a VARS value; setting it again keeps
         # it exact (a submit line trims surrounding spaces) unless the file defines it
         for key, value in vars.items():
@@ -166,17 +228,26 @@ def expand_submit(path: Path, node: str, vars: dict[str, str], cluster: int,
             one[key] = value
 
         def get(key: str, default: str = "", one=one) -> str:
-            return one.expand(key) if key in one else default
+            if key not in one:
+                return default
+            try:
+                return _evaluate_constants(one.expand(key))
+            except KeyError:  # the bindings' answer for a value that expands to nothing
+                return ""
 
-        initialdir = Path(get("initialdir") or path.parent)
+        initialdir = Path(get("initialdir") or cwd)
         if not initialdir.is_absolute():
-            initialdir = path.parent / initialdir
+            initialdir = cwd / initialdir
         # condor_submit reads a relative executable from where it runs (the node's
         # directory), not from initialdir
         executable = get("executable")
         if executable and not os.path.isabs(executable):
-            executable = str(path.parent / executable)
+            executable = str(cwd / executable)
         outputs = get("transfer_output_files")
+        universe = get("universe", "vanilla").lower()
+        log = get("log") or None
+        if log and not os.path.isabs(log):
+            log = str(initialdir / log)
         procs.append(ProcSpec(
             node=node, proc=proc,
             executable=executable,
@@ -187,7 +258,10 @@ def expand_submit(path: Path, node: str, vars: dict[str, str], cluster: int,
             transfer_output_files=_file_list(outputs) if outputs else None,
             output=get("output") or None,
             error=get("error") or None,
-            transfer_files=get("should_transfer_files", "YES").upper() != "NO",
+            transfer_files=_sandboxed(universe, get("should_transfer_files"),
+                                      shared_filesystem),
+            universe=universe,
+            log=log,
             container_image=get("container_image") or None,
             max_runtime=_max_runtime(get("allowed_execute_duration"),
                                      get("allowed_job_duration")),

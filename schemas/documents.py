@@ -111,6 +111,9 @@ class ResubmitSpec(_Strict):
     version: int | None = Field(default=None, ge=1,
                                 description="Default: the request's current version.")
     reason: Reason
+    rescue: bool = Field(default=False, description=(
+        "Continue the failed execution from its rescue DAG: nodes it finished are not "
+        "run again."))
 
 
 class Resubmit(_Strict):

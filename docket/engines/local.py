@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from docket.engines.base import metrics_file
+from docket.engines.dagman_files import rescue_files
 from docket.engines.localdag import dag_files, lock_is_held, stop_leftover_jobs
 from docket.fileio import atomic_write
 
@@ -26,9 +27,13 @@ class LocalEngine:
     name = "local"
 
     def __init__(self, max_jobs: int | None = None,
-                 limits: dict[str, float] | None = None) -> None:
+                 limits: dict[str, float] | None = None,
+                 shared_filesystem: bool = True) -> None:
         self.max_jobs = max_jobs or os.cpu_count() or 1
         self.limits = dict(limits or {})
+        # the site's shared_filesystem: False sandboxes every vanilla job, as a pool
+        # without a shared filesystem would (only transferred files in and out)
+        self.shared_filesystem = shared_filesystem
         self._children: dict[Path, subprocess.Popen[bytes]] = {}
 
     def submit(self, dag: Path) -> str:
@@ -37,7 +42,11 @@ class LocalEngine:
             child = subprocess.Popen(
                 [sys.executable, "-m", "docket.engines.localdag", str(dag),
                  "--max-jobs", str(self.max_jobs),
-                 *(f"--limit={k}={v}" for k, v in sorted(self.limits.items()))],
+                 *(f"--limit={k}={v}" for k, v in sorted(self.limits.items())),
+                 *([] if self.shared_filesystem else ["--no-shared-filesystem"]),
+                 # a rescue DAG beside it (resubmit --rescue, or a retry after a failed
+                 # run) marks the nodes that are done, as condor_submit_dag's auto-rescue
+                 *(["--rescue"] if rescue_files(dag) else [])],
                 cwd=dag.parent, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
                 start_new_session=True)
         self._children[dag] = child

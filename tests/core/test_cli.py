@@ -18,7 +18,8 @@ COMMANDS = ["submit", "validate", "watch", "tick", "status", "show", "cancel",
             "queue limit", "queue enable", "queue disable", "qa", "qa pass", "qa fail",
             "qa retry", "approve", "reject", "resubmit", "seal", "mediate", "results",
             "history", "metrics", "analysts", "analysts list", "analysts add",
-            "analysts remove", "inspect", "pause", "resume", "init"]
+            "analysts remove", "inspect", "pause", "resume", "init", "dag", "dag run",
+            "dag check"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

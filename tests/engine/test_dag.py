@@ -50,7 +50,8 @@ def test_a_dag_using_every_supported_command_parses(tmp_path):
     assert (fetch.retry, fetch.retry_unless_exit) == (2, None)
     assert (p0.retry, p0.retry_unless_exit) == (3, 42)
     assert fetch.pre == Script("check.sh", ["$JOB"])
-    assert deliver.post == Script("post.sh", ["$RETURN", "two words"])
+    # DAGMan passes SCRIPT words through as written (no shell quoting)
+    assert deliver.post == Script("post.sh", ["$RETURN", '"two', 'words"'], (4, 60.0))
     assert fetch.pre_skip == 9
     assert p0.abort_on == (3, 1) and p1.abort_on == (4, None)
     assert deliver.priority == 10
@@ -124,7 +125,6 @@ ERRORS = [
     ('JOB A a.sub\nVARS B x="1"\n', 2, "node 'B' is not defined by a JOB line"),
     ("JOB A a.sub\nRETRY A many\n", 2, "the RETRY count must be an integer, not 'many'"),
     ("JOB A a.sub\nRETRY A 2 UNLESS-EXIT\n", 2, "RETRY options are 'UNLESS-EXIT value'"),
-    ("JOB A a.sub\nSCRIPT PRE A 'unbalanced\n", 2, "SCRIPT line cannot be read"),
     ("JOB A a.sub\nSCRIPT MIDDLE A x.sh\n", 2, "SCRIPT needs PRE, POST or HOLD"),
     ("JOB A a.sub\nABORT-DAG-ON A\n", 2, "ABORT-DAG-ON needs a node, an exit value"),
     ("JOB A a.sub\nABORT-DAG-ON A 1 RETURN x\n", 2, "the RETURN value must be an integer"),
@@ -133,12 +133,16 @@ ERRORS = [
     ("JOB A a.sub\nMAXJOBS cpu lots\n", 2, "MAXJOBS needs a category and a number"),
     ("JOB A\n", 1, "JOB needs a node name and a submit file"),
     ("JOB A a.sub RETRYME\n", 1, "unknown JOB option 'RETRYME'"),
-    ("JOB A {\n", 1, "inline submit descriptions are not supported"),
+    ("JOB A {\n", 1, "the inline submit description has no closing '}' line"),
     ("JOB ALL_NODES a.sub\n", 1, "'ALL_NODES' is a reserved word"),
+    ("JOB a+b a.sub\n", 1, "node name 'a+b' contains illegal character '+'"),
     ("JOB A a.sub\nPARENT A B\n", 2, "PARENT needs CHILD"),
     ("JOB A a.sub\nPARENT A CHILD\n", 2, "needs nodes on both sides"),
-    ("JOB A a.sub\nSUBDAG EXTERNAL B b.dag\n", 2, "SUBDAG is not supported"),
-    ("JOB A a.sub\nFINAL F f.sub\n", 2, "FINAL is not supported"),
+    ("JOB A a.sub\nSUBDAG B b.dag\n", 2, "SUBDAG needs EXTERNAL"),
+    ("JOB A a.sub\nFINAL F f.sub\nPARENT A CHILD F\n", 3,
+     "a FINAL node cannot have parents or children"),
+    ("JOB A a.sub\nSPLICE S missing.dag\n", 2, "cannot read"),
+    ("JOB A a.sub\nINCLUDE workflow.dag\n", 2, "includes itself"),
 ]
 
 
@@ -162,3 +166,20 @@ def test_a_binary_file_is_refused_with_its_name(tmp_path):
     path.write_bytes(b"JOB A a.sub\n\xff\xfe\x00")
     with pytest.raises(DagError, match=f"{path}: not a text file"):
         read_dag(path)
+
+
+def test_all_nodes_leaves_out_the_final_node_and_status_file_options_parse(tmp_path):
+    dag = parse_dag("JOB A a.sub\nJOB B b.sub\nFINAL F f.sub\nRETRY ALL_NODES 3\n"
+                    "NODE_STATUS_FILE s.txt 5 ALWAYS-UPDATE\n", tmp_path / "w.dag")
+    assert [n.retry for n in dag.nodes.values()] == [3, 3, 0]
+    assert dag.final == "F" and dag.nodes["F"].final
+    assert (dag.node_status_file, dag.node_status_interval_s, dag.node_status_always) == (
+        "s.txt", 5.0, True)
+
+
+def test_default_append_vars_from_the_config_file(tmp_path):
+    (tmp_path / "c.config").write_text("# knobs\nDAGMAN_DEFAULT_APPEND_VARS = true\n")
+    dag = parse_dag('CONFIG c.config\nJOB A a.sub\nVARS A x="1"\nVARS A PREPEND y="2"\n',
+                    tmp_path / "w.dag")
+    assert dag.nodes["A"].append_vars == {"x"}
+    assert dag.flag("DAGMAN_DEFAULT_APPEND_VARS") and dag.config_error is None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -791,3 +792,23 @@ def test_abort_dag_on_a_pre_script_value_stops_before_the_job(flow):
     assert (out.code, out.metrics["status"]) == (4, "aborted")
     assert out.metrics["failed_nodes"] == {"A": "PRE script exited with 4"}
     assert starts(flow) == []
+
+
+def test_a_job_started_just_before_the_runner_died_is_still_found_and_stopped(flow):
+    # the dead runner wrote STARTING (and put the marker in the job's environment)
+    # but was killed before it recorded the pid: its successor finds the job by the
+    # marker and stops it before running the node again
+    d = dag(flow, "JOB A job.sub\n")
+    orphan = subprocess.Popen(["/bin/sleep", "60"], start_new_session=True,
+                              env={**os.environ, "_DOCKET_LOCAL_JOB": "4242.1"})
+    try:
+        files(d)["progress"].write_text("CLUSTER 1\nSTARTING 4242.1 1 0\n")
+        out = run_dag(d, 2)
+        assert out.code == 0, out.dagman_out
+        assert orphan.wait(10) == -signal.SIGKILL
+        assert f"stopped process group {orphan.pid}" in out.dagman_out
+        assert starts(flow) == ["A"]
+        assert [n for n, c, _, _ in read_events(files(d)["nodes.log"]) if c == 1] == [ABORTED]
+    finally:
+        if orphan.poll() is None:
+            orphan.kill()

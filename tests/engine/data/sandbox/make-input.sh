@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "written by the PRE script" > from-pre.txt

@@ -1,0 +1,89 @@
+"""A DAG runner resumed after a kill always leaves its record: the watcher is SIGKILLed
+right after it restarts the runner, and the resume is still recorded and counted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import REPO, drop, request_doc
+
+# the watcher, with the engine's resume wrapped so the process dies the instant the new
+# runner has started: the moment a resume used to be lost
+KILLED_AFTER_RESUME = """
+import os, signal, sys
+from docket.engines.local import LocalEngine
+real = LocalEngine.resume
+def resume(self, dag):
+    engine_id = real(self, dag)
+    os.kill(os.getpid(), signal.SIGKILL)
+    return engine_id
+LocalEngine.resume = resume
+from cli.common import run
+from cli.docket import app
+sys.exit(run(app, ["tick", "--home", sys.argv[1]], prog="docket"))
+"""
+
+
+def _db(home: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{home / 'state' / 'docket.db'}?mode=ro", uri=True,
+                           timeout=10)
+
+
+def _lock_pid(directory: Path) -> int | None:
+    from docket.engines.localdag import lock_is_held
+
+    lock = directory / "workflow.dag.lock"
+    if not lock_is_held(lock):
+        return None
+    return int(lock.read_text().split()[0])
+
+
+def _wait(predicate, what: str, timeout_s: float = 60):  # noqa: ANN001, ANN202
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_watcher_killed_right_after_resuming_a_runner_still_recorded_it(home, docket):
+    drop(home, "slow.yaml", request_doc("slow", sleep_s=60))
+    assert docket("tick").code == 0
+    with _db(home) as conn:
+        execution, directory = conn.execute(
+            "SELECT id, directory FROM executions").fetchone()
+    directory = Path(directory)
+    first = _wait(lambda: _lock_pid(directory), "the first runner")
+    os.kill(first, signal.SIGKILL)
+    _wait(lambda: _lock_pid(directory) is None, "the first runner to die")
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    watcher = subprocess.run([sys.executable, "-c", KILLED_AFTER_RESUME, str(home)],
+                             env=env, capture_output=True, text=True, timeout=120)
+    assert watcher.returncode == -signal.SIGKILL, watcher.stderr
+    second = _wait(lambda: _lock_pid(directory), "the resumed runner")
+    assert second != first
+    try:
+        with _db(home) as conn:
+            resumed = conn.execute("SELECT count(*) FROM events WHERE execution=? AND "
+                                   "type='execution.resumed'", (execution,)).fetchone()[0]
+        assert resumed == 1  # recorded, so it counts towards MAX_RESUMES
+        # the next pass sees the resumed runner alive: no second resume
+        assert docket("tick").code == 0
+        with _db(home) as conn:
+            again = conn.execute("SELECT count(*) FROM events WHERE execution=? AND "
+                                 "type='execution.resumed'", (execution,)).fetchone()[0]
+        assert again == 1
+    finally:
+        cancelled = docket("cancel", "slow", "--reason", "test over")
+        assert cancelled.code == 0, cancelled.err
+        docket("tick")
+        _wait(lambda: _lock_pid(directory) is None, "the runner to stop")
