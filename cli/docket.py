@@ -29,6 +29,8 @@ def _mount() -> None:
     app.add_typer(analysts_app, name="analysts",
                   help="List and edit the home's analysts and their roles.")
     app.command("inspect")(inspect_command)
+    from cli.notifications import app as notifications_app
+    app.add_typer(notifications_app, name="notifications")
 
 
 _mount()

@@ -86,10 +86,12 @@ def submit_files(home: Home, files: list[Path]) -> dict[str, Any]:
 
 def _watcher_parts(home: Home) -> tuple[Any, Any]:
     from docket.capabilities import CapabilityCache
+    from docket.notify import Planner
     from docket.rules import Rules
     from docket.store import Store
 
     store = Store(home.database)
+    Planner.attach(home, store)
     return store, Rules(store, CapabilityCache(home.templates), home.work)
 
 
