@@ -31,6 +31,8 @@ def _mount() -> None:
     app.command("inspect")(inspect_command)
     from cli.notifications import app as notifications_app
     app.add_typer(notifications_app, name="notifications")
+    from cli.follow import follow
+    app.command("follow")(follow)
 
 
 _mount()
@@ -63,8 +65,15 @@ def _user() -> str:
 
 @app.command()
 def submit(files: Annotated[list[Path], typer.Argument(help="Request documents.")],
-           home: HomeOption = None, as_json: JsonOption = False) -> int:
+           home: HomeOption = None, as_json: JsonOption = False,
+           follow: Annotated[bool, typer.Option(
+               "--follow", help="Then follow the request as 'docket follow' does (one "
+                                "document; its exit codes).")] = False) -> int:
     """Check documents, then drop them into the spool atomically."""
+    if follow:
+        from cli.follow import submit_and_follow
+
+        return submit_and_follow(home, files, as_json)
     from docket.drivers import submit_files
 
     result = submit_files(_home(home), files)
