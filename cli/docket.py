@@ -33,6 +33,8 @@ def _mount() -> None:
     app.add_typer(notifications_app, name="notifications")
     from cli.follow import follow
     app.command("follow")(follow)
+    from cli.report import report
+    app.command("report")(report)
 
 
 _mount()
