@@ -35,6 +35,8 @@ def _mount() -> None:
     app.command("follow")(follow)
     from cli.report import report
     app.command("report")(report)
+    from cli.browse import browse
+    app.command("browse")(browse)
 
 
 _mount()
@@ -549,7 +551,11 @@ def history(name: str, home: HomeOption = None, as_json: JsonOption = False) -> 
 
 
 @app.command()
-def metrics(home: HomeOption = None, as_json: JsonOption = False) -> int:
+def metrics(home: HomeOption = None, as_json: JsonOption = False,
+            prometheus: Annotated[Path | None, typer.Option(
+                "--prometheus", help="Also write this file in node_exporter's textfile "
+                                     "format (needs docket[prometheus]).",
+                show_default=False)] = None) -> int:
     """Counts per capability and state, queue wait and run time, failures by cause."""
     from docket.report import metrics as metrics_of
     from docket.store import Store
@@ -557,6 +563,10 @@ def metrics(home: HomeOption = None, as_json: JsonOption = False) -> int:
     store = Store.open_readonly(_home(home).database)
     try:
         result = metrics_of(store)
+        if prometheus is not None:
+            from docket.prometheus import write_prometheus
+
+            write_prometheus(_home(home), store, result, prometheus)
     finally:
         store.close()
 
