@@ -23,6 +23,7 @@ import http.client
 import json
 import logging
 import os
+import queue
 import smtplib
 import sqlite3
 import subprocess
@@ -268,6 +269,10 @@ class Sender:
         self.store = Store(home.database)
         self._config: Any = None
         self._stamp: tuple[int, int, int] | None = None
+        # row id -> (row, attempt, max_attempts) of the attempts running in threads
+        self._inflight: dict[int, tuple[Any, int, int]] = {}
+        self._results: queue.Queue[tuple[int, DeliveryFailed | None]] = queue.Queue()
+        self.wake = threading.Event()  # set when an attempt ends (and by the watcher)
 
     def close(self) -> None:
         self.store.close()
@@ -296,16 +301,35 @@ class Sender:
         due = datetime.strptime(row["t"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
         return max(0.0, (due - datetime.now(UTC)).total_seconds())
 
-    def send_due(self, limit: int = 100) -> dict[str, int]:
-        """Try every row due now, oldest first; returns how many were sent, failed, dead."""
-        counts = {"sent": 0, "failed": 0, "dead": 0}
+    def pump(self, limit: int = 100) -> dict[str, int]:
+        """Record finished attempts, then start the due rows of every idle target.
+
+        Each target has at most one attempt in flight, in a thread of its own: a hung
+        endpoint holds up only its own notifications, never another target's, and its
+        own go out in order. Returns how many attempts ended: sent, failed, dead.
+        """
+        counts = self._collect(0.0)
+        busy = {row["target"] for row, _, _ in self._inflight.values()}
         rows = self.store.all("SELECT * FROM notifications WHERE state='pending' AND "
                               "next_attempt <= ? ORDER BY id LIMIT ?", now(), limit)
         for row in rows:
-            counts[self.send_one(row)] += 1
+            if row["target"] not in busy and row["id"] not in self._inflight:
+                busy.add(row["target"])
+                self._start(row)
         return counts
 
-    def send_one(self, row: Any) -> str:
+    def send_due(self, limit: int = 100) -> dict[str, int]:
+        """Try every row due now and wait for the attempts (for 'notifications send')."""
+        counts = {"sent": 0, "failed": 0, "dead": 0}
+        while True:
+            for key, n in self.pump(limit).items():
+                counts[key] += n
+            if not self._inflight:
+                return counts
+            for key, n in self._collect(1.0).items():
+                counts[key] += n
+
+    def _start(self, row: Any) -> None:
         config = self.config()
         retry = config.retry if config is not None else None
         max_attempts = retry.max_attempts if retry else 8
@@ -319,16 +343,47 @@ class Sender:
                 "UPDATE notifications SET attempts=?, next_attempt=?, last_error=? WHERE id=?",
                 (attempt, _stamp(datetime.now(UTC) + timedelta(seconds=delay)),
                  "interrupted during an attempt", row["id"]))
-        try:
-            self._deliver(config, row)
-        except DeliveryFailed as exc:
-            dead = exc.permanent or attempt >= max_attempts
+        self._inflight[row["id"]] = (row, attempt, max_attempts)
+
+        def attempt_delivery() -> None:
+            failure: DeliveryFailed | None = None
+            try:
+                self._deliver(config, row)
+            except DeliveryFailed as exc:
+                failure = exc
+            except Exception as exc:  # a bug must not leave the row in flight forever
+                failure = DeliveryFailed(f"unexpected error: {exc!r}")
+            self._results.put((row["id"], failure))
+            self.wake.set()
+
+        # a daemon thread: a hung endpoint must not keep a stopping watcher alive
+        threading.Thread(target=attempt_delivery, name=f"docket-notify-{row['target']}",
+                         daemon=True).start()
+
+    def _collect(self, block_s: float) -> dict[str, int]:
+        counts = {"sent": 0, "failed": 0, "dead": 0}
+        timeout: float | None = block_s
+        while self._inflight:
+            try:
+                nid, failure = (self._results.get(timeout=timeout) if timeout
+                                else self._results.get_nowait())
+            except queue.Empty:
+                break
+            timeout = None
+            row, attempt, max_attempts = self._inflight.pop(nid)
+            counts[self._finish(row, attempt, max_attempts, failure)] += 1
+        return counts
+
+    def _finish(self, row: Any, attempt: int, max_attempts: int,
+                failure: DeliveryFailed | None) -> str:
+        if failure is not None:
+            dead = failure.permanent or attempt >= max_attempts
             with self.store.transaction():
                 self.store.conn.execute(
                     "UPDATE notifications SET state=?, last_error=? WHERE id=?",
-                    ("dead" if dead else "pending", str(exc)[:500], row["id"]))
+                    ("dead" if dead else "pending", str(failure)[:500], row["id"]))
             log.warning("notification %s to %s: attempt %d failed: %s%s", row["key"],
-                        row["target"], attempt, exc, " (dead)" if dead else "")
+                        row["target"], attempt, failure, " (dead)" if dead else "")
             return "dead" if dead else "failed"
         with self.store.transaction():
             self.store.conn.execute("UPDATE notifications SET state='sent', sent=?, "
@@ -449,22 +504,18 @@ class Sender:
             tail = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
             raise DeliveryFailed(f"{command.argv[0]} exited {done.returncode}: {tail[0][:200]}")
 
-    def run(self, stop: threading.Event, wake: threading.Event | None = None,
-            idle_s: float = 1.0) -> None:
-        """Send until ``stop`` is set; ``wake`` (set after each watcher pass) sends sooner."""
+    def run(self, stop: threading.Event, idle_s: float = 1.0) -> None:
+        """Send until ``stop`` is set; ``self.wake`` (set after each watcher pass and when
+        an attempt ends) makes it look again at once."""
         while not stop.is_set():
             try:
-                self.send_due()
+                self.pump()
                 due = self.next_due_s()
             except sqlite3.Error as exc:  # a busy or full disk: try again in a moment
                 log.error("notifications: %s", exc)
                 due = None
-            wait = idle_s if due is None else min(idle_s, max(due, 0.01))
-            if wake is not None:
-                if wake.wait(wait):
-                    wake.clear()
-            else:
-                stop.wait(wait)
+            if self.wake.wait(idle_s if due is None else min(idle_s, max(due, 0.01))):
+                self.wake.clear()
 
 
 @contextlib.contextmanager
@@ -477,8 +528,9 @@ def run_sender(home: Any) -> Iterator[threading.Event]:
             try:
                 with sender_lock(home):
                     sender = Sender(home)
+                    sender.wake = wake
                     try:
-                        sender.run(stop, wake)
+                        sender.run(stop)
                     finally:
                         sender.close()
             except Locked:  # 'docket notifications send' is at it: try again later

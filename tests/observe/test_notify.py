@@ -302,21 +302,29 @@ def _states(home: Path) -> dict[str, int]:
     return run_docket("status", "--json", "--home", str(home)).json()["counts"]
 
 
-def test_a_hung_webhook_does_not_hold_up_intake_or_the_engine(home, tmp_path):
-    with Webhook(SECRET.encode(), hang="always") as hook:
-        _write_rules(home, {"ops": _hook(hook.url, timeout_s=300)},
-                     [{"events": ["state"], "notify": ["ops"]}])
+def test_a_hung_webhook_holds_up_neither_intake_nor_the_engine_nor_other_targets(home,
+                                                                                 tmp_path):
+    with Webhook(SECRET.encode(), hang="always") as hung, Webhook(SECRET.encode()) as good:
+        _write_rules(home, {"stuck": _hook(hung.url, timeout_s=300),
+                            "fine": _hook(good.url)},
+                     [{"events": ["state"], "notify": ["stuck"]},
+                      {"events": ["complete"], "notify": ["fine"]}])
         watcher = _watch(home, tmp_path / "watch.log")
         try:
             drop(home, "first.yaml", request_doc("first"))
-            wait_for(lambda: hook.hanging == 1, 60, "the sender to be stuck on the hook")
+            wait_for(lambda: hung.hanging == 1, 60, "the sender to be stuck on the hook")
             for i in range(3):
                 drop(home, f"next-{i}.yaml", request_doc(f"next-{i}"))
-            # every request is taken in and run to the end while the sender is stuck
+            # every request is taken in and run to the end while one endpoint hangs ...
             wait_for(lambda: _states(home).get("complete") == 4, 120, "4 complete")
-            assert hook.hanging == 1 and len(hook.posts) == 1
+            # ... and the other target hears of each of them meanwhile
+            wait_for(lambda: len(good.posts) == 4, 60, "4 notifications to the other target")
+            assert sorted(p.json()["request"] for p in good.posts) == [
+                "first", "next-0", "next-1", "next-2"]
+            assert hung.hanging == 1 and len(hung.posts) == 1
             pending = [n for n in _outbox(home) if n["state"] == "pending"]
             assert len(pending) >= 4 * 3  # queued, executing, complete of each
+            assert {n["target"] for n in pending} == {"stuck"}
         finally:
             _stop(watcher)
 
