@@ -102,6 +102,12 @@ def submit_and_follow(home_path: Path | None, files: list[Path], as_json: bool,
     name = (spec or {}).get("request") or data["metadata"]["name"]
     if not as_json:
         sys.stdout.write(f"{files[0]}: submitted as {spooled}; following {name}\n")
+    def slow() -> None:
+        sys.stderr.write(f"still waiting for intake to take in {spooled.name}: is "
+                         "'docket watch' running for this home (or 'docket tick' from "
+                         "cron)?\n")
+
     end = follow_request(home, name, after_id=after_id, spooled_file=spooled.name,
-                         timeout_s=timeout_s, on_event=_printer(as_json))
+                         timeout_s=timeout_s, on_event=_printer(as_json),
+                         on_slow_intake=slow)
     return _finish(end, as_json, name)

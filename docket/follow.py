@@ -29,6 +29,7 @@ EXIT_CODES = {"complete": 0, "failed": 1, "waiting": 4, "cancelled": 5, "rejecte
 # the events docket itself gives a machine; a state that accepts none of them waits for
 # a person (a Decision, 'docket qa pass', ...)
 SYSTEM_EVENTS = frozenset({"accept", "start", "succeed", "fail", "supersede"})
+SLOW_INTAKE_S = 10.0
 
 
 @dataclass
@@ -164,16 +165,18 @@ def open_events(database: Path) -> Store | None:
 
 def follow(home: Any, name: str, *, after_id: int | None = None,
            spooled_file: str | None = None, poll_s: float = 0.5,
-           timeout_s: float | None = None, on_event: Callable[[dict[str, Any]], None]
-           ) -> FollowEnd:
+           timeout_s: float | None = None, on_event: Callable[[dict[str, Any]], None],
+           on_slow_intake: Callable[[], None] | None = None) -> FollowEnd:
     """Call ``on_event`` for each event of ``name`` as it is recorded; return how it ended.
 
     Without ``after_id`` it starts at the current version's acceptance (the request must
     exist). With ``after_id`` (the last event id before a submit) it waits for the
     submitted document to be taken in first: ``spooled_file`` is its name in the spool,
-    so a rejection of that file ends the follow.
+    so a rejection of that file ends the follow; ``on_slow_intake`` is called once when
+    it has waited ``SLOW_INTAKE_S`` for intake (is a watcher running?).
     """
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    slow_at = time.monotonic() + SLOW_INTAKE_S
     store = open_events(home.database)
     try:
         if after_id is None:
@@ -223,6 +226,9 @@ def follow(home: Any, name: str, *, after_id: int | None = None,
                         for event in _events(store, name, position):
                             emit(event)
                         return end
+            if not taken_in and on_slow_intake is not None and time.monotonic() >= slow_at:
+                on_slow_intake()
+                on_slow_intake = None
             if deadline is not None and time.monotonic() >= deadline:
                 state = store.one("SELECT state FROM requests WHERE name=?", name) \
                     if store is not None else None

@@ -194,6 +194,8 @@ class Planner:
     def _labels_of(self, store: Store, request: str, version: int) -> dict[str, str]:
         key = (request, version)
         if key not in self._labels:
+            if len(self._labels) >= 10_000:  # a long-lived watcher: keep the cache bounded
+                self._labels.clear()
             from docket.launch import _labels
 
             row = store.one("SELECT document FROM versions WHERE request=? AND number=?",

@@ -181,3 +181,31 @@ def test_submit_follow_of_a_new_version_waits_for_it_not_the_old_one(home, docke
     lines = out.splitlines()
     assert "accepted: version 2 from twice.yaml" in lines[1]
     assert lines[-1].startswith("twice is failed")
+
+
+def test_a_follower_waiting_on_intake_says_so_once(home, docket, monkeypatch):
+    import docket.follow as following
+    from docket.home import resolve_home
+    from docket.store import Store
+
+    docket("tick")  # the database exists; no watcher runs
+    store = Store(home / "state" / "docket.db")
+    after = store.one("SELECT max(id) AS n FROM events")["n"] or 0
+    store.close()
+    monkeypatch.setattr(following, "SLOW_INTAKE_S", 0.2)
+    drop(home, "later.yaml", request_doc("later"))
+    said: list[str] = []
+    result: dict = {}
+
+    def run() -> None:
+        result["end"] = following.follow(
+            resolve_home(home), "later", after_id=after, spooled_file="later.yaml",
+            poll_s=0.05, timeout_s=120, on_event=lambda e: None,
+            on_slow_intake=lambda: said.append("slow"))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    wait_for(lambda: said, 60, "the slow-intake notice")
+    docket("tick", "--wait")  # now intake runs: the follow goes on to the end
+    thread.join(timeout=120)
+    assert said == ["slow"] and result["end"].outcome == "complete"
