@@ -234,6 +234,28 @@ def test_rules_filter_by_capability_label_and_the_notify_action(home, docket):
     assert docket("status", "--json").json()["counts"] == {"awaiting-qa": 1, "complete": 2}
 
 
+def test_a_held_node_is_notified_with_its_stage_and_reason(home, docket):
+    folder = home / "templates" / "overrun"
+    folder.mkdir()
+    (folder / "capability.yaml").write_text(
+        "name: overrun\nstages:\n  - {name: crunch, description: crunching, nodes: [work]}\n")
+    (folder / "workflow.dag.j2").write_text("JOB work work.sub\n")
+    (folder / "work.sub.j2").write_text("executable = /bin/sleep\narguments = 60\n"
+                                        "allowed_job_duration = 1\n"
+                                        "should_transfer_files = NO\nqueue\n")
+    with Webhook(SECRET.encode()) as hook:
+        _write_rules(home, {"ops": _hook(hook.url)},
+                     [{"events": ["held"], "capabilities": ["overrun"], "notify": ["ops"]}])
+        drop(home, "long.yaml", request_doc("long", capability="overrun"))
+        docket("tick", "--wait")
+        docket("notifications", "send")
+        [post] = hook.posts
+    payload = post.json()
+    assert payload["event"] == "held" and payload["node"] == "work"
+    assert payload["stage"] == "crunch"
+    assert "allowed_job_duration of 1 seconds" in payload["reason"]
+
+
 def test_the_outbox_row_commits_or_rolls_back_with_its_event(home, docket):
     from docket.home import resolve_home
     from docket.notify import Planner
