@@ -175,7 +175,9 @@ class Planner:
             "event_id": event["id"], "event_type": event["type"], "time": event["time"],
             "request": execution["request"], "version": execution["version"],
             "execution": execution["id"], "capability": capability, "state": state,
-            "from": d.get("from"), "stage": d.get("stage") or self._stage_of(capability, node),
+            "from": d.get("from"),
+            "stage": (d.get("stage") or self._stage_of(capability, node)
+                      or self._current_stage(store, capability, execution["id"])),
             "node": node, "reason": d.get("reason") or d.get("message"),
             "requester": version["actor"] if version else None, "labels": labels,
             "links": self._links(config, execution)}
@@ -204,9 +206,20 @@ class Planner:
                                  (_labels(row["document"]) if row else {}).items()}
         return self._labels[key]
 
-    def _stage_of(self, capability: str, node: str | None) -> str | None:
-        if node is None:
+    def _current_stage(self, store: Store, capability: str, execution: int) -> str | None:
+        """The stage that failed, else the one running, from the execution's nodes."""
+        from docket.report import stages
+
+        nodes = [dict(r) for r in store.all("SELECT node, state FROM nodes WHERE execution=?",
+                                            execution)]
+        if not nodes or not self._specs(capability):
             return None
+        found = stages(self._specs(capability), nodes)
+        failed = [s["stage"] for s in found if s["state"] == "failed"]
+        running = [s["stage"] for s in found if s["state"] == "running"]
+        return (failed or running or [None])[0]
+
+    def _specs(self, capability: str) -> list[Any]:
         if capability not in self._stages:
             from docket.capabilities import CapabilityError, load_capability
 
@@ -215,7 +228,12 @@ class Planner:
                     self.templates_dir, capability).definition.stages)
             except CapabilityError:
                 self._stages[capability] = []
-        return next((s.name for s in self._stages[capability]
+        return self._stages[capability]
+
+    def _stage_of(self, capability: str, node: str | None) -> str | None:
+        if node is None:
+            return None
+        return next((s.name for s in self._specs(capability)
                      if any(fnmatch.fnmatchcase(node, p) for p in s.nodes)), None)
 
     @staticmethod

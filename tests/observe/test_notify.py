@@ -81,7 +81,7 @@ def test_a_signed_webhook_carries_the_request_state_and_links(home, docket):
         assert by_request["good"].headers["Idempotency-Key"] == good["id"]
         bad = by_request["bad"].json()
         assert bad["event"] == "failed" and bad["state"] == "failed"
-        assert bad["reason"]
+        assert bad["reason"] and bad["stage"] == "run"  # the stage that failed
     listed = docket("notifications", "list", "--json").json()
     assert listed["counts"] == {"sent": 2}
     assert "sent" in docket("notifications", "list").out
