@@ -380,3 +380,18 @@ def test_sigkill_between_commit_and_send_sends_after_restart_with_the_same_key(h
         # nothing is left to send: another sender finds nothing due
         result = run_docket("notifications", "send", "--json", "--home", str(home)).json()
         assert result["sent"] == 0 and len(hook.posts) == 3
+
+
+def test_rebuilding_the_state_sends_nothing_again(home, docket):
+    with Webhook(SECRET.encode()) as hook:
+        _write_rules(home, {"ops": _hook(hook.url)},
+                     [{"events": ["state"], "notify": ["ops"]}])
+        drop(home, "one.yaml", request_doc("one"))
+        docket("tick", "--wait")
+        docket("notifications", "send")
+        before = _outbox(home)
+        assert len(hook.posts) == len(before) == 3  # queued, executing, complete
+        assert docket("rebuild-state", "--json").json()["identical"] is True
+        assert _outbox(home) == before
+        assert docket("notifications", "send", "--json").json()["sent"] == 0
+        assert len(hook.posts) == 3
