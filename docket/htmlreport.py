@@ -303,13 +303,10 @@ def _request_page(env: jinja2.Environment, store: Store, home: Any, name: str,
 
 def write_report(home: Any, out: Path, *, full: bool = False) -> dict[str, Any]:
     """Write (or bring up to date) the site in ``out``; returns what was written."""
-    from docket.capabilities import CapabilityCache
-    from docket.rules import Rules
     from docket.store import now
 
     store = Store.open_readonly(home.database)
     try:
-        env = _environment()
         written = now()[:19].replace("T", " ")
         manifest_path = out / MANIFEST
         manifest: dict[str, Any] = {}
@@ -338,6 +335,11 @@ def write_report(home: Any, out: Path, *, full: bool = False) -> dict[str, Any]:
                 "SELECT request, max(id) AS id FROM events WHERE request IS NOT NULL "
                 "GROUP BY request")}
             changed = sorted(n for n in names if seen.get(n) != latest.get(n))
+        # only now the heavier imports: cron's "nothing new" run above does without them
+        from docket.capabilities import CapabilityCache
+        from docket.rules import Rules
+
+        env = _environment()
         dot = shutil.which("dot")
         specs: dict[str, list[Any]] = {}
         (out / "requests").mkdir(parents=True, exist_ok=True)
