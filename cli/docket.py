@@ -33,6 +33,14 @@ def _mount() -> None:
     app.command("inspect")(inspect_command)
     app.command("init")(init_command)
     app.add_typer(dag_app, name="dag", help="Run or check any DAGMan DAG file on this machine.")
+    from cli.notifications import app as notifications_app
+    app.add_typer(notifications_app, name="notifications")
+    from cli.follow import follow
+    app.command("follow")(follow)
+    from cli.report import report
+    app.command("report")(report)
+    from cli.browse import browse
+    app.command("browse")(browse)
 
 
 _mount()
@@ -82,9 +90,16 @@ def submit(files: Annotated[list[Path], typer.Argument(help="Request documents."
            wait: Annotated[bool, typer.Option(
                "--wait", help="Wait for intake's verdict on each document (exit 8 if one "
                               "is rejected).")] = False,
-           home: HomeOption = None, as_json: JsonOption = False) -> int:
+           home: HomeOption = None, as_json: JsonOption = False,
+           follow: Annotated[bool, typer.Option(
+               "--follow", help="Then follow the request as 'docket follow' does (one "
+                                "document; its exit codes).")] = False) -> int:
     """Check documents (and that this home will take them), then drop them into the spool
     atomically: all of them, or none."""
+    if follow:
+        from cli.follow import submit_and_follow
+
+        return submit_and_follow(home, files, as_json)
     from docket.drivers import submit_files
     from docket.errors import ExitCode
 
@@ -601,7 +616,11 @@ def history(name: str, home: HomeOption = None, as_json: JsonOption = False) -> 
 
 
 @app.command()
-def metrics(home: HomeOption = None, as_json: JsonOption = False) -> int:
+def metrics(home: HomeOption = None, as_json: JsonOption = False,
+            prometheus: Annotated[Path | None, typer.Option(
+                "--prometheus", help="Also write this file in node_exporter's textfile "
+                                     "format (needs docket[prometheus]).",
+                show_default=False)] = None) -> int:
     """Counts per capability and state, queue wait and run time, failures by cause."""
     from docket.report import metrics as metrics_of
     from docket.store import Store
@@ -609,6 +628,10 @@ def metrics(home: HomeOption = None, as_json: JsonOption = False) -> int:
     store = Store.open_readonly(_home(home).database)
     try:
         result = metrics_of(store)
+        if prometheus is not None:
+            from docket.prometheus import write_prometheus
+
+            write_prometheus(_home(home), store, result, prometheus)
     finally:
         store.close()
 

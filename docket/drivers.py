@@ -238,10 +238,12 @@ def _await(home: Home, path: Path, outcome_of: Any, what: str,
 
 def _watcher_parts(home: Home) -> tuple[Any, Any]:
     from docket.capabilities import CapabilityCache
+    from docket.notify import Planner
     from docket.rules import Rules
     from docket.store import Store
 
     store = Store(home.database)
+    Planner.attach(home, store)
     return store, Rules(store, CapabilityCache(home.templates), home.work)
 
 

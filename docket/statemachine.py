@@ -29,7 +29,7 @@ __all__ = ["ACTIONS", "Transition", "Machine", "MachineError", "parse_transition
 ACTIONS = {"enqueue": "wait in the capability's queue until it may start",
            "run": "render the workflow and submit it to the engine",
            "kill": "stop the running workflow",
-           "notify": "record a notification event for the people watching",
+           "notify": "notify the people watching (the rules of notifications.yaml)",
            "run-workflow": "submit a follow-up request of the named capability"}
 _ACTIONS_WITH_ARGUMENT = {"run-workflow"}
 

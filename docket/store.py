@@ -12,14 +12,14 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 __all__ = ["Store", "SCHEMA_VERSION", "STATE_TABLES", "now"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Each entry migrates from version i to i + 1.
 MIGRATIONS: list[str] = [
@@ -80,6 +80,16 @@ MIGRATIONS: list[str] = [
         name TEXT PRIMARY KEY, kind TEXT NOT NULL, request TEXT, version INTEGER,
         execution INTEGER, actor TEXT, time TEXT NOT NULL, decision TEXT, reason TEXT);
     """,
+    # 3: the notification outbox (docket.notify), written with the event it is about
+    """
+    CREATE TABLE notifications (
+        id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, event INTEGER NOT NULL,
+        kind TEXT NOT NULL, request TEXT, target TEXT NOT NULL, channel TEXT NOT NULL,
+        payload TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt TEXT NOT NULL, last_error TEXT, created TEXT NOT NULL, sent TEXT);
+    CREATE INDEX notifications_due ON notifications (state, next_attempt);
+    CREATE INDEX notifications_request ON notifications (request, id);
+    """,
 ]
 
 # Tables derived from events; ``rebuild`` empties and refills them.
@@ -113,6 +123,8 @@ class Store:
         self.path = path
         self.conn = _connect(path, readonly)
         self._in_tx = False
+        # called with (store, event) inside the event's transaction (docket.notify)
+        self.listeners: list[Callable[[Store, dict[str, Any]], None]] = []
         if not readonly:
             self.migrate()
 
@@ -207,6 +219,8 @@ class Store:
              _canon(data)))
         event["id"] = cur.lastrowid
         _apply(self.conn, event)
+        for listener in self.listeners:
+            listener(self, event)
         return event
 
     def rebuild(self) -> int:

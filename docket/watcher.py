@@ -27,6 +27,7 @@ from docket.errors import Locked
 from docket.home import Home
 from docket.intake import Intake, IntakeReport, is_candidate
 from docket.launch import Launcher
+from docket.notify import Planner, run_sender
 from docket.rules import Rules
 from docket.store import Store, now
 
@@ -85,6 +86,7 @@ class Watcher:
         home.ensure()
         self.home = home
         self.store = Store(home.database)
+        Planner.attach(home, self.store)
         self.capabilities = CapabilityCache(home.templates)
         self.rules = Rules(self.store, self.capabilities, home.work)
         self.engine = LocalEngine(home.config.local_max_jobs, home.config.concurrency_limits)
@@ -194,7 +196,8 @@ class Watcher:
 
         incoming = self.home.incoming
         interval_ms = int(self.home.config.poll_interval_s * 1000)
-        with intake_lock(self.home.intake_lock, "docket watch" + (" --poll" if poll else "")):
+        with (intake_lock(self.home.intake_lock, "docket watch" + (" --poll" if poll else "")),
+              run_sender(self.home) as wake_sender):
             log.info("watching %s (%s)", incoming, "polling" if poll else "inotify")
             report = self.step(git=git)
             if on_pass:
@@ -224,6 +227,7 @@ class Watcher:
                     self.launcher.launch_pending()
                 else:
                     continue
+                wake_sender.set()
                 if on_pass:
                     on_pass(report)
 

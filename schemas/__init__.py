@@ -19,6 +19,7 @@ from schemas.documents import (
     Seal,
 )
 from schemas.home import HomeConfig
+from schemas.notifications import NotificationsFile
 from schemas.policy import FailurePolicy
 from schemas.sites import SitesFile
 
@@ -41,6 +42,7 @@ __all__ = [
     "AnalystsFile",
     "FailurePolicy",
     "SitesFile",
+    "NotificationsFile",
     "SCHEMA_FILES",
 ]
 
@@ -57,4 +59,5 @@ SCHEMA_FILES = {
     "analysts.schema.json": AnalystsFile,
     "sites.schema.json": SitesFile,
     "failure-policy.schema.json": FailurePolicy,
+    "notifications.schema.json": NotificationsFile,
 }

@@ -115,7 +115,7 @@ def test_a_lost_archive_copy_is_restored_from_the_database(home, docket):
 
 
 def test_a_database_from_an_older_docket_is_upgraded_and_read(home, docket):
-    from docket.store import MIGRATIONS
+    from docket.store import MIGRATIONS, SCHEMA_VERSION
 
     state = home / "state"
     state.mkdir(parents=True, exist_ok=True)
@@ -133,4 +133,5 @@ def test_a_database_from_an_older_docket_is_upgraded_and_read(home, docket):
     assert result.code == 0, result.err
     assert result.json()["counts"] == {"complete": 1}
     conn = sqlite3.connect(state / "docket.db")
-    assert conn.execute("SELECT value FROM meta").fetchone()[0] == "2"
+    assert conn.execute("SELECT value FROM meta WHERE key='schema_version'"
+                        ).fetchone()[0] == str(SCHEMA_VERSION)
