@@ -60,12 +60,9 @@ def _home(home: Path | None) -> Any:
 
 
 def _user() -> str:
-    import pwd
+    from docket.analysts import user_of_uid
 
-    try:
-        return pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        return str(os.getuid())
+    return user_of_uid(os.getuid())
 
 
 # requests in ----------------------------------------------------------------------

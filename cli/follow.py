@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -96,7 +97,10 @@ def submit_and_follow(home_path: Path | None, files: list[Path], as_json: bool,
             after_id = store.one("SELECT coalesce(max(id), 0) AS n FROM events")["n"]
         finally:
             store.close()
-    result = submit_files(home, files)
+    from docket.analysts import user_of_uid
+
+    # the same checks as a plain 'docket submit' (queue, seal, who may submit)
+    result = submit_files(home, files, user_of_uid(os.getuid()))
     spooled = Path(result["submitted"][0]["spooled"])
     spec = data.get("spec") if isinstance(data, dict) else None
     name = (spec or {}).get("request") or data["metadata"]["name"]
