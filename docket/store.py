@@ -19,7 +19,7 @@ from typing import Any
 
 __all__ = ["Store", "SCHEMA_VERSION", "STATE_TABLES", "now"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Each entry migrates from version i to i + 1.
 MIGRATIONS: list[str] = [
@@ -79,6 +79,21 @@ MIGRATIONS: list[str] = [
     CREATE TABLE decisions (
         name TEXT PRIMARY KEY, kind TEXT NOT NULL, request TEXT, version INTEGER,
         execution INTEGER, actor TEXT, time TEXT NOT NULL, decision TEXT, reason TEXT);
+    """,
+    # 3: CHIME-style work (docket/work.py): every field of a Work in body, leases, attempts
+    """
+    CREATE TABLE works (
+        id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, status TEXT NOT NULL,
+        priority INTEGER NOT NULL, creation REAL NOT NULL, site TEXT, user TEXT, grp TEXT,
+        timeout INTEGER NOT NULL, retries INTEGER NOT NULL, attempt INTEGER NOT NULL,
+        start REAL, stop REAL, runner TEXT, lease_until REAL, checksums TEXT, error TEXT,
+        body TEXT NOT NULL);
+    CREATE INDEX works_next ON works (pipeline, status, priority DESC, creation);
+    CREATE INDEX works_creation ON works (creation);
+    CREATE INDEX works_lease ON works (status, lease_until);
+    CREATE TABLE work_attempts (
+        work TEXT NOT NULL, attempt INTEGER NOT NULL, runner TEXT, start REAL, stop REAL,
+        status TEXT, error TEXT, PRIMARY KEY (work, attempt));
     """,
 ]
 
