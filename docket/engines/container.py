@@ -23,15 +23,21 @@ from pathlib import Path
 from docket.errors import DocketError
 
 __all__ = ["ContainerUnavailable", "Runtime", "find_runtime", "container_command",
-           "PODMAN_GLOBAL_OPTIONS", "RUNTIME_ENV"]
+           "podman_command", "PODMAN_GLOBAL_OPTIONS", "PODMAN_RUN_OPTIONS", "RUNTIME_ENV"]
 
 RUNTIME_ENV = "DOCKET_CONTAINER_RUNTIME"
-# Rootful podman inside a sandbox (no systemd, no overlay mounts, no journald): cgroupfs,
-# a file for events, and the vfs storage driver work everywhere. The same options must be
-# used to import an image and to run it, so they live here and only here;
+# Rootful podman inside a sandbox or a batch node (no systemd, no overlay mounts, no
+# journald, cgroups v1 and v2 mixed): cgroupfs, a file for events and the vfs storage
+# driver work everywhere; crun refuses "hybrid" cgroup hosts where runc works, so runc is
+# used when it is installed. The same global options must be used to import an image and
+# to run it, so they live here and only here (``podman_command``);
 # DOCKET_PODMAN_OPTIONS replaces them (e.g. '' on a workstation with rootless podman).
 PODMAN_GLOBAL_OPTIONS = ("--cgroup-manager=cgroupfs", "--events-backend=file",
                          "--storage-driver=vfs")
+# podman's default limits (1048576 open files) cannot be set by a process whose own hard
+# limit is lower, as in most sandboxes: ask for ones any process may set.
+# DOCKET_PODMAN_RUN_OPTIONS replaces them.
+PODMAN_RUN_OPTIONS = ("--ulimit=nofile=4096:4096", "--ulimit=nproc=4096:4096")
 _KNOWN = ("podman", "apptainer", "singularity")
 
 
@@ -49,7 +55,13 @@ class Runtime:
             return []
         if "DOCKET_PODMAN_OPTIONS" in os.environ:
             return shlex.split(os.environ["DOCKET_PODMAN_OPTIONS"])
-        return list(PODMAN_GLOBAL_OPTIONS)
+        runc = ["--runtime=runc"] if shutil.which("runc") else []
+        return [*PODMAN_GLOBAL_OPTIONS, *runc]
+
+    def run_options(self) -> list[str]:
+        if "DOCKET_PODMAN_RUN_OPTIONS" in os.environ:
+            return shlex.split(os.environ["DOCKET_PODMAN_RUN_OPTIONS"])
+        return list(PODMAN_RUN_OPTIONS)
 
     def base(self) -> list[str]:
         return [self.path, *self.global_options()]
@@ -86,7 +98,7 @@ def container_command(runtime: Runtime, image: str, argv: list[str], *, workdir:
     binds = [workdir, *mounts]
     directory = Path(image).is_dir()
     if runtime.name == "podman":
-        cmd = [*runtime.base(), "run", "--rm", "--pull=never", "--log-driver=none",
+        cmd = [*runtime.base(), "run", "--rm", "--log-driver=none", *runtime.run_options(),
                f"--workdir={workdir}"]
         for path in binds:
             cmd.append(f"--volume={path}:{path}")
@@ -95,7 +107,8 @@ def container_command(runtime: Runtime, image: str, argv: list[str], *, workdir:
         for key, value in sorted(env.items()):
             cmd.append(f"--env={key}={value}")
         image_ref = image.removeprefix("docker://")
-        cmd += (["--rootfs", image] if directory else [image_ref])
+        # a directory is a root filesystem (an apptainer sandbox); a name is never pulled
+        cmd += (["--rootfs", image] if directory else ["--pull=never", image_ref])
         return cmd + list(argv)
     # apptainer / singularity: 'exec' runs the command itself, not the image's runscript
     cmd = [*runtime.base(), "exec", "--containall", "--no-home", f"--pwd={workdir}"]
@@ -106,3 +119,26 @@ def container_command(runtime: Runtime, image: str, argv: list[str], *, workdir:
     for key, value in sorted(env.items()):
         cmd.append(f"--env={key}={value}")
     return [*cmd, image, *argv]
+
+
+def podman_command(*args: str) -> list[str]:
+    """``podman ARGS`` with the global options runs use (e.g. to import an image)."""
+    found = shutil.which("podman")
+    if not found:
+        raise ContainerUnavailable("podman is not installed", "apt-get install podman")
+    return Runtime("podman", found).base() + list(args)
+
+
+def job_command(image: str, argv: list[str], cwd: Path, initialdir: Path,
+                environment: dict[str, str], job_environment: dict[str, str]) -> list[str]:
+    """The local engine's command line for a ``container_image`` job: ``argv`` in the image,
+    with the job's directory (scratch) and its submit directory mounted at their own paths,
+    the submit file's ``environment`` and HTCondor's job variables set inside (not the
+    host's PATH or HOME: the image has its own)."""
+    env = {k: v for k, v in job_environment.items()
+           if k.startswith("_CONDOR_") or k in ("TMPDIR", "TMP", "TEMP", "BATCH_SYSTEM",
+                                                "OMP_NUM_THREADS")}
+    env.update(environment)
+    mounts = [] if initialdir == cwd else [initialdir]
+    return container_command(find_runtime(), image, argv, workdir=cwd, mounts=mounts,
+                             environment=env)
