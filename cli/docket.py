@@ -29,6 +29,11 @@ def _mount() -> None:
     app.add_typer(analysts_app, name="analysts",
                   help="List and edit the home's analysts and their roles.")
     app.command("inspect")(inspect_command)
+    from cli.run import run as run_command
+    from cli.work import app as work_app
+
+    app.add_typer(work_app, name="work", help="Deposit, withdraw, update and query CHIME work.")
+    app.command("run")(run_command)
 
 
 _mount()

@@ -249,3 +249,41 @@ def deposit_document(intake: Any, name: str, parsed: Any, raw: bytes, identity: 
     return Outcome(name, "applied", reasons=[f"work {work_id} deposited for pipeline "
                                              f"{work.pipeline}"],
                    document=f"work-{work_id}")
+
+
+def load_work_files(paths: list[Any]) -> list[Work]:
+    """Works from files: ``kind: Work`` YAML documents, or CHIME work JSON (one object or a
+    list of them). ``DocumentError``-style problems become one ``Invalid`` naming the file."""
+    from pydantic import ValidationError
+
+    from docket.documents import DocumentError, load_yaml, validate_data
+
+    works: list[Work] = []
+    for path in paths:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise NotFound(f"{path}: cannot read: {exc.strerror}") from None
+        try:
+            if path.suffix == ".json":
+                data = json.loads(raw)
+                items = data if isinstance(data, list) else [data]
+                for i, item in enumerate(items):
+                    try:
+                        works.append(Work.model_validate(item))
+                    except ValidationError as exc:
+                        err = exc.errors()[0]
+                        where = "/".join(str(p) for p in ((i,) if isinstance(data, list)
+                                                          else ()) + tuple(err["loc"]))
+                        raise Invalid(f"{path}: /{where}: {err['msg']}") from None
+            else:
+                data, marks = load_yaml(raw)
+                parsed = validate_data(data, marks)
+                if parsed.kind != "Work":
+                    raise Invalid(f"{path}: a {parsed.kind} document, not a Work")
+                works.append(parsed.model.spec)
+        except json.JSONDecodeError as exc:
+            raise Invalid(f"{path}: line {exc.lineno}: invalid JSON: {exc.msg}") from None
+        except DocumentError as exc:
+            raise Invalid(f"{path}: {exc.problems[0]}") from None
+    return works
