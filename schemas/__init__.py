@@ -58,3 +58,15 @@ SCHEMA_FILES = {
     "sites.schema.json": SitesFile,
     "failure-policy.schema.json": FailurePolicy,
 }
+
+
+def _task_schemas() -> None:
+    from schemas.tasks import TaskWorkflow, TaskWorkflowSpec
+    from schemas.work import Work, WorkDocument
+
+    SCHEMA_FILES.update({"TaskWorkflow.schema.json": TaskWorkflow,
+                         "ewms-workflow-request.schema.json": TaskWorkflowSpec,
+                         "Work.schema.json": WorkDocument, "chime-work.schema.json": Work})
+
+
+_task_schemas()

@@ -225,3 +225,27 @@ def test_four_runners_with_kills_do_each_of_1000_works_exactly_once(home: Path,
     assert numbers == list(range(count))
     # each killed runner's work timed out and was done again by another runner
     assert timeouts == killed
+
+
+def test_runners_started_as_jobs_by_a_capability_share_the_work(home: Path, docket  # noqa: ANN001
+                                                                ) -> None:
+    from tests.conftest import request_doc
+
+    for i in range(20):
+        drop(home, f"w{i}.yaml", work_doc(f"w{i}", pipeline="jobs",
+                                          parameters={"n": i, "log": str(home / "calls.log"),
+                                                      "pause_s": 0.05}))
+    docket("tick")
+    drop(home, "runners.yaml", request_doc("runners", capability="work-runner",
+                                           pipeline="jobs", function="workfuncs.record",
+                                           home=str(home), module_dir=str(HERE), n_runners=2,
+                                           sleep_s=0.2))
+    assert docket("tick", "--wait").code == 0
+    execution = docket("show", "runners", "--json").json()["executions"][0]
+    assert execution["state"] == "complete", execution["reason"]
+    done = works(home, "--pipeline", "jobs", "--status", "success")
+    assert sorted(w["results"]["n"] for w in done) == list(range(20))
+    # two jobs ran a runner each; together they did each work once
+    summaries = [(Path(execution["directory"]) / f"runner.{i}.out").read_text()
+                 for i in range(2)]
+    assert sum(int(text.split(": ")[1].split()[0]) for text in summaries) == 20
