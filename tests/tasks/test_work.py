@@ -249,3 +249,13 @@ def test_runners_started_as_jobs_by_a_capability_share_the_work(home: Path, dock
     summaries = [(Path(execution["directory"]) / f"runner.{i}.out").read_text()
                  for i in range(2)]
     assert sum(int(text.split(": ")[1].split()[0]) for text in summaries) == 20
+
+
+@pytest.mark.parametrize("command", ["work", "work deposit", "work withdraw", "work update",
+                                     "work list", "work show", "run"])
+def test_every_work_command_has_help_and_is_documented(command: str) -> None:
+    from tests.conftest import REPO
+
+    result = run_docket(*command.split(), "--help")
+    assert result.code == 0 and "Usage: docket " + command in " ".join(result.out.split())
+    assert f"docket {command}" in (REPO / "docs" / "work.md").read_text()
