@@ -216,12 +216,17 @@ def describe(store: Any, execution: Any) -> dict[str, Any] | None:
     forces = []
     for tf in workflow["taskforces"]:
         seen = counts["taskforces"].get(tf["taskforce"], {})
-        workers = seen.get("workers", {})
+        workers = dict(seen.get("workers", {}))
+        if execution["engine_state"] == "done":
+            # the workflow ended (or was cancelled): a worker still marked running was
+            # stopped with its DAG, without the chance to say so
+            workers["stopped"] = workers.pop("running", 0)
         forces.append({
             "taskforce": tf["taskforce"], "task_id": tf["task_id"],
             "location": tf["location"], "n_workers": tf["n_workers"],
             "workers": {"requested": tf["n_workers"], "running": workers.get("running", 0),
-                        "done": workers.get("done", 0), "failed": workers.get("failed", 0)},
+                        "done": workers.get("done", 0), "failed": workers.get("failed", 0),
+                        "stopped": workers.get("stopped", 0)},
             "events_in": seen.get("events_in", 0), "events_out": seen.get("events_out", 0),
             "failures": seen.get("failures", 0), "lost": seen.get("lost", 0),
             "top_task_errors": seen.get("top_task_errors", {}),

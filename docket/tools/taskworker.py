@@ -261,7 +261,12 @@ def collect(directory: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="task-worker", description=__doc__.split("\n")[0])
+    class Formatter(argparse.HelpFormatter):  # "Usage:", as every docket tool says it
+        def add_usage(self, usage: Any, actions: Any, groups: Any, prefix: Any = None) -> None:
+            super().add_usage(usage, actions, groups, "Usage: ")
+
+    parser = argparse.ArgumentParser(prog="task-worker", description=__doc__.split("\n")[0],
+                                     formatter_class=Formatter)
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("seed", "collect"):
         sub.add_parser(name).add_argument("directory", type=Path)

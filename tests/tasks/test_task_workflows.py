@@ -121,9 +121,9 @@ def test_cancel_stops_the_taskforces(home: Path, docket) -> None:  # noqa: ANN00
     while time.monotonic() < deadline:
         execution = docket("show", "slow", "--json").json()["executions"][0]
         directory = Path(execution["directory"] or ".")
-        if (directory / "events.sqlite").exists() and queue_rows(
-                directory, "SELECT 1 FROM events WHERE state='leased'"):
-            break
+        if (directory / "events.sqlite").exists() and len(queue_rows(
+                directory, "SELECT 1 FROM events WHERE state='leased'")) == 2:
+            break  # both workers are in the middle of an event
         docket("tick")
         time.sleep(0.3)
     assert docket("cancel", "slow").code == 0
@@ -131,6 +131,8 @@ def test_cancel_stops_the_taskforces(home: Path, docket) -> None:  # noqa: ANN00
     execution = docket("show", "slow", "--json").json()["executions"][0]
     assert execution["state"] == "cancelled" or execution["state"] == "failed", execution
     assert not queue_rows(directory, "SELECT 1 FROM events WHERE state='done'")
+    workers = execution["task_workflow"]["taskforces"][0]["workers"]
+    assert workers["running"] == 0 and workers["stopped"] == 2
 
 
 def test_a_worker_killed_mid_event_loses_and_duplicates_nothing(home: Path, tmp_path: Path
@@ -184,3 +186,31 @@ def test_a_worker_killed_mid_event_loses_and_duplicates_nothing(home: Path, tmp_
     flow = execution["task_workflow"]
     assert flow["taskforces"][0]["lost"] >= 1
     assert sum(t["events_in"] for t in flow["taskforces"][:1]) == count
+
+
+def test_init_runs_once_per_worker_and_its_failure_fails_the_worker(home: Path, docket,  # noqa: ANN001
+                                                                     tmp_path: Path) -> None:
+    write_events(home, 4)
+    marks = tmp_path / "init.log"
+    request = two_task_chain(workers=2)
+    request["tasks"][0].update(init_args=f"sh -c 'echo $INIT_WHO >> {marks}'",
+                               init_env={"INIT_WHO": "init"})
+    request["tasks"][1].update(init_args="sh -c 'echo cannot set up >&2; exit 3'")
+    (home / "init.json").write_text(dumps(request))
+    docket("submit", str(home / "init.json"))
+    assert docket("tick", "--wait").code == 0
+    execution = docket("show", "init", "--json").json()["executions"][0]
+    assert marks.read_text() == "init\ninit\n"  # one line per worker of the first task
+    assert execution["state"] == "failed"
+    second = execution["task_workflow"]["taskforces"][1]
+    assert second["worker_errors"] == ["init container failed: exit code 3: cannot set up"]
+    assert second["events_in"] == 0
+
+
+def test_a_direct_request_of_the_tasks_capability_is_refused(home: Path, docket) -> None:  # noqa: ANN001
+    from tests.conftest import request_doc
+
+    drop(home, "direct.yaml", request_doc("direct", capability="tasks", workflow="{}"))
+    docket("tick")
+    error = (home / "spool" / "rejected" / "direct.yaml.error").read_text()
+    assert "may not submit 'tasks' requests (allowed: nobody)" in error
