@@ -164,6 +164,9 @@ def accept_workflow(intake: Any, name: str, parsed: ParsedDocument, raw: bytes,
     request = model.metadata.name
     workflow, problems = plan(model.spec, intake.home.attachments)
     if problems:
+        if name.endswith(".json"):  # the JSON is the spec: say where as a JSON pointer
+            problems = [Problem(p.message, path="/" + re.sub(r"\[(\d+)\]", r"/\1", (
+                p.path or "").removeprefix("spec.")).replace(".", "/")) for p in problems]
         return intake._reject(name, [str(p) for p in problems], actor)
     try:
         capability = intake.capabilities.get(CAPABILITY)

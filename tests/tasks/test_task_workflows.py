@@ -214,3 +214,12 @@ def test_a_direct_request_of_the_tasks_capability_is_refused(home: Path, docket)
     docket("tick")
     error = (home / "spool" / "rejected" / "direct.yaml.error").read_text()
     assert "may not submit 'tasks' requests (allowed: nobody)" in error
+
+
+def test_a_missing_input_file_is_named_by_its_pointer(home: Path, docket) -> None:  # noqa: ANN001
+    request = two_task_chain()
+    request["inputs"] = {"input-queue": {"files": ["nowhere/e1.txt"]}}
+    drop(home, "missing.json", dumps(request))
+    docket("tick")
+    error = (home / "spool" / "rejected" / "missing.json.error").read_text()
+    assert "/inputs/input-queue/files/0: input file 'nowhere/e1.txt' does not exist" in error
