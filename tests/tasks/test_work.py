@@ -259,3 +259,18 @@ def test_every_work_command_has_help_and_is_documented(command: str) -> None:
     result = run_docket(*command.split(), "--help")
     assert result.code == 0 and "Usage: docket " + command in " ".join(result.out.split())
     assert f"docket {command}" in (REPO / "docs" / "work.md").read_text()
+
+
+def test_a_chime_work_json_dropped_in_the_spool_is_deposited(home: Path, docket) -> None:  # noqa: ANN001
+    drop(home, "chime-work.json", json.dumps({
+        "pipeline": "sample-pipeline", "site": "chime", "user": "shinybrar",
+        "function": "workflow.example.mean", "parameters": {"a": 1, "b": 2},
+        "event": [9385707, 9385708], "tags": ["tag", "tagged"]}))
+    assert docket("tick", "--json").json()["applied"] == 1
+    (work,) = works(home, "--event", "9385708")
+    assert (work["user"], work["site"], work["status"]) == ("shinybrar", "chime", "queued")
+    drop(home, "typo.json", json.dumps({"pipeline": "p", "site": "s", "user": "u",
+                                        "prioirty": 2}))
+    docket("tick")
+    error = (home / "spool" / "rejected" / "typo.json.error").read_text()
+    assert "(/prioirty): unknown field" in error
