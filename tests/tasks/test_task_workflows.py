@@ -223,3 +223,17 @@ def test_a_missing_input_file_is_named_by_its_pointer(home: Path, docket) -> Non
     docket("tick")
     error = (home / "spool" / "rejected" / "missing.json.error").read_text()
     assert "/inputs/input-queue/files/0: input file 'nowhere/e1.txt' does not exist" in error
+
+
+def test_max_worker_runtime_holds_a_worker_that_runs_too_long(home: Path, docket) -> None:  # noqa: ANN001
+    write_events(home, 1)
+    request = two_task_chain(workers=1, first_args="sleep 60", lease_s=1)
+    request["tasks"][0]["worker_config"]["max_worker_runtime"] = 2
+    (home / "long.json").write_text(dumps(request))
+    docket("submit", str(home / "long.json"))
+    assert docket("tick", "--wait").code == 0
+    execution = docket("show", "long", "--json").json()["executions"][0]
+    assert execution["state"] == "failed"
+    node = next(n for n in execution["nodes"] if n["node"] == "tf0_local")
+    assert node["attempts"] == 3  # RETRY 2
+    assert node["hold_code"] == 46, node  # allowed_job_duration, as on a pool
