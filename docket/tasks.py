@@ -178,8 +178,15 @@ def accept_workflow(intake: Any, name: str, parsed: ParsedDocument, raw: bytes,
         return intake._reject(name, [
             f"metadata.name: request {request!r} is a {existing['capability']!r} request; "
             "a task workflow needs a new name"], actor)
-    spec = {"capability": CAPABILITY, "priority": model.spec.priority,
-            "workflow": model.spec.model_dump(mode="json")}
+    spec: dict[str, Any] = {"capability": CAPABILITY, "priority": model.spec.priority,
+                            "workflow": model.spec.model_dump(mode="json")}
+    # cluster locations that are docket sites (sites.yaml) choose where the DAG runs, in
+    # the tasks' order; other names only label their taskforces
+    sites = {s.name for s in intake.rules.sites.sites} if intake.rules.sites else set()
+    wanted = [loc for task in model.spec.tasks for loc in task.cluster_locations
+              if loc in sites]
+    if wanted:
+        spec["cluster_locations"] = list(dict.fromkeys(wanted))
     sha = spec_sha256(spec)
     duplicate = None if existing is None else intake.rules.find_duplicate(request, sha)
     if duplicate is not None:

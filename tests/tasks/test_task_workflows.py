@@ -237,3 +237,29 @@ def test_max_worker_runtime_holds_a_worker_that_runs_too_long(home: Path, docket
     node = next(n for n in execution["nodes"] if n["node"] == "tf0_local")
     assert node["attempts"] == 3  # RETRY 2
     assert node["hold_code"] == 46, node  # allowed_job_duration, as on a pool
+
+
+def test_cluster_locations_that_are_sites_choose_where_it_runs(home: Path, docket) -> None:  # noqa: ANN001
+    (home / "sites.yaml").write_text(
+        "default: [local]\nsites:\n  - name: local\n  - name: osg\n    enabled: false\n"
+        "    schedd: {collector: cm.example.org, name: ap1.example.org}\n")
+    write_events(home, 1)
+    both = two_task_chain(workers=1)
+    for task in both["tasks"]:
+        task["cluster_locations"] = ["osg", "local"]
+    (home / "both.json").write_text(dumps(both))
+    only = two_task_chain(workers=1)
+    for task in only["tasks"]:
+        task["cluster_locations"] = ["osg"]
+    (home / "only.json").write_text(dumps(only))
+    docket("submit", str(home / "both.json"), str(home / "only.json"))
+    docket("tick", "--wait")  # returns with 'only' still waiting for its site
+    ran = docket("show", "both", "--json").json()["executions"][0]
+    assert ran["state"] == "complete" and ran["site"] == "local"
+    # a taskforce per location, both labelled
+    assert [t["location"] for t in ran["task_workflow"]["taskforces"]] == [
+        "osg", "local", "osg", "local"]
+    waiting = docket("show", "only", "--json").json()
+    assert waiting["executions"][0]["engine_state"] == "none"
+    assert any(e["type"] == "site.unavailable" and "osg" in e["data"]["reason"]
+               for e in waiting["events"])
