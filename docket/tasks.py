@@ -58,6 +58,9 @@ def parse_json_document(raw: bytes, filename: str, *, max_bytes: int = 1_048_576
     except json.JSONDecodeError as exc:
         raise DocumentError([Problem(f"invalid JSON: {exc.msg}", line=exc.lineno,
                                      column=exc.colno)]) from None
+    except RecursionError:
+        raise DocumentError([Problem("the JSON is nested too deeply to be a request")]
+                            ) from None
     try:  # JSON is YAML: the YAML reader gives line numbers and refuses duplicate keys
         _, marks = load_yaml(raw, max_bytes=max_bytes, max_nodes=max_nodes)
     except DocumentError as exc:
@@ -65,6 +68,9 @@ def parse_json_document(raw: bytes, filename: str, *, max_bytes: int = 1_048_576
                for p in exc.problems):
             raise
         marks = {}
+    except RecursionError:
+        raise DocumentError([Problem("the JSON is nested too deeply to be a request")]
+                            ) from None
     if not isinstance(data, dict):
         raise DocumentError([Problem("a .json spool file is an EWMS workflow request (an "
                                      "object with 'tasks' and 'public_queue_aliases') or a "

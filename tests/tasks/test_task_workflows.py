@@ -263,3 +263,23 @@ def test_cluster_locations_that_are_sites_choose_where_it_runs(home: Path, docke
     assert waiting["executions"][0]["engine_state"] == "none"
     assert any(e["type"] == "site.unavailable" and "osg" in e["data"]["reason"]
                for e in waiting["events"])
+
+
+@pytest.mark.parametrize(("name", "raw"), [
+    ("deep.json", b"[" * 100_000 + b"]" * 100_000),
+    ("deep2.json", b'{"tasks": ' + b"[" * 900 + b"]" * 900 + b', "public_queue_aliases": []}'),
+    ("dup.json", b'{"tasks": [], "tasks": [], "public_queue_aliases": []}'),
+    ("binary.json", b"\xff\xfe\x00garbage"),
+    ("list.json", b"[1, 2, 3]"),
+    ("Bad Name!.json", json.dumps(EWMS_EXAMPLE).encode()),
+])
+def test_hostile_json_is_rejected_and_the_pass_goes_on(home: Path, docket, name: str,  # noqa: ANN001
+                                                       raw: bytes) -> None:
+    drop(home, name, raw)
+    write_events(home, 1)
+    drop(home, "good.json", dumps(two_task_chain(workers=1)))
+    result = docket("tick", "--json")
+    assert result.code == 0, result.err
+    outcome = {d["file"]: d["status"] for d in result.json()["documents"]}
+    assert outcome == {name: "rejected", "good.json": "accepted"}
+    assert (home / "spool" / "rejected" / f"{name}.error").read_text().strip()
