@@ -62,6 +62,9 @@ class WorkerConfig(_Strict):
 
     @model_validator(mode="after")
     def _sizes(self) -> WorkerConfig:
+        if any(ord(c) < 32 or c == "\x7f" for c in self.condor_requirements):
+            raise ValueError("condor_requirements: a control character (a newline?) cannot "
+                             "be part of a submit command")
         for name in ("worker_disk", "worker_memory"):
             try:
                 parse_size_mb(getattr(self, name))
