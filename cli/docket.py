@@ -41,6 +41,11 @@ def _mount() -> None:
     app.command("report")(report)
     from cli.browse import browse
     app.command("browse")(browse)
+    from cli.run import run as run_command
+    from cli.work import app as work_app
+
+    app.add_typer(work_app, name="work", help="Deposit, withdraw, update and query CHIME work.")
+    app.command("run")(run_command)
 
 
 _mount()
@@ -280,6 +285,10 @@ def show(name: Annotated[str, typer.Argument(help="Request name.")],
             except CapabilityError:
                 specs = []
         result = show_of(store, name, specs, events)
+        if result is not None and row["capability"] == "tasks":
+            from docket.tasks import add_to_show
+
+            add_to_show(store, result)
     finally:
         store.close()
     if result is None:
@@ -313,6 +322,10 @@ def show(name: Annotated[str, typer.Argument(help="Request name.")],
                                 n["signal"], n["reason"]) for n in e["nodes"]],
                               ["NODE", "STATE", "ATTEMPTS", "EXIT", "SIGNAL", "REASON"])
                 out.extend("  " + line for line in nodes.splitlines())
+            if e.get("task_workflow"):
+                from cli.tasks import task_lines
+
+                out.extend(task_lines(e["task_workflow"]))
         if r["events"]:
             out.append("\nrecent events:")
         for ev in r["events"]:

@@ -291,8 +291,13 @@ def validate_data(data: Any, marks: dict[tuple[Any, ...], tuple[int, int]]) -> P
 
 
 def parse_document(raw: bytes, *, max_bytes: int = 1_048_576,
-                   max_nodes: int = 100_000) -> ParsedDocument:
+                   max_nodes: int = 100_000, filename: str | None = None) -> ParsedDocument:
     """Parse and validate one spool document; raise ``DocumentError`` with every reason."""
+    if filename is not None and filename.endswith(".json"):
+        # an EWMS workflow request or CHIME work, as their users write them
+        from docket.tasks import parse_json_document
+
+        return parse_json_document(raw, filename, max_bytes=max_bytes, max_nodes=max_nodes)
     data, marks = load_yaml(raw, max_bytes=max_bytes, max_nodes=max_nodes)
     return validate_data(data, marks)
 

@@ -88,7 +88,7 @@ def validate_files(home: Home, files: list[Path], templates: Path | None = None)
     for path in files:
         raw = _read(path, home.config.max_document_bytes)
         try:
-            checked = check_document(raw, home, caps)
+            checked = check_document(raw, home, caps, filename=path.name)
         except DocumentError as exc:
             documents.append({"file": str(path), "valid": False,
                               "problems": [str(p) for p in exc.problems]})

@@ -151,7 +151,8 @@ class Checked:
     attachments: list[Path]
 
 
-def check_document(raw: bytes, home: Home, capabilities: CapabilityCache) -> Checked:
+def check_document(raw: bytes, home: Home, capabilities: CapabilityCache,
+                   filename: str | None = None) -> Checked:
     """Every check that needs no database: YAML, schema, capability, parameters, paths.
 
     Raises ``DocumentError`` listing each problem with its line/column or field path.
@@ -159,7 +160,7 @@ def check_document(raw: bytes, home: Home, capabilities: CapabilityCache) -> Che
     """
     config = home.config
     parsed = parse_document(raw, max_bytes=config.max_document_bytes,
-                            max_nodes=config.max_yaml_nodes)
+                            max_nodes=config.max_yaml_nodes, filename=filename)
     spec = parsed.model.spec
     if parsed.kind != "CapabilityRequest":
         return Checked(parsed, {}, [])  # checked against the state when applied
@@ -439,10 +440,11 @@ class Intake:
         if raw is None:
             return self._reject(name, ["spool files must be regular files, not symlinks"],
                                 actor)
-        if not name.endswith(_YAML_SUFFIXES):
-            return self._reject(name, ["spool files must end in .yaml or .yml"], actor)
+        if not name.endswith((*_YAML_SUFFIXES, ".json")):
+            return self._reject(name, ["spool files must end in .yaml or .yml (or .json: an "
+                                       "EWMS workflow request, or CHIME work)"], actor)
         try:
-            checked = check_document(raw, self.home, self.capabilities)
+            checked = check_document(raw, self.home, self.capabilities, filename=name)
         except DocumentError as exc:
             return self._reject(name, [str(p) for p in exc.problems], actor)
         model = checked.parsed.model
@@ -452,6 +454,12 @@ class Intake:
                 f"metadata.submitter {submitter!r} is not the owner of the file ({actor!r}); "
                 "docket takes the actor from the file, so leave submitter out or make it "
                 "match"], actor)
+        if checked.parsed.kind in ("TaskWorkflow", "Work"):  # docs/tasks.md, docs/work.md
+            from docket.tasks import accept_workflow
+            from docket.work import deposit_document
+
+            accept = accept_workflow if checked.parsed.kind == "TaskWorkflow" else deposit_document
+            return accept(self, name, checked.parsed, raw, identity, actor, source)
         if checked.parsed.kind != "CapabilityRequest":
             return self._apply_decision(name, checked.parsed, raw, actor)
         request = model.metadata.name

@@ -19,8 +19,6 @@ from typing import Any
 
 __all__ = ["Store", "SCHEMA_VERSION", "STATE_TABLES", "now"]
 
-SCHEMA_VERSION = 3
-
 # Each entry migrates from version i to i + 1.
 MIGRATIONS: list[str] = [
     """
@@ -90,7 +88,24 @@ MIGRATIONS: list[str] = [
     CREATE INDEX notifications_due ON notifications (state, next_attempt);
     CREATE INDEX notifications_request ON notifications (request, id);
     """,
+    # 4: CHIME-style work (docket/work.py): every field of a Work in body, leases, attempts
+    """
+    CREATE TABLE works (
+        id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, status TEXT NOT NULL,
+        priority INTEGER NOT NULL, creation REAL NOT NULL, site TEXT, user TEXT, grp TEXT,
+        timeout INTEGER NOT NULL, retries INTEGER NOT NULL, attempt INTEGER NOT NULL,
+        start REAL, stop REAL, runner TEXT, lease_until REAL, checksums TEXT, error TEXT,
+        body TEXT NOT NULL);
+    CREATE INDEX works_next ON works (pipeline, status, priority DESC, creation);
+    CREATE INDEX works_creation ON works (creation);
+    CREATE INDEX works_lease ON works (status, lease_until);
+    CREATE TABLE work_attempts (
+        work TEXT NOT NULL, attempt INTEGER NOT NULL, runner TEXT, start REAL, stop REAL,
+        status TEXT, error TEXT, PRIMARY KEY (work, attempt));
+    """,
 ]
+
+SCHEMA_VERSION = len(MIGRATIONS)
 
 # Tables derived from events; ``rebuild`` empties and refills them.
 STATE_TABLES = ("requests", "versions", "executions", "queues", "nodes", "decisions")

@@ -195,6 +195,9 @@ def expand_submit(path: Path, node: str, vars: dict[str, str], cluster: int,
     except Exception as exc:  # the bindings raise bare exceptions on syntax errors
         raise Invalid(f"{path}: not a valid submit description: {exc}") from None
     qargs = (description.getQArgs() or "").strip()
+    # 'queue $(n)': condor_submit expands macros (a DAG's VARS too) in the queue line
+    qargs = re.sub(r"\$\((\w+)\)", lambda m: description.expand(m[1])
+                   if m[1] in description else m[0], qargs)
     here = os.getcwd()
     try:
         os.chdir(cwd)  # 'queue x from file' reads relative to where condor_submit runs

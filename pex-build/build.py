@@ -353,8 +353,11 @@ def build_one(recipe: Recipe, settings: Settings, out_dir: Path = DIST, *,
         sources = Path(tmp) / "src"
         stage(closure, sources)
         built = Path(tmp) / out.name
+        # --lock with no requirement would install everything the lock pins: a tool that
+        # imports no third-party package (task-worker) gets none
+        locked = ["--lock", str(settings.lock), *requirements] if requirements else []
         command = [sys.executable, "-m", "pex", "--pex-root", str(cache),
-                   "--python", sys.executable, "--lock", str(settings.lock), *requirements,
+                   "--python", sys.executable, *locked,
                    "--sources-directory", str(sources), *pex_options(recipe, settings),
                    "--output-file", str(built)]
         # pex must not see the caller's PEX_* settings (PEX_ROOT of a test, for one)

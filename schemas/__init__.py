@@ -61,3 +61,15 @@ SCHEMA_FILES = {
     "failure-policy.schema.json": FailurePolicy,
     "notifications.schema.json": NotificationsFile,
 }
+
+
+def _task_schemas() -> None:
+    from schemas.tasks import TaskWorkflow, TaskWorkflowSpec
+    from schemas.work import Work, WorkDocument
+
+    SCHEMA_FILES.update({"TaskWorkflow.schema.json": TaskWorkflow,
+                         "ewms-workflow-request.schema.json": TaskWorkflowSpec,
+                         "Work.schema.json": WorkDocument, "chime-work.schema.json": Work})
+
+
+_task_schemas()

@@ -161,3 +161,14 @@ KINDS: dict[str, type[BaseModel]] = {
     "Resubmit": Resubmit, "Seal": Seal, "QueueChange": QueueChange}
 
 
+def _register_task_kinds() -> None:
+    # imported here: these modules import Metadata from this one
+    from schemas.tasks import TaskWorkflow
+    from schemas.work import WorkDocument
+
+    KINDS.update({"TaskWorkflow": TaskWorkflow, "Work": WorkDocument})
+
+
+_register_task_kinds()
+
+

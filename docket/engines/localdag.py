@@ -945,19 +945,25 @@ class DagRun:
             if problem:
                 self._held(run, spec, scratch, 13, problem[0], problem[1])
                 return
-        if spec.container_image:
-            note = (f"container_image {spec.container_image} is not used by the local "
-                    "engine: the command runs directly on this machine")
-            self.say(f"node {node}: {note}")
-            self.log.generic(cluster, proc, note)
         env = _job_environment(spec, scratch)
         marker, mark = self._marker(f"{cluster} {proc}")
         env.update(mark)
         cwd = scratch if spec.transfer_files else spec.initialdir
+        argv = job_argv(spec)
+        if spec.container_image:  # run inside the image, never outside it
+            from docket.engines.container import ContainerUnavailable, job_command
+
+            try:
+                argv = job_command(spec.container_image, argv, cwd, spec.initialdir,
+                                   spec.environment, env)
+            except ContainerUnavailable as exc:
+                self._held(run, spec, scratch, 6, 0, f"{exc.what}; {exc.hint}")
+                return
+            self.say(f"node {node}: running in container image {spec.container_image}")
         try:
             with contextlib.ExitStack() as stack:
                 stdout, stderr = _open_streams(spec, stack)
-                child = subprocess.Popen(job_argv(spec), cwd=cwd,
+                child = subprocess.Popen(argv, cwd=cwd,
                                          env=env, stdin=subprocess.DEVNULL, stdout=stdout,
                                          stderr=stderr, start_new_session=True)
         except _StreamError as exc:
@@ -1413,10 +1419,8 @@ class DagRun:
 
 
 def job_argv(spec: ProcSpec) -> list[str]:
-    """The command line one job proc runs: the single place a job's argv is built.
-
-    Container support (``universe = container`` / ``container_image``,
-    docket/engines/container.py) turns this into a podman command line here."""
+    """The command line one job proc runs, before a container image (if any) wraps it in
+    the container runtime's command line (docket/engines/container.py)."""
     return [spec.executable, *spec.arguments]
 
 

@@ -750,7 +750,12 @@ def test_a_held_job_is_retried_by_retry(tmp_path):
     assert "retry 2 of 2" in out.dagman_out
 
 
-def test_a_container_image_is_not_used_and_the_node_log_says_so(flow):
+def test_a_container_image_never_runs_outside_the_image(flow, monkeypatch):
+    # no container runtime on PATH: the job is held (and removed) with a reason naming
+    # what to install; it does not run on this machine instead (tests/tasks/ runs one)
+    empty = flow / "empty-path"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
     write(flow / "c.sub", f"""\
 universe = container
 container_image = docker://python:3.11-slim
@@ -760,11 +765,11 @@ should_transfer_files = NO
 queue
 """)
     out = run_dag(dag(flow, "JOB C c.sub\n"))
-    assert out.code == 0, out.dagman_out
-    assert starts(flow) == ["C"]
-    notes = [a["Info"] for n, _, a in events_by_node(out.dag)["C"] if n == 8]
-    assert notes == ["container_image docker://python:3.11-slim is not used by the local "
-                     "engine: the command runs directly on this machine"]
+    assert out.code == 1
+    assert starts(flow) == []
+    held = [a for n, _, a in events_by_node(out.dag)["C"] if n == HELD]
+    assert "no container runtime is installed" in held[0]["HoldReason"]
+    assert "install podman" in held[0]["HoldReason"]
 
 
 def test_jobs_of_a_killed_runner_can_be_stopped_without_running_the_dag(tmp_path):

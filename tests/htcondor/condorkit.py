@@ -27,8 +27,11 @@ REPO = Path(__file__).resolve().parents[2]
 TOOLS = Path(sys.executable).parent
 DATA = Path(__file__).resolve().parent / "data"
 TEMPLATES = REPO / "templates"
+# 'tasks' takes no parameters from people: docket makes its plan from a task workflow
+# document (its templates are checked in tests/tasks/test_task_templates.py)
 SHIPPED = sorted(p.name for p in TEMPLATES.iterdir()
-                 if (p / "capability.yaml").is_file() and not p.name.startswith(("_", ".")))
+                 if (p / "capability.yaml").is_file() and not p.name.startswith(("_", "."))
+                 and p.name != "tasks")
 
 
 def stub_dagman(directory: Path) -> Path:

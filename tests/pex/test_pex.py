@@ -27,7 +27,7 @@ Bare = Callable[..., subprocess.CompletedProcess[str]]
 ToolPex = Callable[[str], Path]
 
 TOOLS = ["docket", "productfetcher", "deliver", "ingest", "conveyor", "annihilator", "null",
-         "vela", "casa-envoy", "ingest-envoy"]
+         "vela", "casa-envoy", "ingest-envoy", "task-worker"]
 OUR_PACKAGES = ("cli", "docket", "envoys", "schemas")
 # third-party packages that only the docket engine itself may carry
 ENGINE_ONLY = ("sqlite_utils", "jinja2", "htcondor2", "watchfiles")

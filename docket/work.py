@@ -1,0 +1,289 @@
+"""CHIME-style work in the home's database: deposit, withdraw (a lease), update, query.
+
+A work waits as ``queued``; ``withdraw`` takes the highest-priority queued work of a
+pipeline (then the oldest) and leases it to one runner for the work's ``timeout``, in one
+``BEGIN IMMEDIATE`` transaction, so two runners never take the same work. ``attempt``
+counts withdrawals. A lease that outlives its timeout (the runner was killed, or its node
+lost) is put back with the attempt counted, until ``retries`` retries are used; then the
+work fails. ``update`` from a runner is taken only while its lease holds (the same runner
+and attempt): a runner that lost its lease and finishes late changes nothing.
+
+The ``works`` table holds every field of CHIME's Work as JSON (``body``) beside the
+columns queries use. It is bookkeeping of its own, not derived from the event log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from docket.errors import Invalid, NotFound
+from docket.store import Store
+from schemas.work import WORK_STATUSES, Work
+
+__all__ = ["deposit", "withdraw", "update", "finish", "query", "get", "expire_leases",
+           "deposit_document", "Stale"]
+
+
+class Stale(Invalid):
+    code = "stale-lease"
+
+
+@contextlib.contextmanager
+def _tx(store: Store) -> Iterator[Any]:
+    with store.transaction() as conn:
+        yield conn
+
+
+def _row_to_work(row: Any) -> dict[str, Any]:
+    body = json.loads(row["body"])
+    body.update({"id": row["id"], "status": row["status"], "attempt": row["attempt"],
+                 "start": row["start"], "stop": row["stop"], "creation": row["creation"]})
+    extra = {"runner": row["runner"], "checksums": json.loads(row["checksums"] or "{}"),
+             "error": row["error"], "lease_until": row["lease_until"]}
+    return {**body, "docket": extra}
+
+
+def deposit(store: Store, works: list[Work]) -> list[str]:
+    """Queue works; returns their ids (given ones kept, others made)."""
+    ids = []
+    now = time.time()
+    with _tx(store) as conn:
+        for work in works:
+            body = work.model_dump(mode="json")
+            work_id = body.get("id") or uuid.uuid4().hex
+            if conn.execute("SELECT 1 FROM works WHERE id=?", (work_id,)).fetchone():
+                raise Invalid(f"work {work_id} was deposited before",
+                              "leave id out to deposit a new work, or use 'docket work "
+                              "update'")
+            status = body["status"] if body["status"] != "created" else "queued"
+            body.update(id=work_id, status=status, creation=body.get("creation") or now)
+            conn.execute(
+                "INSERT INTO works (id, pipeline, status, priority, creation, site, user, grp,"
+                " timeout, retries, attempt, start, stop, body) VALUES "
+                "(?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (work_id, body["pipeline"], status, body["priority"], body["creation"],
+                 body["site"], body["user"], body.get("group"), body["timeout"],
+                 body["retries"], body["attempt"], body.get("start"), body.get("stop"),
+                 json.dumps(body, sort_keys=True)))
+            ids.append(work_id)
+    return ids
+
+
+def expire_leases(conn: Any, now: float) -> int:
+    """Running works past their timeout go back to the queue, or fail after the last try."""
+    rows = conn.execute("SELECT id, attempt, retries, runner FROM works WHERE status='running'"
+                        " AND lease_until < ?", (now,)).fetchall()
+    for row in rows:
+        final = row["attempt"] > row["retries"]
+        reason = (f"attempt {row['attempt']} timed out (runner {row['runner']} did not "
+                  "deposit in time)")
+        conn.execute("UPDATE work_attempts SET stop=?, status='timeout', error=? WHERE "
+                     "work=? AND attempt=? AND status='running'",
+                     (now, reason, row["id"], row["attempt"]))
+        conn.execute("UPDATE works SET status=?, lease_until=NULL, runner=NULL, stop=?, "
+                     "error=? WHERE id=?",
+                     ("failure" if final else "queued", now if final else None,
+                      reason + ("; no retries left" if final else ""), row["id"]))
+    return len(rows)
+
+
+def withdraw(store: Store, pipeline: str, runner: str, *, site: str | None = None,
+             user: str | None = None, tags: list[str] | None = None,
+             event: list[int] | None = None, priority: int | None = None
+             ) -> dict[str, Any] | None:
+    """Lease the next work of ``pipeline`` to ``runner``; None when nothing waits."""
+    pipeline = pipeline.lower().replace("_", "-")
+    where, args = ["pipeline=?", "status='queued'"], [pipeline]
+    for column, value in (("site", site), ("user", user), ("priority", priority)):
+        if value is not None:
+            where.append(f"{column}=?")
+            args.append(value)
+    for tag in tags or []:
+        where.append("EXISTS (SELECT 1 FROM json_each(body, '$.tags') WHERE value=?)")
+        args.append(tag)
+    for number in event or []:
+        where.append("EXISTS (SELECT 1 FROM json_each(body, '$.event') WHERE value=?)")
+        args.append(number)
+    now = time.time()
+    with _tx(store) as conn:
+        expire_leases(conn, now)
+        row = conn.execute(f"SELECT id, timeout, attempt FROM works WHERE {' AND '.join(where)}"
+                           " ORDER BY priority DESC, creation, rowid LIMIT 1", args).fetchone()
+        if row is None:
+            return None
+        attempt = row["attempt"] + 1
+        conn.execute("UPDATE works SET status='running', attempt=?, start=?, stop=NULL, "
+                     "runner=?, lease_until=?, error=NULL WHERE id=?",
+                     (attempt, now, runner, now + row["timeout"], row["id"]))
+        conn.execute("INSERT OR REPLACE INTO work_attempts (work, attempt, runner, start, "
+                     "status) VALUES (?, ?, ?, ?, 'running')", (row["id"], attempt, runner,
+                                                                 now))
+        leased = conn.execute("SELECT * FROM works WHERE id=?", (row["id"],)).fetchone()
+    return _row_to_work(leased)
+
+
+def finish(store: Store, work_id: str, runner: str, attempt: int, status: str, *,
+           results: dict[str, Any] | None = None, products: list[str] | None = None,
+           plots: list[str] | None = None, checksums: dict[str, Any] | None = None,
+           error: str | None = None) -> None:
+    """A runner deposits its outcome; ``Stale`` if its lease is no longer held."""
+    if status not in ("success", "failure"):
+        raise Invalid(f"status {status!r}: a runner deposits success or failure")
+    now = time.time()
+    with _tx(store) as conn:
+        row = conn.execute("SELECT * FROM works WHERE id=?", (work_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no work {work_id}")
+        if row["status"] != "running" or row["runner"] != runner or row["attempt"] != attempt:
+            conn.execute("UPDATE work_attempts SET stop=?, status='stale' WHERE work=? AND "
+                         "attempt=? AND runner=?", (now, work_id, attempt, runner))
+            raise Stale(f"work {work_id} attempt {attempt} is no longer leased to {runner} "
+                        f"(now {row['status']}, attempt {row['attempt']})",
+                        "its timeout passed; the result was not recorded")
+        body = json.loads(row["body"])
+        body.update(results=results, products=products, plots=plots, stop=now,
+                    status=status)
+        conn.execute("UPDATE works SET status=?, stop=?, lease_until=NULL, body=?, "
+                     "checksums=?, error=? WHERE id=?",
+                     (status, now, json.dumps(body, sort_keys=True),
+                      json.dumps(checksums or {}, sort_keys=True), error, work_id))
+        conn.execute("UPDATE work_attempts SET stop=?, status=?, error=? WHERE work=? AND "
+                     "attempt=?", (now, status, error, work_id, attempt))
+
+
+_UPDATABLE = {"results", "products", "plots", "tags", "status", "priority", "parameters",
+              "group", "event", "path", "timeout", "retries", "config", "notify", "archive"}
+
+
+def update(store: Store, work_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+    """A person's change to a work (CHIME's ``Work.update``), checked as a Work."""
+    unknown = set(changes) - _UPDATABLE
+    if unknown:
+        raise Invalid(f"cannot update {', '.join(sorted(unknown))}",
+                      f"updatable fields: {', '.join(sorted(_UPDATABLE))}")
+    if "status" in changes and changes["status"] not in WORK_STATUSES:
+        raise Invalid(f"status {changes['status']!r} is not one of {', '.join(WORK_STATUSES)}")
+    now = time.time()
+    with _tx(store) as conn:
+        row = conn.execute("SELECT * FROM works WHERE id=?", (work_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no work {work_id}", "see 'docket work list'")
+        body = json.loads(row["body"])
+        body.update(changes)
+        from pydantic import ValidationError
+
+        try:
+            work = Work.model_validate({k: v for k, v in body.items()})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise Invalid(f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        body = work.model_dump(mode="json")
+        status = body["status"]
+        stop = now if status in ("success", "failure") else row["stop"]
+        conn.execute("UPDATE works SET status=?, priority=?, grp=?, timeout=?, retries=?, "
+                     "stop=?, body=?, lease_until=CASE WHEN ?='running' THEN lease_until "
+                     "END, runner=CASE WHEN ?='running' THEN runner END WHERE id=?",
+                     (status, body["priority"], body.get("group"), body["timeout"],
+                      body["retries"], stop, json.dumps(body, sort_keys=True), status,
+                      status, work_id))
+        row = conn.execute("SELECT * FROM works WHERE id=?", (work_id,)).fetchone()
+    return _row_to_work(row)
+
+
+def get(store: Store, work_id: str) -> dict[str, Any]:
+    row = store.one("SELECT * FROM works WHERE id=?", work_id)
+    if row is None:
+        raise NotFound(f"no work {work_id}", "see 'docket work list'")
+    work = _row_to_work(row)
+    work["docket"]["attempts"] = [dict(r) for r in store.all(
+        "SELECT attempt, runner, start, stop, status, error FROM work_attempts WHERE work=? "
+        "ORDER BY attempt", work_id)]
+    return work
+
+
+def query(store: Store, *, pipeline: str | None = None, status: str | None = None,
+          tag: str | None = None, group: str | None = None, event: int | None = None,
+          site: str | None = None, user: str | None = None, since: float | None = None,
+          until: float | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    """Works by pipeline, tag, group, event, status, site, user and creation time."""
+    where, args = ["1"], []
+    for column, value in (("pipeline", pipeline), ("status", status), ("grp", group),
+                          ("site", site), ("user", user)):
+        if value is not None:
+            where.append(f"{column}=?")
+            args.append(value)
+    if tag is not None:
+        where.append("EXISTS (SELECT 1 FROM json_each(body, '$.tags') WHERE value=?)")
+        args.append(tag)
+    if event is not None:
+        where.append("EXISTS (SELECT 1 FROM json_each(body, '$.event') WHERE value=?)")
+        args.append(event)
+    if since is not None:
+        where.append("creation >= ?")
+        args.append(since)
+    if until is not None:
+        where.append("creation < ?")
+        args.append(until)
+    rows = store.all(f"SELECT * FROM works WHERE {' AND '.join(where)} ORDER BY creation "
+                     f"DESC, rowid DESC LIMIT ?", *args, limit)
+    return [_row_to_work(r) for r in rows]
+
+
+def deposit_document(intake: Any, name: str, parsed: Any, raw: bytes, identity: str,
+                     actor: str, source: dict[str, Any] | None = None) -> Any:
+    """Intake of a ``kind: Work`` document (or a CHIME work JSON): one deposited work."""
+    from docket.intake import Outcome
+
+    work: Work = parsed.model.spec
+    try:
+        (work_id,) = deposit(intake.store, [work])
+    except Invalid as exc:
+        return intake._reject(name, [exc.what], actor)
+    intake.store.record("work.deposited", actor=actor, file=name, work=work_id,
+                        pipeline=work.pipeline)
+    return Outcome(name, "applied", reasons=[f"work {work_id} deposited for pipeline "
+                                             f"{work.pipeline}"],
+                   document=f"work-{work_id}")
+
+
+def load_work_files(paths: list[Any]) -> list[Work]:
+    """Works from files: ``kind: Work`` YAML documents, or CHIME work JSON (one object or a
+    list of them). ``DocumentError``-style problems become one ``Invalid`` naming the file."""
+    from pydantic import ValidationError
+
+    from docket.documents import DocumentError, load_yaml, validate_data
+
+    works: list[Work] = []
+    for path in paths:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise NotFound(f"{path}: cannot read: {exc.strerror}") from None
+        try:
+            if path.suffix == ".json":
+                data = json.loads(raw)
+                items = data if isinstance(data, list) else [data]
+                for i, item in enumerate(items):
+                    try:
+                        works.append(Work.model_validate(item))
+                    except ValidationError as exc:
+                        err = exc.errors()[0]
+                        where = "/".join(str(p) for p in ((i,) if isinstance(data, list)
+                                                          else ()) + tuple(err["loc"]))
+                        raise Invalid(f"{path}: /{where}: {err['msg']}") from None
+            else:
+                data, marks = load_yaml(raw)
+                parsed = validate_data(data, marks)
+                if parsed.kind != "Work":
+                    raise Invalid(f"{path}: a {parsed.kind} document, not a Work")
+                works.append(parsed.model.spec)
+        except json.JSONDecodeError as exc:
+            raise Invalid(f"{path}: line {exc.lineno}: invalid JSON: {exc.msg}") from None
+        except DocumentError as exc:
+            raise Invalid(f"{path}: {exc.problems[0]}") from None
+    return works
