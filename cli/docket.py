@@ -255,8 +255,9 @@ def show(name: Annotated[str, typer.Argument(help="Request name.")],
                     out.append(f"  attempt {a['attempt']} failed: node {f['node']} → "
                                f"{f['action']} ({f['reason']})")
             for s in e.get("stages") or []:
-                out.append(f"  stage {s['stage']}: {s['state']} ({s['done']}/{s['nodes']} "
-                           "nodes)")
+                described = f" ({s['description']})" if s.get("description") else ""
+                out.append(f"  stage {s['stage']}{described}: {s['state']} ({s['done']}/"
+                           f"{s['nodes']} nodes)")
             if e["nodes"]:
                 nodes = table([(n["node"], n["state"], n["attempts"], n["exit_code"],
                                 n["signal"], n["reason"]) for n in e["nodes"]],

@@ -80,6 +80,20 @@ def collect_results(directory: Path, hashed: list[dict[str, Any]] | None = None
     return results, products, plots, problem
 
 
+def _tool_error(directory: Path, node: str) -> str:
+    """A docket tool's own ``Error: ...`` line from the node's error file, for the reason
+    (casa-envoy says there why CASA failed)."""
+    path = directory / f"{node}.err"
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, path.stat().st_size - 4096))
+            lines = fh.read().decode(errors="replace").splitlines()
+    except OSError:
+        return ""
+    last = next((line.strip() for line in reversed(lines) if line.strip()), "")
+    return f" ({last[:500]})" if last.startswith("Error: ") else ""
+
+
 def _merge_products(*lists: list[dict[str, Any]]) -> list[dict[str, Any]]:
     merged: dict[str, dict[str, Any]] = {}
     for items in lists:
@@ -169,10 +183,13 @@ class Launcher:
         spec = json.loads(version["spec"])
         request = {"name": row["request"], "version": row["version"], "execution": row["id"],
                    "number": row["number"], "capability": row["capability"],
-                   "priority": row["priority"], "output_dir": spec.get("output_dir"),
+                   "priority": row["priority"], "output_dir": self.rules.output_dir(row),
                    "created": row["created"],
                    "labels": _labels(version["document"])}
         attachments = [safe_join(self.home.attachments, f) for f in spec.get("files", [])]
+        if request["output_dir"]:
+            # deliver puts the products into output_dir; intake checked where it is
+            Path(request["output_dir"]).parent.mkdir(parents=True, exist_ok=True)
         render_execution(capability, directory, request=request,
                          parameters=json.loads(row["parameters"]),
                          document=version["document"], tools_dir=self.home.tools_dir,
@@ -222,7 +239,8 @@ class Launcher:
         elif status == "removed":
             reason = "the workflow was removed"
         elif failed:
-            reason = "; ".join(f"node {n}: {r}" for n, r in sorted(failed.items()))
+            reason = "; ".join(f"node {n}: {r}{_tool_error(directory, n)}"
+                               for n, r in sorted(failed.items()))
         else:
             reason = result.get("reason") or f"the workflow ended with exit code {exit_code}"
         missing, declared = (self._verify_outputs(row, directory) if exit_code == 0

@@ -72,9 +72,12 @@ def _template_line(exc: BaseException, template_path: Path) -> int | None:
     return line
 
 
-def template_environment(folder: Path) -> ImmutableSandboxedEnvironment:
+def template_environment(folder: Path | tuple[Path, ...]) -> ImmutableSandboxedEnvironment:
+    """``folder``: one folder, or several searched in order (a capability that extends
+    another: its own templates first)."""
+    folders = [str(f) for f in folder] if isinstance(folder, tuple) else [str(folder)]
     env = ImmutableSandboxedEnvironment(
-        loader=jinja2.FileSystemLoader(str(folder)), undefined=jinja2.StrictUndefined,
+        loader=jinja2.FileSystemLoader(folders), undefined=jinja2.StrictUndefined,
         autoescape=False, keep_trailing_newline=True, finalize=_finalize)
     env.filters["q"] = lambda v: quote(v, "submit")
     env.filters["arguments"] = quote_arguments
@@ -109,9 +112,13 @@ def render_execution(capability: Capability, directory: Path, *, request: dict[s
 
     context = {"request": request, "parameters": parameters, "directory": str(directory),
                "files": names, "tool": tool}
-    env = template_environment(capability.folder)
+    folders = capability.template_folders
+    env = template_environment(folders)
     written = []
-    for template_path in sorted(capability.folder.glob("*.j2")):
+    templates: dict[str, Path] = {}
+    for folder in reversed(folders):  # a capability's own template wins over its base's
+        templates.update({p.name: p for p in folder.glob("*.j2")})
+    for template_path in (templates[n] for n in sorted(templates)):
         target = directory / template_path.name[:-3]
         try:
             text = env.get_template(template_path.name).render(context)

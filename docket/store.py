@@ -304,6 +304,10 @@ def _apply(conn: sqlite3.Connection, event: dict[str, Any]) -> None:
                      (d.get("exit_code"), d.get("reason"), at,
                       _canon(d["results"]) if d.get("results") is not None else None,
                       _canon(d.get("products", [])), _canon(d.get("plots", [])), execution))
+    elif t == "handoff.done" and d.get("results"):
+        # a hand-off's results (ingest's archive locator) join the execution's
+        conn.execute("UPDATE executions SET results=json_patch(coalesce(results, '{}'), ?) "
+                     "WHERE id=?", (_canon(d["results"]), execution))
     elif t == "execution.retrying":
         conn.execute("UPDATE executions SET retries=retries+1 WHERE id=?", (execution,))
     elif t == "execution.timed_out":

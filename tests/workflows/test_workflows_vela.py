@@ -1,0 +1,142 @@
+"""The VLASS capabilities end to end on the local engine, with vela standing in for CASA."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import drop
+from tests.workflows.conftest import BIN, tools_config
+
+DEMO = {"locator": "uid://docket/observation/demo-vlass/v1", "ms": "demo-vlass/demo-vlass.ms"}
+
+
+@pytest.fixture
+def vhome(home: Path, fake_archive: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("DOCKET_TOOLS_CONFIG", str(tools_config(home, fake_archive)))
+    return home
+
+
+def request(name: str, capability: str, output_dir: str | None = None, **parameters) -> str:
+    spec = {"capability": capability, "parameters": {**DEMO, "casa": "vela", **parameters}}
+    if output_dir:
+        spec["output_dir"] = output_dir
+    return yaml.safe_dump({"apiVersion": "docket/v1", "kind": "CapabilityRequest",
+                           "metadata": {"name": name}, "spec": spec}, sort_keys=False)
+
+
+def test_quicklook_runs_three_stages_and_records_automatic_qa(vhome, docket):
+    drop(vhome, "ql.yaml", request("ql-1", "quicklook", field="T1"))
+    assert docket("tick", "--wait").code == 0
+    shown = docket("show", "ql-1", "--json").json()
+    execution = shown["executions"][0]
+    assert shown["request"]["state"] == "complete", execution["reason"]
+    assert [(s["description"], s["state"]) for s in execution["stages"]] == [
+        ("gathering data", "done"), ("running CASA", "done"), ("post-CASA work", "done")]
+    directory = Path(execution["directory"])
+    assert (directory / "products" / "quicklook.fits").is_file()
+    results = docket("results", "--json").json()
+    mine = next(r for r in results["executions"] if r["request"] == "ql-1")
+    assert mine["results"]["qa"]["automatic"]["verdict"] in ("pass", "fail")
+    assert {p["path"] for p in mine["products"]} >= {"products/quicklook.fits",
+                                                      "products/provenance.json"}
+    human = docket("show", "ql-1").out
+    assert "stage gathering-data (gathering data): done" in human
+
+
+def _execution(docket, name: str) -> dict:
+    return docket("show", name, "--json").json()["executions"][0]
+
+
+def test_calibration_qa_pass_ingests_records_the_locator_and_delivers(vhome, docket,
+                                                                      tmp_path):
+    drop(vhome, "cal.yaml", request("cal-1", "calibration", output_dir="deliveries/cal-1"))
+    assert docket("tick", "--wait").code == 0
+    execution = _execution(docket, "cal-1")
+    assert execution["state"] == "awaiting-qa", execution["reason"]
+    directory = Path(execution["directory"])
+    qa_dir = vhome / "qa" / "cal-1.v1.e1"
+    # the run waits in the QA area; the processing directory links to it
+    assert (directory / "products").is_symlink()
+    assert (qa_dir / "products" / "cal-1.caltables.tgz").is_file()
+    assert (qa_dir / "products" / "demo-vlass.weblog.html").is_file()
+    assert not (vhome / "work" / "deliveries" / "cal-1").exists()  # not before QA
+
+    assert docket("qa", "pass", "cal-1", "--reason", "solutions look fine").code == 0
+    docket("tick")
+    execution = _execution(docket, "cal-1")
+    assert execution["state"] == "complete"
+    assert not (directory / "products").is_symlink() and not qa_dir.exists()
+    results = docket("results", "--json").json()
+    mine = next(r for r in results["executions"] if r["request"] == "cal-1")
+    locator = mine["results"]["archive_locator"]
+    assert locator == "uid://docket/calibration/cal-1/v1"
+    # fetchable back from the archive by productfetcher
+    fetched = tmp_path / "fetched"
+    proc = subprocess.run([str(BIN / "productfetcher"), "-q", "-l", locator, "-o",
+                           str(fetched)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert (fetched / "cal-1" / "cal-1.caltables.tgz").is_file()
+    # and delivered into output_dir: the products, with checksums, not the processing dir
+    delivered = vhome / "work" / "deliveries" / "cal-1"
+    assert (delivered / "cal-1.caltables.tgz").is_file()
+    assert (delivered / "SHA256SUMS").is_file()
+    assert not (delivered / "workflow.dag").exists()
+
+
+def test_calibration_qa_fail_hands_the_run_back_for_clean_up(vhome, docket):
+    drop(vhome, "cal.yaml", request("cal-2", "calibration"))
+    assert docket("tick", "--wait").code == 0
+    assert _execution(docket, "cal-2")["state"] == "awaiting-qa"
+    assert docket("qa", "fail", "cal-2", "--reason", "bandpass is noisy").code == 0
+    docket("tick")
+    execution = _execution(docket, "cal-2")
+    directory = Path(execution["directory"])
+    assert execution["state"] == "failed"
+    assert (directory / ".docket-qa-failed").is_file()
+    assert not (directory / "products").is_symlink()
+    assert not (vhome / "qa" / "cal-2.v1.e1").exists()
+
+
+@pytest.mark.parametrize("capability, extra, final", [
+    ("se_calibration", {}, "awaiting-qa"),
+    ("se_continuum_imaging", {"field": "T1"}, "complete"),
+    ("se_coarse_cube_imaging", {"field": "T1", "resources_locator":
+                                "uid://docket/observation/demo-vlass-resources/v1"},
+     "complete"),
+])
+def test_each_imaging_and_calibration_capability_runs_with_vela(vhome, docket, capability,
+                                                                 extra, final):
+    drop(vhome, "r.yaml", request("r-1", capability, **extra))
+    assert docket("tick", "--wait").code == 0
+    execution = _execution(docket, "r-1")
+    assert execution["state"] == final, execution["reason"]
+    provenance = json.loads((Path(execution["directory"]) / "products" / "provenance.json")
+                            .read_text())
+    assert [i["locator"] for i in provenance["inputs"]][:1] == [DEMO["locator"]]
+    assert provenance["casa"]["program"] == "vela"
+    if capability == "se_coarse_cube_imaging":
+        assert (Path(execution["directory"]) / "resources" / "demo-vlass-resources"
+                / "reimaging.yaml").is_file()
+        assert len(provenance["inputs"]) == 2
+
+
+@pytest.mark.parametrize("mode, reason", [
+    ("bad-argument", "AssertionError"),
+    ("severe-raise", "SEVERE"),
+    ("severe-exit0", "SEVERE"),
+    ("missing-product", "missing"),
+])
+def test_every_way_casa_fails_fails_the_execution_with_the_reason(vhome, docket, mode,
+                                                                   reason):
+    drop(vhome, "r.yaml", request("bad-1", "quicklook", vela_fail=mode))
+    assert docket("tick", "--wait").code == 0
+    execution = _execution(docket, "bad-1")
+    assert execution["state"] == "failed"
+    assert "node casa" in execution["reason"]
+    shown = docket("show", "bad-1").out
+    assert reason in shown, shown
