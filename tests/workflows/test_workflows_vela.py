@@ -140,3 +140,68 @@ def test_every_way_casa_fails_fails_the_execution_with_the_reason(vhome, docket,
     assert "node casa" in execution["reason"]
     shown = docket("show", "bad-1").out
     assert reason in shown, shown
+
+
+def _image_archive(archive: Path, tmp_path: Path, text: str) -> str:
+    images = tmp_path / "images"
+    (images / "demo-images").mkdir(parents=True, exist_ok=True)
+    (images / "demo-images" / "T1.fits").write_text(text)
+    (images / "manifest.json").write_text(json.dumps({"products": [
+        {"name": "demo-images", "type": "image", "files": ["demo-images/"]}]}))
+    proc = subprocess.run([str(BIN / "ingest"), "--archive-root", str(archive), "--json",
+                           "-q", str(images)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)["products"][0]["locator"]
+
+
+def test_image_caching_copies_the_set_under_its_name_once(home, docket, tmp_path,
+                                                           monkeypatch):
+    archive, cache = tmp_path / "archive", tmp_path / "cache"
+    cache.mkdir()
+    config = tools_config(home, archive)
+    config.write_text(config.read_text() + f"deliver:\n  image_cache_root: {cache}\n")
+    monkeypatch.setenv("DOCKET_TOOLS_CONFIG", str(config))
+    locator = _image_archive(archive, tmp_path, "image one\n")
+
+    def cache_it(name: str, locator: str) -> dict:
+        drop(home, f"{name}.yaml", yaml.safe_dump({
+            "apiVersion": "docket/v1", "kind": "CapabilityRequest", "metadata": {"name": name},
+            "spec": {"capability": "image_caching", "parameters": {
+                "locator": locator, "image_set": "demo-images", "cache_name": "T1.v1"}}}))
+        assert docket("tick", "--wait").code == 0
+        execution = _execution(docket, name)
+        assert execution["state"] == "complete", execution["reason"]
+        return json.loads((Path(execution["directory"]) / "cache.out").read_text())
+
+    first = cache_it("cache-1", locator)
+    cached = cache / "T1.v1"
+    assert (cached / "demo-images" / "T1.fits").read_text() == "image one\n"
+    assert "demo-images/T1.fits" in (cached / "SHA256SUMS").read_text()
+    assert not first["unchanged"]
+    assert cache_it("cache-2", locator)["unchanged"]  # the same set again: left as it is
+    newer = _image_archive(archive, tmp_path, "image two\n")
+    assert newer.endswith("/v2")
+    assert cache_it("cache-3", newer)["replaced"]
+    assert (cached / "demo-images" / "T1.fits").read_text() == "image two\n"
+
+
+def test_output_dir_gets_the_products_and_a_resubmit_really_runs_again(vhome, docket):
+    drop(vhome, "ql.yaml", request("ql-out", "quicklook", output_dir="deliveries/ql-out"))
+    assert docket("tick", "--wait").code == 0
+    first = _execution(docket, "ql-out")
+    assert first["state"] == "complete", first["reason"]
+    delivered = vhome / "work" / "deliveries" / "ql-out"
+    assert (delivered / "quicklook.fits").is_file() and (delivered / "SHA256SUMS").is_file()
+    assert not (delivered / "workflow.dag").exists()  # the products, not the processing
+    assert json.loads((delivered / "provenance.json").read_text())["execution"] == 1
+
+    assert docket("resubmit", "ql-out", "--reason", "again").code == 0
+    assert docket("tick", "--wait").code == 0
+    executions = docket("show", "ql-out", "--json").json()["executions"]
+    second = max(executions, key=lambda e: e["id"])
+    assert second["id"] != first["id"] and second["state"] == "complete"
+    assert second["directory"] != first["directory"]
+    assert {n["node"]: n["state"] for n in second["nodes"]} == {
+        "fetch": "done", "casa": "done", "post": "done", "deliver": "done"}
+    # the delivery was replaced by the new run's products
+    assert json.loads((delivered / "provenance.json").read_text())["execution"] == second["id"]
