@@ -86,6 +86,19 @@ def test_calibration_qa_pass_ingests_records_the_locator_and_delivers(vhome, doc
     assert (delivered / "cal-1.caltables.tgz").is_file()
     assert (delivered / "SHA256SUMS").is_file()
     assert not (delivered / "workflow.dag").exists()
+    # the lineage, from the archive input to the ingested and delivered products
+    lineage = docket("show", "cal-1", "--provenance", "--json").json()
+    run = lineage["executions"][0]
+    assert run["provenance"]["inputs"][0]["locator"] == DEMO["locator"]
+    assert run["provenance"]["casa"]["program"] == "vela"
+    assert run["provenance"]["casa"]["attempt"] == 1
+    assert [t["task"] for t in run["provenance"]["recipe"]["tasks"]][:2] == [
+        "flagdata", "setjy"]
+    assert run["archive_locator"] == locator
+    text = docket("show", "cal-1", "--provenance").out
+    assert f"input   {DEMO['locator']}" in text
+    assert f"then    ingest-envoy --calibration → archive_locator {locator}" in text
+    assert f"then    deliver → delivered_to {delivered}" in text
 
 
 def test_calibration_qa_fail_hands_the_run_back_for_clean_up(vhome, docket):
