@@ -45,6 +45,9 @@ def main_command(
     recipe: Annotated[Path | None, typer.Option(
         "--recipe", help="Run this rendered recipe (a capability's recipe.yaml: the "
                          "casatasks calls with their arguments).")] = None,
+    part: Annotated[str, typer.Option(
+        "--part", help="With --recipe: run this part of the recipe (one piece of a "
+                       "fan-out; it works in working/PART/).")] = "",
     post: Annotated[bool, typer.Option(
         "--post", help="Post-CASA work of a recipe run: check its products, image "
                        "statistics and QA, component list, summary, provenance.")] = False,
@@ -83,7 +86,10 @@ def main_command(
     # Imported here so that --help stays fast.
     from envoys.casa.entry import run_envoy
 
-    report = run_envoy(chosen[0], path, settings, progress, recipe_path=recipe)
+    if part and chosen[0] != "recipe":
+        raise UsageError("--part goes with --recipe", "casa-envoy --recipe recipe.yaml "
+                                                       "--part piece_0 .")
+    report = run_envoy(chosen[0], path, settings, progress, recipe_path=recipe, part=part)
     ok = report["verdict"] == "success"
     report_file = Path(report["directory"]) / report["report"]
     if as_json:

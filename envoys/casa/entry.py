@@ -63,15 +63,16 @@ def _count_run(working: Path) -> int:
 
 def run_envoy(mode: str, path: Path, settings: dict[str, Any] | None = None,
               progress: Callable[[str], None] | None = None,
-              recipe_path: Path | None = None) -> dict[str, Any]:
+              recipe_path: Path | None = None, part: str = "") -> dict[str, Any]:
     """Run CASA (or vela) for the processing directory at ``path``; return the report.
 
     ``mode`` "recipe" runs the rendered recipe (``recipe_path``, default
-    ``recipe.yaml`` in the processing directory) instead of one of the fixed modes.
+    ``recipe.yaml`` in the processing directory) instead of one of the fixed modes;
+    ``part`` one part of it (a fanned-out piece, working in ``working/<part>/``).
     """
     say = progress or (lambda _line: None)
     launcher_cls = pick_launcher(mode) if mode != "recipe" else None
-    foundation = prepare(path)
+    foundation = prepare(path, part if launcher_cls is None else "")
     directory = foundation.directory
     report_path = directory.working / REPORT_FILE
     # A report left by an earlier run must not be mistaken for this run's.
@@ -82,7 +83,8 @@ def run_envoy(mode: str, path: Path, settings: dict[str, Any] | None = None,
     launcher: Launcher
     recipe = None
     if launcher_cls is None:
-        recipe = load_recipe(recipe_path or directory.root / RECIPE_FILE, directory)
+        recipe = load_recipe(recipe_path or directory.root / RECIPE_FILE, directory,
+                             part=part)
         launcher = RecipeLauncher(foundation, recipe, settings)
     else:
         params = parse_parameters(foundation.parameters, foundation.parameter_sources, mode,

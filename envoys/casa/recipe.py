@@ -68,7 +68,8 @@ def _inside(directory: ProcessingDirectory, value: Any, where: str) -> Path:
         raise Invalid(f"recipe {where}: {exc.what}", _FIX) from exc
 
 
-def load_recipe(path: Path, directory: ProcessingDirectory, *, check_ms: bool = True) -> Recipe:
+def load_recipe(path: Path, directory: ProcessingDirectory, *, check_ms: bool = True,
+                part: str = "") -> Recipe:
     """Read and check a rendered recipe; every error names the field."""
     import yaml
 
@@ -85,6 +86,16 @@ def load_recipe(path: Path, directory: ProcessingDirectory, *, check_ms: bool = 
         raise Invalid(f"recipe {path} must be a mapping", _FIX)
     if data.get("docket_recipe") != RECIPE_VERSION:
         raise Invalid(f"recipe {path}: docket_recipe must be {RECIPE_VERSION}", _FIX)
+    parts = data.pop("parts", None) or {}
+    if part:
+        # a fanned-out piece: its own steps, the document's program and vela settings
+        if not isinstance(parts, dict) or not isinstance(parts.get(part), dict):
+            known = ", ".join(parts) if isinstance(parts, dict) else "none"
+            raise Invalid(f"recipe {path} has no part {part!r} (parts: {known or 'none'})",
+                          _FIX)
+        data = {"docket_recipe": RECIPE_VERSION, "program": data.get("program", "casa"),
+                "vela": data.get("vela"), **parts[part]}
+        data.setdefault("name", part)
     unknown = set(data) - {"docket_recipe", "name", "program", "vela", "ms", "steps",
                            "products", "clean", "post"}
     if unknown:

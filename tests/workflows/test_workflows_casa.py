@@ -67,3 +67,45 @@ def test_continuum_imaging_finds_the_two_simulated_sources(chome, docket):
     assert abs(float(brightest["dec_deg"]) - 29.5092) < 0.005
     assert 0.3 < float(brightest["peak_jy"]) < 0.7
     assert (products / "T1.pbcor.fits").stat().st_size > 0
+
+
+def test_quicklook_images_the_tile_and_judges_it_automatically(chome, docket):
+    execution = _run(docket, chome, "ql-real", "quicklook", field="T1")
+    assert execution["state"] == "complete", execution["reason"]
+    stats = json.loads((Path(execution["directory"]) / "products" / "quicklook.stats.json")
+                       .read_text())
+    # 0.5 Jy brightest source, 20 mJy visibility noise: a clear detection
+    assert 0.3 < stats["peak_jy"] < 0.7 and stats["dynamic_range"] > 10
+    results = json.loads((Path(execution["directory"]) / "results.json").read_text())
+    assert results["qa"]["automatic"]["verdict"] == "pass"
+
+
+def test_coarse_cube_images_two_channels_with_the_second_input(chome, docket, tmp_path):
+    import subprocess
+
+    from tests.workflows.conftest import BIN
+
+    resources = tmp_path / "resources"
+    resources.mkdir()
+    (resources / "reimaging.yaml").write_text("mask: none\n")
+    (resources / "manifest.json").write_text(json.dumps({"products": [
+        {"name": "demo-vlass-resources", "type": "observation", "files": ["reimaging.yaml"]}]}))
+    proc = subprocess.run([str(BIN / "ingest"), "-q", str(resources)], capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    execution = _run(docket, chome, "cube-real", "se_coarse_cube_imaging", field="T1",
+                     resources_locator="uid://docket/observation/demo-vlass-resources/v1")
+    assert execution["state"] == "complete", execution["reason"]
+    stats = json.loads((Path(execution["directory"]) / "products" / "T1.cube.stats.json")
+                       .read_text())
+    assert len(stats["planes"]) == 2  # nchan 2 (4 channels, width 2)
+
+
+def test_split_per_field_and_image_each_piece_with_real_casa(chome, docket):
+    execution = _run(docket, chome, "split-real", "seci_split_measurement_sets",
+                     pieces=["J1331+3030", "T1"])
+    assert execution["state"] == "complete", execution["reason"]
+    products = Path(execution["directory"]) / "products"
+    for i in (0, 1):
+        assert (products / "split" / f"demo-vlass.{i}.ms" / "table.dat").is_file()
+        assert (products / "pieces" / f"demo-vlass.{i}.fits").stat().st_size > 0

@@ -218,3 +218,21 @@ def test_output_dir_gets_the_products_and_a_resubmit_really_runs_again(vhome, do
         "fetch": "done", "casa": "done", "post": "done", "deliver": "done"}
     # the delivery was replaced by the new run's products
     assert json.loads((delivered / "provenance.json").read_text())["execution"] == second["id"]
+
+
+def test_split_fans_out_one_node_per_piece(vhome, docket):
+    drop(vhome, "s.yaml", request("split-1", "seci_split_measurement_sets",
+                                  pieces=["J1331+3030", "T1"]))
+    assert docket("tick", "--wait").code == 0
+    execution = _execution(docket, "split-1")
+    assert execution["state"] == "complete", execution["reason"]
+    stages = {s["description"]: (s["state"], s["done"], s["nodes"])
+              for s in execution["stages"]}
+    assert stages["running CASA"] == ("done", 3, 3)  # the split and one node per piece
+    products = Path(execution["directory"]) / "products"
+    assert sorted(p.name for p in (products / "split").iterdir()) == [
+        "demo-vlass.0.ms", "demo-vlass.1.ms"]
+    assert sorted(p.name for p in (products / "pieces").iterdir()) == [
+        "demo-vlass.0.fits", "demo-vlass.1.fits"]
+    shown = docket("show", "split-1").out
+    assert "stage running-casa (running CASA): done (3/3 nodes)" in shown
