@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.conftest import drop
-from tests.workflows.conftest import tools_config
+from tests.workflows.conftest import BIN, tools_config
 
 pytestmark = pytest.mark.casa
 
@@ -37,8 +38,10 @@ def _run(docket, home: Path, name: str, capability: str, **parameters) -> dict:
     return docket("show", name, "--json").json()["executions"][0]
 
 
-def test_calibration_solves_and_summarises_with_real_casa(chome, docket):
-    execution = _run(docket, chome, "cal-real", "calibration")
+@pytest.mark.parametrize("capability", ["calibration", "se_calibration"])
+def test_calibration_solves_summarises_and_is_ingested_with_real_casa(chome, docket,
+                                                                      capability, tmp_path):
+    execution = _run(docket, chome, "cal-real", capability)
     assert execution["state"] == "awaiting-qa", execution["reason"]
     products = Path(execution["directory"]) / "products"  # a link into the QA area
     assert (products / "cal-real.caltables.tgz").stat().st_size > 0
@@ -53,6 +56,19 @@ def test_calibration_solves_and_summarises_with_real_casa(chome, docket):
     assert provenance["casa"]["version"].startswith("6.7.0")
     assert provenance["inputs"][0]["locator"] == DEMO["locator"]
     assert len(provenance["inputs"][0]["sha256"]) == 64
+    # QA pass: ingested; the locator fetches the calibration back
+    assert docket("qa", "pass", "cal-real", "--reason", "gains near 1").code == 0
+    docket("tick")
+    results = docket("results", "--json").json()["executions"][0]["results"]
+    locator = results["archive_locator"]
+    assert locator == "uid://docket/calibration/cal-real/v1"
+    proc = subprocess.run([str(BIN / "productfetcher"), "-q", "-l", locator, "-o",
+                           str(tmp_path / "back")], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    back = tmp_path / "back" / "cal-real"
+    assert {"cal-real.caltables.tgz", "calibrated.tgz", "provenance.json"} <= {
+        p.name for p in back.iterdir()}
 
 
 def test_continuum_imaging_finds_the_two_simulated_sources(chome, docket):
@@ -81,10 +97,6 @@ def test_quicklook_images_the_tile_and_judges_it_automatically(chome, docket):
 
 
 def test_coarse_cube_images_two_channels_with_the_second_input(chome, docket, tmp_path):
-    import subprocess
-
-    from tests.workflows.conftest import BIN
-
     resources = tmp_path / "resources"
     resources.mkdir()
     (resources / "reimaging.yaml").write_text("mask: none\n")

@@ -236,3 +236,25 @@ def test_split_fans_out_one_node_per_piece(vhome, docket):
         "demo-vlass.0.fits", "demo-vlass.1.fits"]
     shown = docket("show", "split-1").out
     assert "stage running-casa (running CASA): done (3/3 nodes)" in shown
+
+
+def test_a_failing_hand_off_is_recorded_retried_then_reported(home, docket, fake_archive,
+                                                              monkeypatch):
+    config = home / "tools.yaml"  # no conveyor.qa_area: conveyor --deliver cannot work
+    config.write_text(f"ingest:\n  archive_root: {fake_archive}\n"
+                      f"productfetcher:\n  catalog: {fake_archive}\n")
+    monkeypatch.setenv("DOCKET_TOOLS_CONFIG", str(config))
+    drop(home, "cal.yaml", request("cal-3", "calibration"))
+    assert docket("tick", "--wait").code == 0
+    docket("tick")
+    docket("tick")
+    execution = _execution(docket, "cal-3")
+    assert execution["state"] == "awaiting-qa"  # the run itself is fine
+    assert not (Path(execution["directory"]) / "products").is_symlink()
+    history = docket("history", "cal-3", "--json").json()
+    failed = [e for e in history["events"] if e["type"] == "handoff.failed"]
+    assert [e["data"]["attempt"] for e in failed] == [1, 2, 3]
+    assert "qa_area" in failed[0]["data"]["reason"]
+    assert failed[-1]["data"]["final"] is True
+    notes = [e["data"]["message"] for e in history["events"] if e["type"] == "notification"]
+    assert any("hand-off 'conveyor --deliver' failed 3 times" in n for n in notes)
