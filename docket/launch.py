@@ -193,7 +193,7 @@ class Launcher:
         render_execution(capability, directory, request=request,
                          parameters=json.loads(row["parameters"]),
                          document=version["document"], tools_dir=self.home.tools_dir,
-                         attachments=attachments)
+                         attachments=attachments, home_dir=self.home.root)
 
     def _row(self, execution: int) -> Any:
         return self.store.one("SELECT * FROM executions WHERE id=?", execution)

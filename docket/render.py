@@ -91,7 +91,8 @@ def template_environment(folder: Path | tuple[Path, ...]) -> ImmutableSandboxedE
 
 def render_execution(capability: Capability, directory: Path, *, request: dict[str, Any],
                      parameters: dict[str, Any], document: str, tools_dir: Path,
-                     attachments: list[Path] | None = None) -> Rendered:
+                     attachments: list[Path] | None = None,
+                     home_dir: Path | None = None) -> Rendered:
     """Write the processing directory: templates, request copy, metadata, attachments."""
     directory.mkdir(parents=True, exist_ok=True)
     for sub in ("rawdata", "working", "products"):
@@ -110,8 +111,9 @@ def render_execution(capability: Capability, directory: Path, *, request: dict[s
     def tool(name: str) -> str:
         return str(tools_dir / str(name))
 
+    # home: so that a job's tools find the home's tools.yaml (DOCKET_HOME) on any node
     context = {"request": request, "parameters": parameters, "directory": str(directory),
-               "files": names, "tool": tool}
+               "files": names, "tool": tool, "home": str(home_dir or "")}
     folders = capability.template_folders
     env = template_environment(folders)
     written = []

@@ -41,10 +41,11 @@ def _run(docket, home: Path, name: str, capability: str, **parameters) -> dict:
 @pytest.mark.parametrize("capability", ["calibration", "se_calibration"])
 def test_calibration_solves_summarises_and_is_ingested_with_real_casa(chome, docket,
                                                                       capability, tmp_path):
-    execution = _run(docket, chome, "cal-real", capability)
+    name = f"{capability.replace('_', '-')}-real"  # the archive is shared by the session
+    execution = _run(docket, chome, name, capability)
     assert execution["state"] == "awaiting-qa", execution["reason"]
     products = Path(execution["directory"]) / "products"  # a link into the QA area
-    assert (products / "cal-real.caltables.tgz").stat().st_size > 0
+    assert (products / f"{name}.caltables.tgz").stat().st_size > 0
     assert (products / "calibrated" / "demo-vlass.ms" / "table.dat").is_file()
     summary = (products / "demo-vlass.summary.txt").read_text()
     assert "solution statistics: gain.calstat.json" in summary
@@ -57,17 +58,17 @@ def test_calibration_solves_summarises_and_is_ingested_with_real_casa(chome, doc
     assert provenance["inputs"][0]["locator"] == DEMO["locator"]
     assert len(provenance["inputs"][0]["sha256"]) == 64
     # QA pass: ingested; the locator fetches the calibration back
-    assert docket("qa", "pass", "cal-real", "--reason", "gains near 1").code == 0
+    assert docket("qa", "pass", name, "--reason", "gains near 1").code == 0
     docket("tick")
     results = docket("results", "--json").json()["executions"][0]["results"]
     locator = results["archive_locator"]
-    assert locator == "uid://docket/calibration/cal-real/v1"
+    assert locator == f"uid://docket/calibration/{name}/v1"
     proc = subprocess.run([str(BIN / "productfetcher"), "-q", "-l", locator, "-o",
                            str(tmp_path / "back")], capture_output=True, text=True,
                           check=False)
     assert proc.returncode == 0, proc.stderr
-    back = tmp_path / "back" / "cal-real"
-    assert {"cal-real.caltables.tgz", "calibrated.tgz", "provenance.json"} <= {
+    back = tmp_path / "back" / name
+    assert {f"{name}.caltables.tgz", "calibrated.tgz", "provenance.json"} <= {
         p.name for p in back.iterdir()}
 
 

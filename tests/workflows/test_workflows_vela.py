@@ -243,7 +243,9 @@ def test_a_failing_hand_off_is_recorded_retried_then_reported(home, docket, fake
     config = home / "tools.yaml"  # no conveyor.qa_area: conveyor --deliver cannot work
     config.write_text(f"ingest:\n  archive_root: {fake_archive}\n"
                       f"productfetcher:\n  catalog: {fake_archive}\n")
-    monkeypatch.setenv("DOCKET_TOOLS_CONFIG", str(config))
+    # nothing in the environment: the jobs and hand-offs find the home's tools.yaml
+    monkeypatch.delenv("DOCKET_TOOLS_CONFIG", raising=False)
+    monkeypatch.delenv("DOCKET_HOME", raising=False)
     drop(home, "cal.yaml", request("cal-3", "calibration"))
     assert docket("tick", "--wait").code == 0
     docket("tick")
