@@ -88,32 +88,24 @@ def _results(tool: str, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_pending(store: Store, home: Any) -> int:
-    """Run every requested hand-off not yet done; return how many ran."""
+    """Run every requested hand-off not yet done, in order; return how many ran."""
     done = 0
     blocked: set[int] = set()
-    pending = store.all(
-        "SELECT * FROM events WHERE type='handoff.requested' AND id NOT IN (SELECT "
-        "json_extract(data, '$.requested') FROM events WHERE type='handoff.done' OR "
-        "(type='handoff.failed' AND json_extract(data, '$.final'))) ORDER BY id")
-    for event in pending:
-        execution = event["execution"]
-        data = json.loads(event["data"])
-        gave_up = store.one("SELECT 1 FROM events WHERE type='handoff.failed' AND "
-                            "execution=? AND json_extract(data, '$.final')", execution)
-        if execution in blocked or gave_up is not None:
-            blocked.add(execution)
+    for item in store.all("SELECT * FROM handoffs WHERE state != 'done' ORDER BY requested"):
+        execution = item["execution"]
+        if item["state"] == "failed" or execution in blocked:
+            blocked.add(execution)  # its later hand-offs wait for it
             continue
-        attempts = store.one("SELECT count(*) AS n FROM events WHERE type='handoff.failed' "
-                             "AND json_extract(data, '$.requested')=?", event["id"])["n"] + 1
-        common = {"request": event["request"], "version": event["version"],
-                  "execution": execution}
-        tool, _, argument = data["action"].partition(" ")
-        command = handoff_command(tool, argument, Path(data["directory"]), home.tools_dir,
-                                  data.get("output_dir"))
+        row = store.one("SELECT request, version FROM executions WHERE id=?", execution)
+        common = {"request": row["request"] if row else None,
+                  "version": row["version"] if row else None, "execution": execution}
+        action = item["action"]
+        tool, _, argument = action.partition(" ")
+        command = handoff_command(tool, argument, Path(item["directory"]), home.tools_dir,
+                                  item["output_dir"])
         if command is None:
-            store.record("handoff.done", **common, requested=event["id"],
-                         action=data["action"], skipped="the request names no output_dir",
-                         results={})
+            store.record("handoff.done", **common, requested=item["requested"], action=action,
+                         skipped="the request names no output_dir", results={})
             continue
         env = dict(os.environ, DOCKET_HOME=str(home.root))
         try:
@@ -128,19 +120,20 @@ def run_pending(store: Store, home: Any) -> int:
                 payload = json.loads(out) if out.strip() else {}
             except ValueError:
                 payload = {}
-            store.record("handoff.done", **common, requested=event["id"],
-                         action=data["action"], results=_results(tool, payload))
+            store.record("handoff.done", **common, requested=item["requested"], action=action,
+                         results=_results(tool, payload))
             continue
         reason = (err.strip().splitlines() or [f"exit status {code}"])[-1]
-        final = attempts >= MAX_ATTEMPTS
-        log.warning("execution %s: %s failed (%s)", execution, data["action"], reason)
+        attempt = item["attempts"] + 1
+        final = attempt >= MAX_ATTEMPTS
+        log.warning("execution %s: %s failed (%s)", execution, action, reason)
         with store.transaction():
-            store.record("handoff.failed", **common, requested=event["id"],
-                         action=data["action"], exit_code=code, reason=reason,
-                         attempt=attempts, final=final)
+            store.record("handoff.failed", **common, requested=item["requested"],
+                         action=action, exit_code=code, reason=reason, attempt=attempt,
+                         final=final)
             if final:
                 store.record("notification", **common,
-                             message=f"{event['request']} v{event['version']}: hand-off "
-                                     f"{data['action']!r} failed {attempts} times: {reason}")
+                             message=f"{common['request']} v{common['version']}: hand-off "
+                                     f"{action!r} failed {attempt} times: {reason}")
         blocked.add(execution)
     return done

@@ -19,7 +19,7 @@ from typing import Any
 
 __all__ = ["Store", "SCHEMA_VERSION", "STATE_TABLES", "now"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Each entry migrates from version i to i + 1.
 MIGRATIONS: list[str] = [
@@ -80,10 +80,19 @@ MIGRATIONS: list[str] = [
         name TEXT PRIMARY KEY, kind TEXT NOT NULL, request TEXT, version INTEGER,
         execution INTEGER, actor TEXT, time TEXT NOT NULL, decision TEXT, reason TEXT);
     """,
+    # 3: hand-offs (docket.handoffs): tools a transition asked for, until they are done
+    """
+    CREATE TABLE handoffs (
+        requested INTEGER PRIMARY KEY, execution INTEGER NOT NULL, action TEXT NOT NULL,
+        directory TEXT NOT NULL, output_dir TEXT, state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0, reason TEXT);
+    CREATE INDEX handoffs_state ON handoffs (state, execution, requested);
+    """,
 ]
 
 # Tables derived from events; ``rebuild`` empties and refills them.
-STATE_TABLES = ("requests", "versions", "executions", "queues", "nodes", "decisions")
+STATE_TABLES = ("requests", "versions", "executions", "queues", "nodes", "decisions",
+                "handoffs")
 
 FINAL_ENGINE_STATES = ("done",)
 
@@ -304,10 +313,20 @@ def _apply(conn: sqlite3.Connection, event: dict[str, Any]) -> None:
                      (d.get("exit_code"), d.get("reason"), at,
                       _canon(d["results"]) if d.get("results") is not None else None,
                       _canon(d.get("products", [])), _canon(d.get("plots", [])), execution))
-    elif t == "handoff.done" and d.get("results"):
-        # a hand-off's results (ingest's archive locator) join the execution's
-        conn.execute("UPDATE executions SET results=json_patch(coalesce(results, '{}'), ?) "
-                     "WHERE id=?", (_canon(d["results"]), execution))
+    elif t == "handoff.requested":
+        conn.execute("INSERT INTO handoffs (requested, execution, action, directory, "
+                     "output_dir) VALUES (?,?,?,?,?)", (event["id"], execution, d["action"],
+                                                        d["directory"], d.get("output_dir")))
+    elif t == "handoff.done":
+        conn.execute("UPDATE handoffs SET state='done' WHERE requested=?", (d["requested"],))
+        if d.get("results"):
+            # a hand-off's results (ingest's archive locator) join the execution's
+            conn.execute("UPDATE executions SET results=json_patch(coalesce(results, '{}'), "
+                         "?) WHERE id=?", (_canon(d["results"]), execution))
+    elif t == "handoff.failed":
+        conn.execute("UPDATE handoffs SET attempts=attempts+1, reason=?, state=CASE WHEN ? "
+                     "THEN 'failed' ELSE 'pending' END WHERE requested=?",
+                     (d.get("reason"), bool(d.get("final")), d["requested"]))
     elif t == "execution.retrying":
         conn.execute("UPDATE executions SET retries=retries+1 WHERE id=?", (execution,))
     elif t == "execution.timed_out":

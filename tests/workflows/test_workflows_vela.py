@@ -99,6 +99,8 @@ def test_calibration_qa_pass_ingests_records_the_locator_and_delivers(vhome, doc
     assert f"input   {DEMO['locator']}" in text
     assert f"then    ingest-envoy --calibration → archive_locator {locator}" in text
     assert f"then    deliver → delivered_to {delivered}" in text
+    # the hand-offs and the locator in the results are derived from the event log
+    assert docket("rebuild-state", "--check").code == 0
 
 
 def test_calibration_qa_fail_hands_the_run_back_for_clean_up(vhome, docket):
