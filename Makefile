@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 CASA   := $(VENV)/.casa-installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: help venv casa system run tick test test-fast lint schemas bench pex lock clean
+.PHONY: help venv casa system run tick test test-fast lint schemas bench pex lock clean demo-data
 
 help:
 	@echo "make run        set up, then watch the embedded home (spool/, state/) on the local engine"
@@ -18,6 +18,7 @@ help:
 	@echo "make schemas    regenerate schemas/*.schema.json from the pydantic models"
 	@echo "make bench      run bench/ and rewrite docs/performance.md"
 	@echo "make pex        build dist/<tool>.pex for every tool"
+	@echo "make demo-data  simulate the tiny VLASS observation with CASA, ingest it into demo-data/archive"
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,6 +60,9 @@ schemas: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+demo-data: $(CASA)
+	OMP_NUM_THREADS=1 $(BIN)/python -m envoys.casa.demodata demo-data
 
 pex: $(STAMP)
 	$(BIN)/python pex-build/build.py

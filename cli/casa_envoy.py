@@ -42,6 +42,15 @@ def main_command(
                           "products/.")] = False,
     restore_and_image: Annotated[bool, typer.Option(
         "--restore-and-image", help="applycal, then tclean and exportfits.")] = False,
+    recipe: Annotated[Path | None, typer.Option(
+        "--recipe", help="Run this rendered recipe (a capability's recipe.yaml: the "
+                         "casatasks calls with their arguments).")] = None,
+    part: Annotated[str, typer.Option(
+        "--part", help="With --recipe: run this part of the recipe (one piece of a "
+                       "fan-out; it works in working/PART/).")] = "",
+    post: Annotated[bool, typer.Option(
+        "--post", help="Post-CASA work of a recipe run: check its products, image "
+                       "statistics and QA, component list, summary, provenance.")] = False,
     config: Annotated[Path | None, typer.Option(
         "--config", help="Tools config file (YAML, section casa-envoy).")] = None,
     as_json: JsonOption = False,
@@ -54,19 +63,33 @@ def main_command(
     are written to working/casa-envoy-report.json. Exit status 0 on success, 6 when the
     run failed, 2/3/8 when the directory or request is unusable.
     """
-    chosen = [mode for mode, flag in zip(_MODES, (calibration, imaging, restore,
-                                                  restore_and_image), strict=True) if flag]
+    chosen = [mode for mode, flag in zip((*_MODES, "recipe", "post"),
+                                         (calibration, imaging, restore, restore_and_image,
+                                          recipe is not None, post), strict=True) if flag]
     if len(chosen) != 1:
         raise UsageError("give exactly one of --calibration, --imaging, --restore, "
-                         "--restore-and-image",
+                         "--restore-and-image, --recipe FILE, --post",
                          "casa-envoy --imaging /path/to/processing-dir")
-    # Imported here so that --help stays fast.
-    from envoys.casa.entry import run_envoy
-
     settings = load_tool_config("casa-envoy", config)
     progress = None if quiet or as_json else (
         lambda line: sys.stderr.write(f"casa-envoy: {line}\n"))
-    report = run_envoy(chosen[0], path, settings, progress)
+    if chosen[0] == "post":
+        from envoys.casa.postcasa import run_post
+
+        summary = run_post(path, progress)
+        if as_json:
+            sys.stdout.write(json.dumps({"docket": JSON_SHAPE_VERSION, "ok": True, **summary},
+                                        indent=2, sort_keys=True) + "\n")
+        elif not quiet:
+            sys.stdout.write("\n".join(summary["lines"]) + "\n")
+        return int(ExitCode.OK)
+    # Imported here so that --help stays fast.
+    from envoys.casa.entry import run_envoy
+
+    if part and chosen[0] != "recipe":
+        raise UsageError("--part goes with --recipe", "casa-envoy --recipe recipe.yaml "
+                                                       "--part piece_0 .")
+    report = run_envoy(chosen[0], path, settings, progress, recipe_path=recipe, part=part)
     ok = report["verdict"] == "success"
     report_file = Path(report["directory"]) / report["report"]
     if as_json:

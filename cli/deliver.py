@@ -20,6 +20,8 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
 def _human(result: Delivery) -> str:
     what = f"archive {result.archive}" if result.archive else (
         f"{result.files} file{'' if result.files == 1 else 's'}")
+    if result.unchanged:
+        return f"Unchanged: {result.destination} already holds {what} with the same checksums"
     lines = [f"Delivered {what} ({result.size_bytes} bytes) to {result.destination}"]
     if result.url:
         lines.append(f"URL: {result.url}")
@@ -38,21 +40,28 @@ def deliver_command(
         help="Deliver into this directory (default: deliver.local_root).")] = None,
     web: Annotated[bool, typer.Option(
         "--web", help="Deliver into deliver.web_root and print the URL under web_url.")] = False,
+    image_cache: Annotated[bool, typer.Option(
+        "--image-cache", help="Deliver into deliver.image_cache_root (with --name: the "
+                              "cached image set's name).")] = False,
     tar: Annotated[bool, typer.Option("--tar", "-t",
                                       help="Deliver one tar archive instead of files.")] = False,
     rawdata: Annotated[bool, typer.Option("--rawdata", "-r",
                                           help="Deliver rawdata/ instead of products/.")] = False,
     force: Annotated[bool, typer.Option("--force",
                                         help="Replace an existing delivery.")] = False,
+    name: Annotated[str | None, typer.Option(
+        "--name", "-n", metavar="NAME",
+        help="Name of the delivery folder (default: SOURCE_DIR's name).")] = None,
     config: Annotated[Path | None, typer.Option("--config", metavar="PATH",
                                                 help="Tools config file.")] = None,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    settings = resolve_settings(load_tool_config("deliver", config), local_dest=local, web=web)
+    settings = resolve_settings(load_tool_config("deliver", config), local_dest=local, web=web,
+                                image_cache=image_cache)
     show = not quiet and not as_json and sys.stderr.isatty()
     result = deliver(source_dir, settings, prefix=prefix, tar=tar, rawdata=rawdata,
-                     force=force,
+                     force=force, name=name,
                      progress=(lambda line: sys.stderr.write(line + "\n")) if show else None)
     emit(result.as_dict(), as_json, lambda _: _human(result))
 

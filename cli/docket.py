@@ -267,8 +267,15 @@ def status(state: Annotated[str | None, typer.Option(help="Only requests in this
 @app.command()
 def show(name: Annotated[str, typer.Argument(help="Request name.")],
          events: Annotated[int, typer.Option(help="How many recent events.")] = 30,
+         provenance: Annotated[bool, typer.Option(
+             "--provenance", help="The products' lineage: archive inputs, recipe, CASA, "
+                                  "products, ingest and delivery.")] = False,
          home: HomeOption = None, as_json: JsonOption = False) -> int:
     """Everything about one request: versions, executions, nodes, stages, events."""
+    if provenance:
+        from cli.provenance import show_provenance
+
+        return show_provenance(_home(home), name, as_json)
     from docket.capabilities import CapabilityError, load_capability
     from docket.errors import NotFound
     from docket.report import show as show_of
@@ -315,8 +322,9 @@ def show(name: Annotated[str, typer.Argument(help="Request name.")],
                     out.append(f"  attempt {a['attempt']} failed: node {f['node']} → "
                                f"{f['action']} ({f['reason']})")
             for s in e.get("stages") or []:
-                out.append(f"  stage {s['stage']}: {s['state']} ({s['done']}/{s['nodes']} "
-                           "nodes)")
+                described = f" ({s['description']})" if s.get("description") else ""
+                out.append(f"  stage {s['stage']}{described}: {s['state']} ({s['done']}/"
+                           f"{s['nodes']} nodes)")
             if e["nodes"]:
                 nodes = table([(n["node"], n["state"], n["attempts"], n["exit_code"],
                                 n["signal"], n["reason"]) for n in e["nodes"]],

@@ -40,6 +40,12 @@ class Capability:
     machine: Machine
     mtime_ns: int
     policy: Any = None  # the FailurePolicy its failures are judged by
+    # where its templates are looked up, its own folder first, then what it extends
+    folders: tuple[Path, ...] = ()
+
+    @property
+    def template_folders(self) -> tuple[Path, ...]:
+        return self.folders or (self.folder,)
 
 
 def _where(path: Path, marks: dict[tuple[Any, ...], tuple[int, int]], loc: tuple[Any, ...]) -> str:
@@ -93,7 +99,30 @@ def load_machine(templates_dir: Path, spec: str | MachineSpec, owner: Path,
         raise CapabilityError(f"{_where(where_path, where_marks, loc)}: {exc}") from None
 
 
-def load_capability(templates_dir: Path, name: str) -> Capability:
+def _extend(templates_dir: Path, name: str, data: dict[str, Any], path: Path,
+            marks: dict[tuple[Any, ...], tuple[int, int]], seen: tuple[str, ...]
+            ) -> tuple[dict[str, Any], tuple[Path, ...]]:
+    """``extends: base``: the base's settings with this file's on top (parameters merged by
+    name), and the base's templates behind this folder's."""
+    base_name = data["extends"]
+    if base_name in (*seen, name):
+        raise CapabilityError(f"{_where(path, marks, ('extends',))}: extends {base_name!r} "
+                              f"makes a loop ({' -> '.join((*seen, name, base_name))})")
+    if not isinstance(base_name, str) or not (templates_dir / base_name / "capability.yaml"
+                                              ).is_file():
+        known = ", ".join(list_capabilities(templates_dir)) or "none"
+        raise CapabilityError(f"{_where(path, marks, ('extends',))}: extends {base_name!r}, "
+                              f"which is not a capability; known capabilities: {known}")
+    base = load_capability(templates_dir, base_name, _seen=(*seen, name))
+    merged = base.definition.model_dump(exclude_unset=True, exclude={"name", "extends"})
+    merged.update({k: v for k, v in data.items() if k != "parameters"})
+    parameters = dict(merged.get("parameters") or {})
+    parameters.update(data.get("parameters") or {})
+    merged["parameters"] = parameters
+    return merged, (templates_dir / name, *base.template_folders)
+
+
+def load_capability(templates_dir: Path, name: str, _seen: tuple[str, ...] = ()) -> Capability:
     folder = templates_dir / name
     path = folder / "capability.yaml"
     if name.startswith(("_", ".")) or not path.is_file():
@@ -107,6 +136,9 @@ def load_capability(templates_dir: Path, name: str) -> Capability:
                 "repository's templates/, or add one there (docs/capabilities.md)")
         raise CapabilityError(f"unknown capability {name!r}; known capabilities: {known}")
     data, marks = _read(path)
+    folders: tuple[Path, ...] = (folder,)
+    if isinstance(data, dict) and data.get("extends") is not None:
+        data, folders = _extend(templates_dir, name, data, path, marks, _seen)
     try:
         definition = CapabilityDefinition.model_validate(data)
     except ValidationError as exc:
@@ -128,8 +160,7 @@ def load_capability(templates_dir: Path, name: str) -> Capability:
         raise CapabilityError(f"{_where(path, marks, ('requires_qa',))}: requires_qa is true "
                               f"but machine {machine.name!r} has no qa-pass transition; use "
                               "single-qa or two-stage-qa")
-    workflow = folder / definition.workflow
-    if not workflow.is_file():
+    if not any((f / definition.workflow).is_file() for f in folders):
         raise CapabilityError(f"{_where(path, marks, ('workflow',))}: workflow template "
                               f"{definition.workflow!r} does not exist in {folder}")
     for pname, pspec in definition.parameters.items():
@@ -145,8 +176,8 @@ def load_capability(templates_dir: Path, name: str) -> Capability:
         policy = load_policy(templates_dir, definition.failure_policy)
     except PolicyError as exc:
         raise CapabilityError(f"{_where(path, marks, ('failure_policy',))}: {exc}") from None
-    mtime = max(p.stat().st_mtime_ns for p in folder.iterdir())
-    return Capability(name, folder, definition, machine, mtime, policy)
+    mtime = max(p.stat().st_mtime_ns for f in folders for p in f.iterdir())
+    return Capability(name, folder, definition, machine, mtime, policy, folders)
 
 
 def list_capabilities(templates_dir: Path) -> list[str]:
@@ -175,7 +206,8 @@ class CapabilityCache:
             if now - checked < self.RECHECK_S:
                 return capability
             try:
-                mtime = max(e.stat().st_mtime_ns for e in os.scandir(capability.folder))
+                mtime = max(e.stat().st_mtime_ns for f in capability.template_folders
+                            for e in os.scandir(f))
             except (OSError, ValueError):
                 mtime = -1
             if mtime == capability.mtime_ns:

@@ -83,6 +83,20 @@ def collect_results(directory: Path, hashed: list[dict[str, Any]] | None = None
     return results, products, plots, problem
 
 
+def _tool_error(directory: Path, node: str) -> str:
+    """A docket tool's own ``Error: ...`` line from the node's error file, for the reason
+    (casa-envoy says there why CASA failed)."""
+    path = directory / f"{node}.err"
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, path.stat().st_size - 4096))
+            lines = fh.read().decode(errors="replace").splitlines()
+    except OSError:
+        return ""
+    last = next((line.strip() for line in reversed(lines) if line.strip()), "")
+    return f" ({last[:500]})" if last.startswith("Error: ") else ""
+
+
 def _merge_products(*lists: list[dict[str, Any]]) -> list[dict[str, Any]]:
     merged: dict[str, dict[str, Any]] = {}
     for items in lists:
@@ -198,7 +212,7 @@ class Launcher:
         spec = json.loads(version["spec"])
         request = {"name": row["request"], "version": row["version"], "execution": row["id"],
                    "number": row["number"], "capability": row["capability"],
-                   "priority": row["priority"], "output_dir": spec.get("output_dir"),
+                   "priority": row["priority"], "output_dir": self.rules.output_dir(row),
                    "created": row["created"],
                    "labels": _labels(version["document"]),
                    # so 'rebuild-state --from-archive' can say who and when without the db
@@ -206,11 +220,14 @@ class Launcher:
                                       "source_file": version["source_file"],
                                       "accepted": version["created"]}}
         attachments = [safe_join(self.home.attachments, f) for f in spec.get("files", [])]
+        if request["output_dir"]:
+            # deliver puts the products into output_dir; intake checked where it is
+            Path(request["output_dir"]).parent.mkdir(parents=True, exist_ok=True)
         site = self._site(row["site"])
         render_execution(capability, directory, request=request,
                          parameters=json.loads(row["parameters"]),
                          document=version["document"], tools_dir=self.home.tools_dir,
-                         attachments=attachments,
+                         attachments=attachments, home_dir=self.home.root,
                          shared_filesystem=site.shared_filesystem if site else True,
                          pex_dir=Path(site.pex_dir) if site and site.pex_dir else None)
 
@@ -267,7 +284,8 @@ class Launcher:
         elif status == "removed":
             reason = "the workflow was removed"
         elif failed:
-            reason = "; ".join(f"node {n}: {r}" for n, r in sorted(failed.items()))
+            reason = "; ".join(f"node {n}: {r}{_tool_error(directory, n)}"
+                               for n, r in sorted(failed.items()))
         else:
             reason = result.get("reason") or f"the workflow ended with exit code {exit_code}"
         missing, declared = (self._verify_outputs(row, directory) if exit_code == 0

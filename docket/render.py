@@ -74,9 +74,12 @@ def _template_line(exc: BaseException, template_path: Path) -> int | None:
     return line
 
 
-def template_environment(folder: Path) -> ImmutableSandboxedEnvironment:
+def template_environment(folder: Path | tuple[Path, ...]) -> ImmutableSandboxedEnvironment:
+    """``folder``: one folder, or several searched in order (a capability that extends
+    another: its own templates first)."""
+    folders = [str(f) for f in folder] if isinstance(folder, tuple) else [str(folder)]
     env = ImmutableSandboxedEnvironment(
-        loader=jinja2.FileSystemLoader(str(folder)), undefined=jinja2.StrictUndefined,
+        loader=jinja2.FileSystemLoader(folders), undefined=jinja2.StrictUndefined,
         autoescape=False, keep_trailing_newline=True, finalize=_finalize)
     env.filters["q"] = lambda v: quote(v, "submit")
     env.filters["arguments"] = quote_arguments
@@ -91,13 +94,13 @@ def template_environment(folder: Path) -> ImmutableSandboxedEnvironment:
 def render_execution(capability: Capability, directory: Path, *, request: dict[str, Any],
                      parameters: dict[str, Any], document: str, tools_dir: Path,
                      attachments: list[Path] | None = None, shared_filesystem: bool = True,
-                     pex_dir: Path | None = None) -> Rendered:
+                     pex_dir: Path | None = None, home_dir: Path | None = None) -> Rendered:
     """Write the processing directory: templates, request copy, metadata, attachments.
 
     ``tool(name)`` in a template is the tool's executable: in ``tools_dir`` where the site
     shares this machine's filesystem, else its PEX file in ``pex_dir`` (HTCondor transfers
     a job's executable with it, and a PEX runs with the node's bare python3). Templates
-    also see ``shared_filesystem``."""
+    also see ``shared_filesystem``, and ``home`` (give it to a tool as ``DOCKET_HOME``)."""
     directory.mkdir(parents=True, exist_ok=True)
     for sub in ("rawdata", "working", "products"):
         (directory / sub).mkdir(exist_ok=True)
@@ -117,11 +120,17 @@ def render_execution(capability: Capability, directory: Path, *, request: dict[s
             return str(tools_dir / str(name))
         return str((pex_dir or DEFAULT_PEX_DIR) / f"{name}.pex")
 
+    # home: so that a job's tools find the home's tools.yaml (DOCKET_HOME) on any node
     context = {"request": request, "parameters": parameters, "directory": str(directory),
-               "files": names, "tool": tool, "shared_filesystem": shared_filesystem}
-    env = template_environment(capability.folder)
+               "files": names, "tool": tool, "shared_filesystem": shared_filesystem,
+               "home": str(home_dir or "")}
+    folders = capability.template_folders
+    env = template_environment(folders)
     written = []
-    for template_path in sorted(capability.folder.glob("*.j2")):
+    templates: dict[str, Path] = {}
+    for folder in reversed(folders):  # a capability's own template wins over its base's
+        templates.update({p.name: p for p in folder.glob("*.j2")})
+    for template_path in (templates[n] for n in sorted(templates)):
         target = directory / template_path.name[:-3]
         try:
             text = env.get_template(template_path.name).render(context)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from docket.capabilities import Capability, CapabilityCache, CapabilityError, load_machine
+from docket.handoffs import HANDOFFS
 from docket.statemachine import Machine
 from docket.store import Store
 
@@ -220,6 +221,11 @@ class Rules:
                                           f"is now {transition.target}")
             elif word == "run-workflow":
                 self._follow_up(execution, argument, actor)
+            elif word in HANDOFFS and execution["directory"]:
+                # run after the commit by docket.handoffs.run_pending
+                self.store.record("handoff.requested", **common, action=action,
+                                  directory=execution["directory"],
+                                  output_dir=self.output_dir(execution))
             # enqueue: waiting is the state itself; kill: see Launcher.stop_cancelled
         if (transition.target in machine.waiting_states()
                 and execution["engine_state"] == "done"):
@@ -279,14 +285,20 @@ class Rules:
             self.accept(capability, name, spec, parameters, sha, document,
                         f"run-workflow from execution {execution['id']}", None, actor)
 
-    def processing_dir(self, execution: Any) -> Path:
+    def output_dir(self, execution: Any) -> str | None:
+        """Where the request wants its delivered results (absolute), or None."""
         row = self.store.one("SELECT spec FROM versions WHERE request=? AND number=?",
                              execution["request"], execution["version"])
-        spec = json.loads(row["spec"]) if row else {}
-        output_dir = spec.get("output_dir")
-        if output_dir:
-            path = Path(output_dir)
-            return path if path.is_absolute() else self.work_dir / path
+        output_dir = (json.loads(row["spec"]) if row else {}).get("output_dir")
+        if not output_dir:
+            return None
+        path = Path(output_dir)
+        return str(path if path.is_absolute() else self.work_dir / path)
+
+    def processing_dir(self, execution: Any) -> Path:
+        """A fresh directory under the work area for each attempt of each execution: a
+        request's output_dir receives its delivered products, never the processing
+        itself (a reused directory would hand an old run's files to the new one)."""
         attempt = int(execution["attempt"] or 1)
         leaf = f"e{self._number(execution)}" + (f".{attempt}" if attempt > 1 else "")
         return self.work_dir / execution["request"] / f"v{execution['version']}" / leaf

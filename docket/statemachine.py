@@ -23,6 +23,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from docket.handoffs import HANDOFFS, check_handoff
+
 __all__ = ["ACTIONS", "Transition", "Machine", "MachineError", "parse_transition"]
 
 # What an action does is defined in docket.rules; this is the list a machine may name.
@@ -30,7 +32,13 @@ ACTIONS = {"enqueue": "wait in the capability's queue until it may start",
            "run": "render the workflow and submit it to the engine",
            "kill": "stop the running workflow",
            "notify": "notify the people watching (the rules of notifications.yaml)",
-           "run-workflow": "submit a follow-up request of the named capability"}
+           "run-workflow": "submit a follow-up request of the named capability",
+           # hand-offs (docket.handoffs): a tool run on the execution's directory
+           "conveyor": "move the run into the QA area and back (--deliver, --retrieve, "
+                       "--qa-fail, ...)",
+           "ingest-envoy": "ingest the run's products (--calibration, --image, "
+                           "--observation); the locator goes into the results",
+           "deliver": "deliver the products into the request's output_dir"}
 _ACTIONS_WITH_ARGUMENT = {"run-workflow"}
 
 _NAME = r"[a-z0-9][a-z0-9._-]*"
@@ -123,7 +131,11 @@ class Machine:
                 if word not in ACTIONS:
                     raise MachineError(f"transition {t} names unknown action {word!r}; "
                                        f"known actions: {', '.join(sorted(ACTIONS))}", i)
-                if (word in _ACTIONS_WITH_ARGUMENT) != bool(argument):
+                if word in HANDOFFS:
+                    problem = check_handoff(word, argument)
+                    if problem:
+                        raise MachineError(f"transition {t}: {problem}", i)
+                elif (word in _ACTIONS_WITH_ARGUMENT) != bool(argument):
                     raise MachineError(f"transition {t}: action {word!r} "
                                        + ("needs a capability name" if not argument
                                           else "takes no argument"), i)

@@ -103,12 +103,21 @@ MIGRATIONS: list[str] = [
         work TEXT NOT NULL, attempt INTEGER NOT NULL, runner TEXT, start REAL, stop REAL,
         status TEXT, error TEXT, PRIMARY KEY (work, attempt));
     """,
+    # 5: hand-offs (docket.handoffs): tools a transition asked for, until they are done
+    """
+    CREATE TABLE handoffs (
+        requested INTEGER PRIMARY KEY, execution INTEGER NOT NULL, action TEXT NOT NULL,
+        directory TEXT NOT NULL, output_dir TEXT, state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0, reason TEXT);
+    CREATE INDEX handoffs_state ON handoffs (state, execution, requested);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # Tables derived from events; ``rebuild`` empties and refills them.
-STATE_TABLES = ("requests", "versions", "executions", "queues", "nodes", "decisions")
+STATE_TABLES = ("requests", "versions", "executions", "queues", "nodes", "decisions",
+                "handoffs")
 
 FINAL_ENGINE_STATES = ("done",)
 
@@ -333,6 +342,20 @@ def _apply(conn: sqlite3.Connection, event: dict[str, Any]) -> None:
                      (d.get("exit_code"), d.get("reason"), at,
                       _canon(d["results"]) if d.get("results") is not None else None,
                       _canon(d.get("products", [])), _canon(d.get("plots", [])), execution))
+    elif t == "handoff.requested":
+        conn.execute("INSERT INTO handoffs (requested, execution, action, directory, "
+                     "output_dir) VALUES (?,?,?,?,?)", (event["id"], execution, d["action"],
+                                                        d["directory"], d.get("output_dir")))
+    elif t == "handoff.done":
+        conn.execute("UPDATE handoffs SET state='done' WHERE requested=?", (d["requested"],))
+        if d.get("results"):
+            # a hand-off's results (ingest's archive locator) join the execution's
+            conn.execute("UPDATE executions SET results=json_patch(coalesce(results, '{}'), "
+                         "?) WHERE id=?", (_canon(d["results"]), execution))
+    elif t == "handoff.failed":
+        conn.execute("UPDATE handoffs SET attempts=attempts+1, reason=?, state=CASE WHEN ? "
+                     "THEN 'failed' ELSE 'pending' END WHERE requested=?",
+                     (d.get("reason"), bool(d.get("final")), d["requested"]))
     elif t == "execution.retrying":
         conn.execute("UPDATE executions SET retries=retries+1 WHERE id=?", (execution,))
     elif t == "execution.timed_out":

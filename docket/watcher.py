@@ -157,6 +157,9 @@ class Watcher:
             report.started = self.rules.schedule()
         self.launcher.launch_pending()
         report.ended = self.launcher.follow_running()
+        from docket.handoffs import run_pending
+
+        run_pending(self.store, self.home)
         if report.ended:  # finished work frees queue slots now, not a poll later
             with self.store.transaction():
                 report.started += self.rules.schedule()

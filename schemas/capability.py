@@ -57,6 +57,9 @@ class MachineSpec(_Strict):
 
 class CapabilityDefinition(_Strict):
     name: Name
+    extends: Name | None = Field(
+        default=None, description="Another capability whose settings, parameters and "
+                                  "templates this one reuses; what this file sets wins.")
     description: str = ""
     parameters: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")],
                      ParameterSpec] = Field(default_factory=dict)

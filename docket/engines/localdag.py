@@ -1514,9 +1514,9 @@ def _transfer_outputs(spec: ProcSpec, scratch: Path) -> str:
         target = spec.initialdir / Path(name).name
         try:
             if source.is_dir():
-                if target.exists():
-                    shutil.rmtree(target)
-                shutil.copytree(source, target, symlinks=True)
+                # a directory's files join what is there, not replace it: the parallel
+                # pieces of a fan-out each bring their own files back into products/
+                shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
             else:
                 shutil.copy2(source, target)
         except OSError as exc:

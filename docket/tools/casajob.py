@@ -30,10 +30,21 @@ FAIL_MODES = ("none", "bad-argument", "severe-raise", "severe-exit0", "missing-p
 
 @dataclass(frozen=True)
 class CasaTask:
-    """One call of a casatasks function with keyword arguments."""
+    """One call of a casatasks function with keyword arguments.
+
+    ``save``: a file name in working/ that receives the task's return value as JSON
+    (``imstat`` and ``calstat`` return their statistics).
+    """
 
     task: str
     args: dict[str, Any]
+    save: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"task": self.task, "args": self.args}
+        if self.save:
+            out["save"] = self.save
+        return out
 
 
 @dataclass(frozen=True)
@@ -47,7 +58,7 @@ class CasaJob:
         return {
             "docket_casa_job": JOB_VERSION,
             "mode": self.mode,
-            "tasks": [{"task": t.task, "args": t.args} for t in self.tasks],
+            "tasks": [t.to_dict() for t in self.tasks],
             "products": list(self.products),
             "vela": dict(self.vela),
         }
@@ -74,7 +85,10 @@ class CasaJob:
                     or not isinstance(item.get("args"), dict)):
                 raise bad(f"tasks[{i}] must be an object with 'task' (string) and 'args' "
                           "(object)")
-            tasks.append(CasaTask(item["task"], item["args"]))
+            save = item.get("save")
+            if save is not None and (not isinstance(save, str) or "/" in save):
+                raise bad(f"tasks[{i}].save must be a file name")
+            tasks.append(CasaTask(item["task"], item["args"], save))
         products = data.get("products", [])
         if not isinstance(products, list) or not all(isinstance(p, str) for p in products):
             raise bad("field 'products' must be a list of paths")

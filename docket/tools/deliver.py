@@ -75,6 +75,7 @@ class Delivery:
     sums: Path
     replaced: bool = False
     entries: list[str] = field(default_factory=list)
+    unchanged: bool = False  # --force over an identical delivery: nothing was rewritten
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -86,6 +87,7 @@ class Delivery:
             "archive": str(self.archive) if self.archive else None,
             "sha256sums": str(self.sums),
             "replaced": self.replaced,
+            "unchanged": self.unchanged,
         }
 
 
@@ -110,12 +112,20 @@ def parse_mode(value: Any, key: str) -> int:
 
 
 def resolve_settings(config: dict[str, Any], *, local_dest: Path | None,
-                     web: bool) -> DeliverySettings:
-    """Flags first (``-l``, ``--web``), then the ``deliver`` section of the tools config."""
-    if local_dest is not None and web:
-        raise UsageError("-l/--local and --web exclude each other", "give one of them")
+                     web: bool, image_cache: bool = False) -> DeliverySettings:
+    """Flags first (``-l``, ``--web``, ``--image-cache``), then the ``deliver`` section of
+    the tools config."""
+    if sum((local_dest is not None, web, image_cache)) > 1:
+        raise UsageError("-l/--local, --web and --image-cache exclude each other",
+                         "give one of them")
     file_mode = parse_mode(config.get("file_mode", "0644"), "file_mode")
     dir_mode = parse_mode(config.get("dir_mode", "0755"), "dir_mode")
+    if image_cache:
+        root = config.get("image_cache_root")
+        if not root:
+            raise Invalid("--image-cache needs deliver.image_cache_root",
+                          "set it in tools.yaml (or DOCKET_DELIVER_IMAGE_CACHE_ROOT)")
+        return DeliverySettings(Path(str(root)), None, file_mode, dir_mode)
     if web:
         root, url = config.get("web_root"), config.get("web_url")
         if not root or not url:
@@ -304,12 +314,17 @@ def _build_archive(files: list[tuple[str, Path]], tmp: Path, name: str,
 
 def deliver(source_dir: Path, settings: DeliverySettings, *, prefix: str | None = None,
             tar: bool = False, rawdata: bool = False, force: bool = False,
-            progress: Progress | None = None) -> Delivery:
-    """Deliver ``source_dir`` to ``settings.dest_root[/prefix]/<name of source_dir>``."""
+            progress: Progress | None = None, name: str | None = None) -> Delivery:
+    """Deliver ``source_dir`` to ``settings.dest_root[/prefix]/<name>`` (``name``: the
+    name of ``source_dir`` unless given)."""
     source_dir = source_dir.absolute()
     settings = replace(settings, dest_root=settings.dest_root.absolute())
     top = select_source(source_dir, rawdata)
-    name = source_dir.name
+    if name is not None and (not name or "/" in name or name in (".", "..")
+                             or name.startswith(".")):
+        raise Invalid(f"delivery name {name!r} must be a plain folder name",
+                      "give --name without '/' and not starting with '.'")
+    name = name or source_dir.name
     if not settings.dest_root.is_dir():
         raise NotFound(f"delivery area {settings.dest_root} does not exist",
                        "create it or give another destination")
@@ -343,8 +358,13 @@ def deliver(source_dir: Path, settings: DeliverySettings, *, prefix: str | None 
             archive = None
         _write_file(tmp / SUMS_NAME, _sums_text(sums), settings.file_mode)
         fsync_dir(tmp)
-        replaced = False
-        if final.exists() or final.is_symlink():
+        replaced = unchanged = False
+        if (final / SUMS_NAME).is_file() and not final.is_symlink() and (
+                (final / SUMS_NAME).read_bytes() == (tmp / SUMS_NAME).read_bytes()):
+            # the same files with the same checksums are there already: keep them
+            shutil.rmtree(tmp)
+            unchanged = True
+        elif final.exists() or final.is_symlink():
             # Move the old delivery aside first: a crash leaves the old or the new one in
             # place, plus a dot-named leftover for the annihilator.
             old = parent / f".{name}.replaced-{uuid.uuid4().hex[:12]}"
@@ -370,4 +390,4 @@ def deliver(source_dir: Path, settings: DeliverySettings, *, prefix: str | None 
                     size_bytes=total,
                     archive=final / archive.name if archive is not None else None,
                     sums=final / SUMS_NAME, replaced=replaced,
-                    entries=[rel for rel, _ in files])
+                    entries=[rel for rel, _ in files], unchanged=unchanged)

@@ -50,7 +50,7 @@ from docket.errors import (
     UsageError,
 )
 from docket.fileio import fsync_dir, safe_join, sha256_file
-from docket.tools.archive import CATALOG_NAME, Catalog, parse_locator
+from docket.tools.archive import CATALOG_NAME, Catalog, check_component, parse_locator
 
 __all__ = [
     "FetchSettings",
@@ -82,6 +82,7 @@ class FetchSettings:
     """``productfetcher.*`` in the tools config; see docs/tools/productfetcher.md."""
 
     catalog: str | None = None
+    locator_service: str | None = None  # http(s) URL answering ?locator=... with files
     concurrency: int = 4
     retries: int = 5
     backoff_s: float = 1.0
@@ -108,7 +109,12 @@ def load_settings(config: Path | None = None, **flags: Any) -> FetchSettings:
                              f"give a number >= {low}")
         values[key] = number
     catalog = raw.get("catalog")
-    return FetchSettings(catalog=str(catalog) if catalog else None, **values)
+    service = raw.get("locator_service")
+    if service and urllib.parse.urlparse(str(service)).scheme not in ("http", "https"):
+        raise Invalid(f"productfetcher.locator_service {service!r} is not an http(s) URL",
+                      "give the service's URL, e.g. https://archive.example.org/locator")
+    return FetchSettings(catalog=str(catalog) if catalog else None,
+                         locator_service=str(service) if service else None, **values)
 
 
 # -- the plan -------------------------------------------------------------------------
@@ -220,6 +226,56 @@ def load_catalog(ref: str, settings: FetchSettings) -> tuple[Catalog, Callable[[
     return catalog, lambda rel: (root / rel).as_uri()
 
 
+def resolve_with_service(locator: str, service: str,
+                         settings: FetchSettings) -> list[PlannedFile]:
+    """The files of ``locator`` as the locator service says: ``GET <service>?locator=L``
+    answers ``{"name": N, "files": [{"url", "path", "size_bytes", "sha256"}]}``; the
+    files land under ``N/``, always checked against the sizes and sha256 given."""
+    parse_locator(locator)
+    query = urllib.parse.urlencode({"locator": locator})
+    url = f"{service}{'&' if '?' in service else '?'}{query}"
+    try:
+        body = _retrying(lambda: _http_read(url, settings.timeout_s), url, settings,
+                         threading.Event(), hint="check that the locator service is up and "
+                                                 "productfetcher.locator_service is right")
+    except NotFound as exc:
+        raise NotFound(f"the locator service {service} does not know {locator}",
+                       "check the locator") from exc
+
+    def bad(what: str) -> Invalid:
+        return Invalid(f"the locator service's answer for {locator} {what}",
+                       "ask the archive's operators; the service must answer with files' "
+                       "url, path, size_bytes and sha256")
+
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        raise bad("is not JSON") from None
+    if not isinstance(answer, dict) or not isinstance(answer.get("files"), list):
+        raise bad("has no list of files")
+    name = answer.get("name") or parse_locator(locator).name
+    check_component(str(name), "product name")
+    planned = []
+    for i, item in enumerate(answer["files"]):
+        if not isinstance(item, dict):
+            raise bad(f"files[{i}] is not an object")
+        source, rel = item.get("url"), item.get("path")
+        size, digest = item.get("size_bytes"), item.get("sha256")
+        if not isinstance(source, str) or urllib.parse.urlparse(source).scheme not in (
+                "http", "https", "file"):
+            raise bad(f"files[{i}].url is not an http(s) or file URL")
+        if (not isinstance(rel, str) or not rel or rel.startswith("/")
+                or ".." in rel.split("/")):
+            raise bad(f"files[{i}].path {rel!r} is not a relative path without '..'")
+        if (not isinstance(size, int) or isinstance(size, bool) or size < 0
+                or not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest)):
+            raise bad(f"files[{i}] needs size_bytes and a sha256 of 64 hex digits")
+        planned.append(PlannedFile(locator, source, f"{name}/{rel}", size, digest))
+    if not planned:
+        raise bad("lists no files")
+    return planned
+
+
 def plan_fetch(requests: Iterable[Request], settings: FetchSettings) -> list[PlannedFile]:
     """Every file the requests stand for; raises before any transfer if one cannot be
     resolved (unknown scheme, missing local file, product not in the catalog)."""
@@ -232,12 +288,18 @@ def plan_fetch(requests: Iterable[Request], settings: FetchSettings) -> list[Pla
             if req.dest or req.size_bytes is not None or req.sha256:
                 raise Invalid(f"{locator}: dest, size_bytes and sha256 are for single files",
                               "the catalog already knows the product's files")
-            if catalog is None:
-                if not settings.catalog:
-                    raise UsageError(f"{locator} needs the archive catalog, and none is set",
-                                     "pass --catalog PATH|URL, or set productfetcher.catalog "
-                                     "(DOCKET_PRODUCTFETCHER_CATALOG)")
+            if catalog is None and settings.catalog:
                 catalog = load_catalog(settings.catalog, settings)
+            if settings.locator_service and (
+                    catalog is None or catalog[0].archive != parse_locator(locator).archive):
+                # another archive's locator (uid://evla/...): its locator service knows it
+                plan.extend(resolve_with_service(locator, settings.locator_service, settings))
+                continue
+            if catalog is None:
+                raise UsageError(f"{locator} needs the archive catalog, and none is set",
+                                 "pass --catalog PATH|URL, or set productfetcher.catalog "
+                                 "(DOCKET_PRODUCTFETCHER_CATALOG) or "
+                                 "productfetcher.locator_service")
             cat, url_of = catalog
             record = cat.resolve(parse_locator(locator), settings.catalog or "")
             for f in record.files:

@@ -22,6 +22,7 @@ what CASA raises, and the CLI lets them end the process with a traceback as CASA
 
 from __future__ import annotations
 
+import json
 import logging
 import struct
 import sys
@@ -52,6 +53,7 @@ TASK_OUTPUTS: dict[str, dict[str, tuple[str, ...]]] = {
     "split": {"outputvis": ("",)},
     "mstransform": {"outputvis": ("",)},
     "immath": {"outfile": ("",)},
+    "impbcor": {"outfile": ("",)},
 }
 # Arguments naming inputs that must exist before the task runs (CASA checks ``vis``
 # while validating arguments, the others when the task runs).
@@ -168,6 +170,7 @@ def run_vela(job: CasaJob, cwd: Path, *, fail: str | None = None, fail_at: str |
         py = ".".join(str(n) for n in sys.version_info[:3])
         post("INFO", "::casa", f"Python version {py}")
         post("INFO", "::casa", f"CASA Version MODULAR {CASA_VERSION} (vela, a CASA stand-in)")
+        (cwd / "casa-version.txt").write_text(f"{CASA_VERSION} (vela)\n")
         for index, task in enumerate(job.tasks, 1):
             name = task.task
             if progress:
@@ -208,6 +211,9 @@ def run_vela(job: CasaJob, cwd: Path, *, fail: str | None = None, fail_at: str |
                     for path in outputs_of(task, cwd):
                         _write_output(path, name)
                         result.outputs.append(path)
+                    if task.save:
+                        (cwd / task.save).write_text(json.dumps(
+                            {"vela": f"the return value of {name}, faked"}) + "\n")
                 elif progress:
                     progress(f"vela: not writing the outputs of {name} (missing-product)")
             finally:

@@ -26,11 +26,28 @@ def main(argv: list) -> int:
                          f"({exc}); install casatasks==6.7.0.31 for it or set the casa-envoy "
                          "'python' setting\n")
         return 1
+    import casatools
+
+    # the version that ran, for the products' provenance
+    with open("casa-version.txt", "w") as fh:
+        fh.write(casatools.version_string() + "\n")
     tasks = job["tasks"]
     for index, step in enumerate(tasks, 1):
         print(f"[{index}/{len(tasks)}] {step['task']}", flush=True)
-        getattr(casatasks, step["task"])(**step["args"])
+        value = getattr(casatasks, step["task"])(**step["args"])
+        if step.get("save"):
+            with open(step["save"], "w") as fh:
+                json.dump(value, fh, indent=1, default=_plain)
     return 0
+
+
+def _plain(value):
+    """numpy values (what imstat and calstat return) as plain JSON."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, complex):
+        return [value.real, value.imag]
+    return str(value)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ working/casa-envoy-report.json). Setup problems raise DocketError before anythin
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,15 @@ from typing import Any
 from docket.errors import Invalid
 from envoys.casa.auditor import ALLOWED_SEVERE, REPORT_FILE, judge, new_log_entries, write_report
 from envoys.casa.foundation import prepare
-from envoys.casa.launchers import LAUNCHERS, STDERR_FILE, STDOUT_FILE, Launcher
+from envoys.casa.launchers import (
+    LAUNCHERS,
+    STDERR_FILE,
+    STDOUT_FILE,
+    Launcher,
+    RecipeLauncher,
+)
 from envoys.casa.parameters import MODES, parse_parameters
+from envoys.casa.recipe import RECIPE_FILE, load_recipe
 
 __all__ = ["MODES", "REPORT_VERSION", "pick_launcher", "run_envoy"]
 
@@ -42,12 +50,29 @@ def _last_line(path: Path) -> str:
     return next((line.strip() for line in reversed(lines) if line.strip()), "")
 
 
+def _count_run(working: Path) -> int:
+    """This run's number in the processing directory (1 for the first), for provenance."""
+    counter = working / "casa-envoy.runs"
+    try:
+        runs = int(counter.read_text().strip() or 0)
+    except (FileNotFoundError, ValueError):
+        runs = 0
+    counter.write_text(f"{runs + 1}\n")
+    return runs + 1
+
+
 def run_envoy(mode: str, path: Path, settings: dict[str, Any] | None = None,
-              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run CASA (or vela) for the processing directory at ``path``; return the report."""
+              progress: Callable[[str], None] | None = None,
+              recipe_path: Path | None = None, part: str = "") -> dict[str, Any]:
+    """Run CASA (or vela) for the processing directory at ``path``; return the report.
+
+    ``mode`` "recipe" runs the rendered recipe (``recipe_path``, default
+    ``recipe.yaml`` in the processing directory) instead of one of the fixed modes;
+    ``part`` one part of it (a fanned-out piece, working in ``working/<part>/``).
+    """
     say = progress or (lambda _line: None)
-    launcher_cls = pick_launcher(mode)
-    foundation = prepare(path)
+    launcher_cls = pick_launcher(mode) if mode != "recipe" else None
+    foundation = prepare(path, part if launcher_cls is None else "")
     directory = foundation.directory
     report_path = directory.working / REPORT_FILE
     # A report left by an earlier run must not be mistaken for this run's.
@@ -55,9 +80,17 @@ def run_envoy(mode: str, path: Path, settings: dict[str, Any] | None = None,
     if foundation.relocated_from is not None:
         say(f"processing directory moved from {foundation.relocated_from}; "
             f"{len(foundation.path_corrections)} path(s) in the parameters corrected")
-    params = parse_parameters(foundation.parameters, foundation.parameter_sources, mode,
-                              directory)
-    launcher = launcher_cls(foundation, params, settings)
+    launcher: Launcher
+    recipe = None
+    if launcher_cls is None:
+        recipe = load_recipe(recipe_path or directory.root / RECIPE_FILE, directory,
+                             part=part)
+        launcher = RecipeLauncher(foundation, recipe, settings)
+    else:
+        params = parse_parameters(foundation.parameters, foundation.parameter_sources, mode,
+                                  directory)
+        launcher = launcher_cls(foundation, params, settings)
+    attempt = _count_run(directory.working)
     result = launcher.launch(say)
 
     say("post-CASA checks: exit status, casa log, products")
@@ -73,6 +106,8 @@ def run_envoy(mode: str, path: Path, settings: dict[str, Any] | None = None,
         "docket": REPORT_VERSION,
         "tool": "casa-envoy",
         "mode": mode,
+        "recipe": ({"name": recipe.name, "path": directory.relative(recipe.path)}
+                   if recipe is not None else None),
         "program": result.program,
         **verdict.to_dict(),
         "allow_list": [rule.name for rule in ALLOWED_SEVERE],
@@ -85,6 +120,8 @@ def run_envoy(mode: str, path: Path, settings: dict[str, Any] | None = None,
         else None,
         "path_corrections": foundation.path_corrections,
         "command": result.command,
+        "host": socket.gethostname(),
+        "attempt": attempt,
         "exit_status": result.exit_status,
         "timed_out": result.timed_out,
         "started": result.started.isoformat(),

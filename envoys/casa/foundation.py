@@ -71,6 +71,7 @@ _FIX_REQUEST = "fix request.yaml (it is the request document docket's core copie
 @dataclass(frozen=True)
 class ProcessingDirectory:
     root: Path
+    part: str = ""  # one part of a fanned-out recipe works in working/<part>/
 
     @property
     def rawdata(self) -> Path:
@@ -78,7 +79,7 @@ class ProcessingDirectory:
 
     @property
     def working(self) -> Path:
-        return self.root / "working"
+        return self.root / "working" / self.part if self.part else self.root / "working"
 
     @property
     def products(self) -> Path:
@@ -133,7 +134,7 @@ def locate(path: Path) -> ProcessingDirectory:
         if sub.exists() and not sub.is_dir():
             raise Invalid(f"{sub} exists but is not a directory",
                           f"move it aside; the envoy needs {sub.name}/ as a directory")
-        sub.mkdir(exist_ok=True)
+        sub.mkdir(parents=True, exist_ok=True)
     return directory
 
 
@@ -348,9 +349,14 @@ def casa_environment(working: Path, measures: Path,
     return env
 
 
-def prepare(path: Path) -> Foundation:
+def prepare(path: Path, part: str = "") -> Foundation:
     """Check the processing directory and its documents; correct paths after a move."""
     directory = locate(path)
+    if part:
+        import dataclasses
+
+        directory = dataclasses.replace(directory, part=part)
+        directory.working.mkdir(parents=True, exist_ok=True)
     metadata = load_metadata(directory.metadata_path)
     request = load_request(directory.request_path)
     parameters, sources = merge_parameters(metadata, request)

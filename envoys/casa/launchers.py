@@ -28,8 +28,10 @@ from docket.errors import Invalid
 from docket.fileio import atomic_write
 from docket.tools.casajob import JOB_FILE, CasaJob, CasaTask, write_job
 from docket.tools.casalog import find_logs
+from docket.tools.vela import outputs_of
 from envoys.casa.foundation import Foundation, casa_environment, find_measures
 from envoys.casa.parameters import EnvoyParameters
+from envoys.casa.recipe import Recipe
 
 __all__ = [
     "SCRIPT_FILE",
@@ -41,6 +43,7 @@ __all__ = [
     "ImagingLauncher",
     "RestoreLauncher",
     "RestoreAndImageLauncher",
+    "RecipeLauncher",
     "LAUNCHERS",
 ]
 
@@ -342,6 +345,49 @@ class RestoreAndImageLauncher(Launcher):
 
     def outputs(self) -> list[Path]:
         return [*_imaging_outputs(self), *self.products()]
+
+
+class RecipeLauncher(Launcher):
+    """The steps of a capability's recipe (envoys.casa.recipe), as the recipe says."""
+
+    mode = "recipe"
+
+    def __init__(self, foundation: Foundation, recipe: Recipe,
+                 settings: dict[str, Any] | None = None) -> None:
+        params = EnvoyParameters(ms=recipe.ms or foundation.directory.working,
+                                 use_vela=recipe.program == "vela",
+                                 vela_fail=recipe.vela["fail"],
+                                 vela_fail_at=recipe.vela["fail_at"])
+        super().__init__(foundation, params, settings)
+        self.recipe = recipe
+
+    def tasks(self) -> list[CasaTask]:
+        return list(self.recipe.steps)
+
+    def products(self) -> list[Path]:
+        return list(self.recipe.products)
+
+    def outputs(self) -> list[Path]:
+        working = self.directory.working
+        made = [p for task in self.recipe.steps for p in outputs_of(task, working)]
+        made += [working / t.save for t in self.recipe.steps if t.save]
+        return [*self.recipe.clean, *made, *self.products()]
+
+    def job(self) -> CasaJob:
+        return CasaJob(mode=f"recipe:{self.recipe.name}", tasks=tuple(self.tasks()),
+                       products=tuple(str(p) for p in self.expected_products()),
+                       vela=dict(self.recipe.vela))
+
+    def stage(self, progress: Progress) -> Path:
+        for product in self.recipe.products:  # CASA writes into existing folders only
+            product.parent.mkdir(parents=True, exist_ok=True)
+        if self.recipe.ms is not None:
+            return super().stage(progress)
+        for path in self.outputs():
+            _remove(path)
+        job_path = self.directory.working / JOB_FILE
+        write_job(self.job(), job_path)
+        return job_path
 
 
 LAUNCHERS: dict[str, type[Launcher]] = {

@@ -55,7 +55,8 @@ def test_no_mode_is_a_usage_error(pdir: Path) -> None:
     proc, _ = envoy(pdir)
     assert proc.returncode == 2
     assert error_line(proc) == ("Error: give exactly one of --calibration, --imaging, "
-                                "--restore, --restore-and-image — casa-envoy --imaging "
+                                "--restore, --restore-and-image, --recipe FILE, --post — "
+                                "casa-envoy --imaging "
                                 "/path/to/processing-dir")
     proc, _ = envoy("--imaging", "--calibration", pdir)
     assert proc.returncode == 2

@@ -42,7 +42,8 @@ HOSTILE = {
                         "a capability named null must be quoted"),
     "unknown-capability": (HEADER + "metadata: {name: a}\nspec: {capability: nope}\n",
                            "(spec.capability): unknown capability 'nope'; known "
-                           "capabilities: demo, null"),
+                           "capabilities: calibration, casa_workflow, demo, image_caching, "
+                           "null, quicklook, se_calibration"),
     "unknown-field": (HEADER + "metadata: {name: a}\nspec: {capability: demo, colour: red}\n",
                       "(spec.colour): unknown field (check the spelling)"),
     "unknown-parameter": (HEADER + "metadata: {name: a}\nspec:\n  capability: demo\n"

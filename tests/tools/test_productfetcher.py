@@ -282,7 +282,8 @@ def test_text_location_file_with_comments(tmp_path: Path, capsys: pytest.Capture
          "see productfetcher --help\n"),
     (["-l", "uid://docket/image/req1"],
      "Error: uid://docket/image/req1 needs the archive catalog, and none is set — pass "
-     "--catalog PATH|URL, or set productfetcher.catalog (DOCKET_PRODUCTFETCHER_CATALOG)\n"),
+     "--catalog PATH|URL, or set productfetcher.catalog (DOCKET_PRODUCTFETCHER_CATALOG) or "
+     "productfetcher.locator_service\n"),
 ])
 def test_usage_errors_exit_2(args: list[str], message: str,
                              capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,59 @@
+"""Fixtures of the VLASS workflow tests: an archive holding the demo observation, and a
+home whose tools find it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def _ingest(source: Path, archive: Path, name: str, files: list[str]) -> str:
+    manifest = {"docket_manifest": 1, "products": [
+        {"name": name, "type": "observation", "files": files}]}
+    (source / "manifest.json").write_text(json.dumps(manifest))
+    proc = subprocess.run([str(BIN / "ingest"), "--archive-root", str(archive), "--json", "-q",
+                           str(source)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)["products"][0]["locator"]
+
+
+@pytest.fixture(scope="session")
+def fake_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An archive with a stand-in demo-vlass observation (vela only needs a directory)."""
+    root = tmp_path_factory.mktemp("fake-archive")
+    source = root / "observation"
+    ms = source / "demo-vlass.ms"
+    ms.mkdir(parents=True)
+    (ms / "table.dat").write_text("not a real table\n")
+    archive = root / "archive"
+    assert _ingest(source, archive, "demo-vlass", ["demo-vlass.ms/"]) == (
+        "uid://docket/observation/demo-vlass/v1")
+    resources = root / "resources"
+    resources.mkdir()
+    (resources / "reimaging.yaml").write_text("mask: none\n")
+    _ingest(resources, archive, "demo-vlass-resources", ["reimaging.yaml"])
+    return archive
+
+
+@pytest.fixture(scope="session")
+def demo_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real demo observation (casatools.simulator), ingested: real-CASA tests only."""
+    from envoys.casa.demodata import build_demo_data
+
+    return build_demo_data(tmp_path_factory.mktemp("demo-data")).archive
+
+
+def tools_config(home: Path, archive: Path) -> Path:
+    """tools.yaml for the jobs and hand-offs of ``home``: the archive, a QA area."""
+    (home / "qa").mkdir(exist_ok=True)
+    path = home / "tools.yaml"
+    path.write_text(f"ingest:\n  archive_root: {archive}\n"
+                    f"productfetcher:\n  catalog: {archive}\n"
+                    f"conveyor:\n  qa_area: {home / 'qa'}\n")
+    return path
