@@ -7,6 +7,7 @@ a rename, so a reader sees the old content or the new, never half of it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import shutil
@@ -25,9 +26,29 @@ __all__ = [
     "inside",
     "safe_join",
     "tree_size",
+    "is_disk_error",
 ]
 
 _CHUNK = 1 << 20
+
+# A full disk, an exhausted quota, an I/O error: the machine's trouble, not the input's.
+# What meets one is left to be done again once the disk is back, never failed or
+# rejected for it.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO})
+
+
+def is_disk_error(exc: BaseException) -> bool:
+    """True for an ``OSError`` or SQLite error that says the disk is full or failing."""
+    import sqlite3
+
+    if isinstance(exc, OSError):
+        return exc.errno in DISK_ERRNOS
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        # SQLITE_IOERR (10, with extended codes), SQLITE_FULL (13), SQLITE_CANTOPEN (14)
+        return code is not None and (code & 0xFF) in (10, 13) or any(
+            word in str(exc) for word in ("disk I/O error", "database or disk is full"))
+    return False
 
 
 def fsync_dir(path: Path) -> None:
@@ -102,10 +123,13 @@ def sha256_file(path: Path) -> str:
 
 
 def inside(path: Path, root: Path) -> bool:
-    """True when ``path``, with every symlink resolved, lies within ``root``."""
+    """True when ``path``, with every symlink resolved, lies within ``root``.
+
+    A symlink loop (or a path that cannot be resolved) lies within nothing.
+    """
     try:
         path.resolve().relative_to(root.resolve())
-    except ValueError:
+    except (ValueError, RuntimeError, OSError):  # RuntimeError: Python < 3.13's ELOOP
         return False
     return True
 
@@ -127,6 +151,11 @@ def safe_join(root: Path, relative: str) -> Path:
         raise Invalid(f"path {relative!r} contains '..'",
                       f"give a path inside {root} without '..'")
     joined = root / candidate
+    try:
+        joined.resolve()
+    except (RuntimeError, OSError) as exc:  # RuntimeError: Python < 3.13's ELOOP
+        raise Invalid(f"path {relative!r} cannot be resolved (a symlink loop?): {exc}",
+                      "replace the symlink with the file itself") from None
     if not inside(joined, root):
         raise Invalid(f"path {relative!r} leads outside {root} through a symlink",
                       "replace the symlink with the file itself")

@@ -185,7 +185,8 @@ class Store:
             yield self.conn
         except BaseException:
             self._in_tx = False
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:  # SQLite itself rolls back on a full disk
+                self.conn.execute("ROLLBACK")
             raise
         self._in_tx = False
         self.conn.execute("COMMIT")

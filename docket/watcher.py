@@ -165,7 +165,7 @@ class Watcher:
         with intake_lock(self.home.intake_lock, "docket tick"):
             first = True
             while True:
-                report = self.step(git=git if first else None).as_dict()
+                report = self._step_or_explain(git=git if first else None).as_dict()
                 first = False
                 for key, value in report.items():
                     if key == "git":
@@ -182,6 +182,39 @@ class Watcher:
         total["waiting_files"] = sorted(set(total.get("waiting_files", [])))
         return total
 
+    def _step_or_explain(self, git: Any = None) -> PassReport:
+        """``step``, with a full or failing disk (or database) said in one line."""
+        import sqlite3
+
+        from docket.errors import DocketError
+        from docket.fileio import is_disk_error
+
+        try:
+            return self.step(git=git)
+        except (OSError, sqlite3.Error) as exc:
+            if not (isinstance(exc, sqlite3.Error) or is_disk_error(exc)):
+                raise
+            raise DocketError(f"this pass stopped: {exc}",
+                              "free space on the disk (or repair it); nothing accepted was "
+                              "lost and the next pass takes up the rest") from None
+
+    def _guarded_step(self, names: list[str] | None = None, git: Any = None,
+                      only_intake: bool = False) -> PassReport | None:
+        """A pass of the long-lived watcher, which survives anything a pass meets: the
+        error goes to the home's log and the next pass tries again."""
+        try:
+            if not only_intake:
+                return self.step(names, git=git)
+            report = PassReport(intake=self.intake.scan(names))
+            with self.store.transaction():
+                report.started = self.rules.schedule()
+            self.launcher.launch_pending()
+            return report
+        except Exception as exc:  # noqa: BLE001 - the watcher must outlive it
+            self.intake.log_error("a pass of the watcher failed (retrying)", exc)
+            time.sleep(min(5.0, self.home.config.poll_interval_s * 4))
+            return None
+
     def watch(self, *, poll: bool = False, stop: threading.Event | None = None,
               on_pass: Any = None, git: Any = None) -> None:
         """Run until ``stop`` is set (or SIGINT/SIGTERM): the long-lived intake."""
@@ -191,7 +224,7 @@ class Watcher:
         interval_ms = int(self.home.config.poll_interval_s * 1000)
         with intake_lock(self.home.intake_lock, "docket watch" + (" --poll" if poll else "")):
             log.info("watching %s (%s)", incoming, "polling" if poll else "inotify")
-            report = self.step(git=git)
+            report = self._guarded_step(git=git) or PassReport()
             if on_pass:
                 on_pass(report)
             next_follow = time.monotonic() + self.home.config.poll_interval_s
@@ -207,18 +240,20 @@ class Watcher:
                                 and Path(p).parent == incoming and is_candidate(Path(p).name)})
                 waiting = report.intake.waiting
                 if git is not None and time.monotonic() >= next_pull:
-                    report = self.step(git=git)
+                    done = self._guarded_step(git=git)
                     next_pull = time.monotonic() + self.home.config.git_pull_interval_s
                 elif time.monotonic() >= next_follow or not changes or (waiting and names):
-                    report = self.step()  # full pass: rescans files still being written
+                    done = self._guarded_step()  # full pass: rescans files being written
                     next_follow = time.monotonic() + self.home.config.poll_interval_s
                 elif names:
-                    report = PassReport(intake=self.intake.scan(names))
-                    with self.store.transaction():
-                        report.started = self.rules.schedule()
-                    self.launcher.launch_pending()
+                    done = self._guarded_step(names, only_intake=True)
                 else:
                     continue
+                if done is None:
+                    # a failed pass: the next one rescans everything
+                    next_follow = time.monotonic()
+                    continue
+                report = done
                 if on_pass:
                     on_pass(report)
 
