@@ -27,6 +27,7 @@ __all__ = [
     "safe_join",
     "tree_size",
     "is_disk_error",
+    "relative_path_problem",
 ]
 
 _CHUNK = 1 << 20
@@ -134,23 +135,29 @@ def inside(path: Path, root: Path) -> bool:
     return True
 
 
+def relative_path_problem(relative: str) -> str | None:
+    """What makes ``relative`` no plain relative path (checked without any filesystem):
+    empty, control characters, absolute, or a ``..`` component. None when it is fine."""
+    if not relative or any(ord(c) < 32 or c == "\x7f" for c in relative):
+        return "is empty or has control characters"
+    if relative.startswith("/"):
+        return "is absolute"
+    if ".." in Path(relative).parts:
+        return "contains '..'"
+    return None
+
+
 def safe_join(root: Path, relative: str) -> Path:
     """Join a user-supplied relative path to ``root``, refusing any way out of it.
 
     Refuses absolute paths, ``..`` components, NUL and control characters, and
     symlinks (anywhere along the path) that resolve outside ``root``.
     """
-    if not relative or any(ord(c) < 32 or c == "\x7f" for c in relative):
-        raise Invalid(f"path {relative!r} is empty or has control characters",
-                      "use a plain relative path")
-    candidate = Path(relative)
-    if candidate.is_absolute():
-        raise Invalid(f"path {relative!r} is absolute",
-                      f"give a path relative to {root}")
-    if ".." in candidate.parts:
-        raise Invalid(f"path {relative!r} contains '..'",
-                      f"give a path inside {root} without '..'")
-    joined = root / candidate
+    problem = relative_path_problem(relative)
+    if problem is not None:
+        raise Invalid(f"path {relative!r} {problem}",
+                      f"give a plain path inside {root}, relative to it, without '..'")
+    joined = root / relative
     try:
         joined.resolve()
     except (RuntimeError, OSError) as exc:  # RuntimeError: Python < 3.13's ELOOP
