@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from docket.documents import DocumentError, Problem, load_yaml
 from docket.errors import Invalid
-from docket.fileio import relative_path_problem
+from docket.fileio import is_disk_error, relative_path_problem
 from docket.quoting import quote
 from docket.statemachine import Machine, MachineError
 from schemas.capability import CapabilityDefinition, MachineSpec, ParameterSpec
@@ -55,6 +55,8 @@ def _read(path: Path) -> tuple[Any, dict[tuple[Any, ...], tuple[int, int]]]:
     try:
         raw = path.read_bytes()
     except OSError as exc:
+        if is_disk_error(exc):
+            raise  # not the capability's fault, nor a request's: the pass stops, retried
         raise CapabilityError(f"{path}: cannot read: {exc.strerror}") from None
     try:
         return load_yaml(raw, what="file")

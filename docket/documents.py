@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from docket.fileio import is_disk_error
 from schemas.documents import API_VERSION, KINDS
 
 __all__ = ["DocumentError", "Problem", "ParsedDocument", "parse_document", "load_yaml",
@@ -374,6 +375,8 @@ def load_model_file(path: Any, model: type[BaseModel], error: type[Exception],
         where = f"{path}:{first.line}" if first.line else str(path)
         raise error(f"{where}: {first.message}", hint) from None
     except OSError as exc:
+        if is_disk_error(exc):
+            raise  # the disk's trouble: whoever reads the file must not blame the file
         raise error(f"{path}: cannot read: {exc.strerror}", "check its permissions") from None
     try:
         return model.model_validate(data)

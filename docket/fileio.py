@@ -46,9 +46,9 @@ def is_disk_error(exc: BaseException) -> bool:
         return exc.errno in DISK_ERRNOS
     if isinstance(exc, sqlite3.Error):
         code = getattr(exc, "sqlite_errorcode", None)
-        # SQLITE_IOERR (10, with extended codes), SQLITE_FULL (13), SQLITE_CANTOPEN (14)
-        return code is not None and (code & 0xFF) in (10, 13) or any(
-            word in str(exc) for word in ("disk I/O error", "database or disk is full"))
+        if code is not None and code & 0xFF in (10, 13):  # SQLITE_IOERR*, SQLITE_FULL
+            return True
+        return any(word in str(exc) for word in ("disk I/O error", "database or disk is full"))
     return False
 
 

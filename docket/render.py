@@ -32,7 +32,7 @@ from docket.attachments import AttachmentError, copy_attachments
 from docket.capabilities import Capability
 from docket.dag import DagError, read_dag
 from docket.errors import DocketError, Invalid
-from docket.fileio import atomic_write
+from docket.fileio import atomic_write, is_disk_error
 from docket.home import ACTIVE_MARKER
 from docket.quoting import check_text, quote, quote_arguments, quote_environment
 from docket.submit import check_submit
@@ -120,6 +120,8 @@ def render_execution(capability: Capability, directory: Path, *, request: dict[s
         except Invalid as exc:
             raise RenderError(f"{template_path}: {exc.what}", exc.hint) from None
         except Exception as exc:  # a template bug fails this execution, not the watcher
+            if is_disk_error(exc):
+                raise  # the disk's fault, not the template's: the launch is retried
             raise RenderError(f"{template_path}: {exc.__class__.__name__}: {exc}",
                               "fix the template") from None
         atomic_write(target, text, durable=False)

@@ -73,8 +73,9 @@ def intake_lock(path: Path, what: str) -> Iterator[None]:
                          "or wait for it") from None
         info = {"pid": os.getpid(), "host": socket.gethostname(), "command": what,
                 "since": now()}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
+        with contextlib.suppress(OSError):  # who holds it is a courtesy; a full disk
+            os.ftruncate(fd, 0)             # must not keep the intake from starting
+            os.pwrite(fd, json.dumps(info).encode(), 0)
         yield
     finally:
         os.close(fd)
@@ -97,6 +98,25 @@ class Watcher:
 
     def close(self) -> None:
         self.store.close()
+
+    @classmethod
+    def open_when_possible(cls, home: Home, stop: threading.Event) -> Watcher | None:
+        """A watcher for ``home``, waiting out a full or failing disk (logged, retried
+        every few seconds) so that a long-lived watcher starts once the disk is back.
+        None when ``stop`` is set first."""
+        import sqlite3
+
+        from docket.fileio import is_disk_error
+
+        while not stop.is_set():
+            try:
+                return cls(home)
+            except (OSError, sqlite3.Error) as exc:
+                if not (isinstance(exc, sqlite3.Error) or is_disk_error(exc)):
+                    raise
+                log.error("cannot open the home yet (%s); retrying in 5 s", exc)
+                stop.wait(5.0)
+        return None
 
     def load_sites(self) -> None:
         """Read sites.yaml (if any) for this pass; a broken file keeps the last good one."""
@@ -211,8 +231,13 @@ class Watcher:
             self.launcher.launch_pending()
             return report
         except Exception as exc:  # noqa: BLE001 - the watcher must outlive it
+            import sqlite3
+
             self.intake.log_error("a pass of the watcher failed (retrying)", exc)
             time.sleep(min(5.0, self.home.config.poll_interval_s * 4))
+            if isinstance(exc, sqlite3.Error):
+                with contextlib.suppress(sqlite3.Error):
+                    self.store.reconnect()
             return None
 
     def watch(self, *, poll: bool = False, stop: threading.Event | None = None,
