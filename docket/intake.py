@@ -360,10 +360,10 @@ class Intake:
                 if doc.problem:
                     outcome = self._reject(doc.path, [doc.problem], actor)
                 else:
-                    outcome = self._evaluate(Path(doc.path), doc.raw, f"git:{doc.blob}",
-                                             actor, source_file=doc.path,
-                                             source={"commit": doc.commit,
-                                                     "author": doc.author})
+                    outcome, _failed = self._alone(doc.path, actor, functools.partial(
+                        self._evaluate, Path(doc.path), doc.raw, f"git:{doc.blob}", actor,
+                        source_file=doc.path,
+                        source={"commit": doc.commit, "author": doc.author}))
                 self.store.conn.execute(
                     "INSERT OR REPLACE INTO git_files (path, blob, commit_sha, status, "
                     "request, time) VALUES (?, ?, ?, ?, ?, ?)",
@@ -377,7 +377,11 @@ class Intake:
                                       path=path, commit=scan.head)
                 self.store.conn.execute("DELETE FROM git_files WHERE path=?", (path,))
         for outcome, doc in decided:
-            self._keep_copy(outcome, doc)
+            try:  # each copy on its own: one that fails does not stop the others
+                self._keep_copy(outcome, doc)
+            except Exception as exc:  # noqa: BLE001 - the decision is committed anyway
+                self.log_error(f"{doc.path}: {outcome.status}, but keeping its copy failed",
+                               exc)
             report.outcomes.append(outcome)
         return report
 
@@ -491,24 +495,36 @@ class Intake:
     def _decide_alone(self, path: Path, st: os.stat_result, raw: bytes | None,
                       identity: str, problem: str | None) -> Outcome:
         """``_decide`` in a savepoint: any failure but the machine's rejects this file."""
+        outcome, failed = self._alone(path.name, file_owner(st),
+                                      lambda: self._decide(path, st, raw, identity, problem))
+        if failed:
+            self._owe(identity, outcome)
+        return outcome
+
+    def _alone(self, name: str, actor: str, decide: Any) -> tuple[Outcome, bool]:
+        """``decide()`` in a savepoint of the batch's transaction.
+
+        Any failure but the machine's rolls back only this document, which is rejected
+        with the reason (the traceback goes to the home's log): returns that rejection
+        and True. The machine's failures (a full disk, the database) stop the batch, so
+        nothing of it is committed and every file waits for the next pass.
+        """
         conn = self.store.conn
         conn.execute("SAVEPOINT document")
         try:
-            outcome = self._decide(path, st, raw, identity, problem)
+            outcome = decide()
         except Exception as exc:
             if isinstance(exc, sqlite3.Error) or is_disk_error(exc):
-                raise  # not the document's fault: the batch stops, nothing is decided
+                raise  # not the document's fault
             conn.execute("ROLLBACK TO document")
             conn.execute("RELEASE document")
-            self.log_error(f"{path.name}: internal error while reading it", exc)
-            outcome = self._reject(path.name, [
+            self.log_error(f"{name}: internal error while reading it", exc)
+            return self._reject(name, [
                 f"internal error while reading it: {type(exc).__name__}: {exc} (a bug in "
                 "docket, not necessarily in the document; the traceback is in "
-                f"{self.home.log_file})"], file_owner(st))
-            self._owe(identity, outcome)
-            return outcome
+                f"{self.home.log_file})"], actor), True
         conn.execute("RELEASE document")
-        return outcome
+        return outcome, False
 
     def log_error(self, what: str, exc: BaseException) -> None:
         """Into the home's log with the traceback (and to the logger, without it)."""
