@@ -155,8 +155,10 @@ def safe_join(root: Path, relative: str) -> Path:
     """
     problem = relative_path_problem(relative)
     if problem is not None:
+        hint = {"is absolute": f"give a path relative to {root}",
+                "contains '..'": f"give a path inside {root} without '..'"}
         raise Invalid(f"path {relative!r} {problem}",
-                      f"give a plain path inside {root}, relative to it, without '..'")
+                      hint.get(problem, "use a plain relative path"))
     joined = root / relative
     try:
         joined.resolve()
