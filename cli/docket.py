@@ -169,7 +169,9 @@ def watch(poll: Annotated[bool, typer.Option(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    watcher = Watcher(_home(home))
+    watcher = Watcher.open_when_possible(_home(home), stop)  # waits out a full disk
+    if watcher is None:
+        return 0
 
     def report(p: Any) -> None:
         for o in p.intake.outcomes:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from docket.errors import DocketError, ExitCode, Invalid, Locked, NotFound
-from docket.fileio import atomic_write
+from docket.fileio import atomic_write, is_disk_error
 
 __all__ = [
     "ANALYSTS_FILE",
@@ -209,6 +209,8 @@ def _read(path: Path) -> Analysts:
     except FileNotFoundError:
         return Analysts(path)
     except OSError as exc:
+        if is_disk_error(exc):
+            raise  # an I/O error says nothing about who may decide: retried next pass
         raise Invalid(f"cannot read {path}: {exc.strerror}", "check its permissions") from None
     if not any(line.strip() and not line.lstrip().startswith(b"#")
                for line in raw.splitlines()):

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from docket.documents import DocumentError, Problem, load_yaml
 from docket.errors import Invalid
+from docket.fileio import is_disk_error, relative_path_problem
 from docket.quoting import quote
 from docket.statemachine import Machine, MachineError
 from schemas.capability import CapabilityDefinition, MachineSpec, ParameterSpec
@@ -60,6 +61,8 @@ def _read(path: Path) -> tuple[Any, dict[tuple[Any, ...], tuple[int, int]]]:
     try:
         raw = path.read_bytes()
     except OSError as exc:
+        if is_disk_error(exc):
+            raise  # not the capability's fault, nor a request's: the pass stops, retried
         raise CapabilityError(f"{path}: cannot read: {exc.strerror}") from None
     try:
         return load_yaml(raw, what="file")
@@ -226,6 +229,16 @@ def _submittable(text: str) -> None:
         raise ValueError(exc.what) from None
 
 
+def _path(value: str, prefix: str = "") -> None:
+    """A path parameter names a file inside the processing directory: relative, without
+    '..'. (Where a symlink there leads is checked by the job that writes it: the null
+    tool refuses a path that leaves its working directory.)"""
+    problem = relative_path_problem(value)
+    if problem is not None:
+        raise ValueError(f"{prefix}path {value!r} {problem}; give a path relative to the "
+                         "processing directory, without '..'")
+
+
 def _coerce(name: str, spec: ParameterSpec, value: Any) -> Any:
     kind = spec.type
     if kind == "bool":
@@ -248,12 +261,16 @@ def _coerce(name: str, spec: ParameterSpec, value: Any) -> Any:
     elif kind == "list":
         if not isinstance(value, list):
             raise ValueError(f"expected a list, got {value!r}")
-        for item in value:
+        for i, item in enumerate(value):
             if isinstance(item, list | dict):
                 raise ValueError("list items must be plain values")
             _submittable(str(item))
             if len(str(item)) > spec.max_length:
                 raise ValueError(f"a list item is longer than {spec.max_length} characters")
+            if spec.items == "path":
+                if not isinstance(item, str):
+                    raise ValueError(f"item {i}: expected a path, got {item!r} (quote it)")
+                _path(item, f"item {i}: ")
     else:
         if not isinstance(value, str):
             raise ValueError(f"expected text, got {value!r} (quote it)")
@@ -261,9 +278,7 @@ def _coerce(name: str, spec: ParameterSpec, value: Any) -> Any:
         if len(value) > spec.max_length:
             raise ValueError(f"is longer than {spec.max_length} characters")
         if kind == "path":
-            parts = Path(value).parts
-            if value.startswith("/") or ".." in parts or not value:
-                raise ValueError(f"{value!r} must be a relative path without '..'")
+            _path(value)
     if spec.choices is not None and value not in spec.choices:
         raise ValueError(f"{value!r} is not one of {spec.choices}")
     return value

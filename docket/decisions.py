@@ -15,7 +15,8 @@ from typing import Any
 from docket.capabilities import CapabilityError
 from docket.rules import Rules
 
-__all__ = ["Refused", "apply_decision", "cancel_executions", "DECISION_KINDS"]
+__all__ = ["Refused", "apply_decision", "cancel_executions", "check_may_change",
+           "DECISION_KINDS"]
 
 DECISION_KINDS = ("Decision", "Cancel", "Resubmit", "Seal", "QueueChange")
 
@@ -66,7 +67,7 @@ def apply_decision(rules: Rules, kind: str, name: str, spec: Any, actor: str,
     elif kind == "Decision":
         result = _decision(rules, spec, actor, roles)
     elif kind == "Cancel":
-        result = _cancel(rules, spec, actor)
+        result = _cancel(rules, spec, actor, roles)
     elif kind == "Resubmit":
         result = _resubmit(rules, spec, actor, roles)
     elif kind == "Seal":
@@ -132,8 +133,24 @@ def cancel_executions(rules: Rules, request: str, version: int | None, reason: s
     return cancelled
 
 
-def _cancel(rules: Rules, spec: Any, actor: str) -> dict[str, Any]:
+def check_may_change(rules: Rules, request: str, actor: str, roles: set[str],
+                     what: str) -> None:
+    """Cancel and Resubmit are for the requester (whoever submitted one of the request's
+    versions: they could replace it anyway) and for operators; raise ``Refused`` else."""
+    if "operator" in roles:
+        return
+    if rules.store.one("SELECT 1 FROM versions WHERE request=? AND actor=? LIMIT 1",
+                       request, actor) is not None:
+        return
+    submitters = sorted({r["actor"] for r in rules.store.all(
+        "SELECT actor FROM versions WHERE request=?", request) if r["actor"]})
+    raise Refused(f"{what} {request!r} is for its requester ({', '.join(submitters) or 'none'})"
+                  f" or an analyst with the role 'operator'; {actor} is neither")
+
+
+def _cancel(rules: Rules, spec: Any, actor: str, roles: set[str]) -> dict[str, Any]:
     request = _request(rules, spec.request)
+    check_may_change(rules, spec.request, actor, roles, "cancelling")
     cancelled = cancel_executions(rules, spec.request, spec.version, spec.reason, actor)
     if not cancelled:
         raise Refused(f"request {spec.request!r} has nothing to cancel (state "
@@ -146,6 +163,7 @@ def _resubmit(rules: Rules, spec: Any, actor: str, roles: set[str]) -> dict[str,
     import json
 
     request = _request(rules, spec.request)
+    check_may_change(rules, spec.request, actor, roles, "resubmitting")
     if request["sealed"]:
         raise Refused(f"request {spec.request!r} is sealed; it cannot run again")
     version = _version(rules, request, spec.version)

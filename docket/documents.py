@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from docket.fileio import is_disk_error
 from schemas.documents import API_VERSION, KINDS
 
 __all__ = ["DocumentError", "Problem", "ParsedDocument", "parse_document", "load_yaml",
@@ -69,19 +70,73 @@ def _mark(node: yaml.Node) -> tuple[int, int]:
     return node.start_mark.line + 1, node.start_mark.column + 1
 
 
-def _check_tree(root: yaml.Node, max_nodes: int) -> dict[tuple[Any, ...], tuple[int, int]]:
-    """Count nodes with aliases expanded, refuse duplicate keys, and map paths to marks."""
-    sizes: dict[int, int] = {}
+# How deep a document may nest (with aliases expanded). Requests nest a handful of
+# levels; far deeper input crashes PyYAML's C composer (a segfault, at ~100k levels) or
+# exhausts Python's recursion limit while it is constructed.
+MAX_DEPTH = 64
 
-    def size(node: yaml.Node, active: set[int]) -> int:
+# The YAML types a document may hold: JSON's. Others are refused because they have no
+# one canonical form (a !!set comes back in a different order each time, so identical
+# content would hash differently) or no place in a request (!!binary, !!python/...).
+_PLAIN_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in (
+    "str", "int", "float", "bool", "null", "seq", "map", "merge"))
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+_STR = "tag:yaml.org,2002:str"
+
+
+def _check_depth(text: str, what: str) -> None:
+    """Refuse flow or block nesting deeper than ``MAX_DEPTH`` before anything is composed.
+
+    Only documents with more opening brackets or dashes than that could nest so deep, so
+    most documents skip the extra (event-only, non-recursive) parse.
+    """
+    if text.count("[") + text.count("{") + text.count("-") <= MAX_DEPTH:
+        return
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=_Loader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    line, col = event.start_mark.line + 1, event.start_mark.column + 1
+                    raise DocumentError([Problem(
+                        f"the {what} nests more than {MAX_DEPTH} levels deep; a request "
+                        "needs a few", line=line, column=col)])
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError:
+        return  # composing reports the syntax error with its line and column
+
+
+def _check_tree(root: yaml.Node, max_nodes: int) -> dict[tuple[Any, ...], tuple[int, int]]:
+    """Count nodes with aliases expanded, refuse duplicate keys, types that are not
+    plain data and nesting deeper than ``MAX_DEPTH``, and map paths to marks."""
+    sizes: dict[int, tuple[int, int]] = {}  # node -> (nodes below, height)
+
+    def size(node: yaml.Node, active: set[int], depth: int) -> tuple[int, int]:
         nid = id(node)
         if nid in sizes:
+            total, height = sizes[nid]
+            if depth + height > MAX_DEPTH:
+                too_deep(node)
             return sizes[nid]
         if nid in active:  # a recursive alias: infinite when expanded
             raise DocumentError([Problem("the document refers to itself through an alias",
                                          line=_mark(node)[0], column=_mark(node)[1])])
+        if depth > MAX_DEPTH:  # deep through aliases: the text alone did not show it
+            too_deep(node)
+        if node.tag == _TIMESTAMP:
+            node.tag = _STR  # a date is kept as written: one text, one hash
+        elif node.tag not in _PLAIN_TAGS:
+            line, col = _mark(node)
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            hint = " (write a list instead)" if tag == "!!set" else ""
+            raise DocumentError([Problem(
+                f"the YAML type {tag} is not allowed{hint}; a document holds text, "
+                "numbers, true/false, null, lists and mappings", line=line, column=col)])
         active.add(nid)
-        total = 1
+        total, height = 1, 0
+        children: list[yaml.Node] = []
         if isinstance(node, yaml.MappingNode):
             seen: dict[str, int] = {}
             for key, value in node.value:
@@ -92,24 +147,31 @@ def _check_tree(root: yaml.Node, max_nodes: int) -> dict[tuple[Any, ...], tuple[
                             f"duplicate key {key.value!r} (first on line {seen[key.value]})",
                             line=line, column=col)])
                     seen[key.value] = _mark(key)[0]
-                total += size(key, active) + size(value, active)
-                if total > max_nodes:
-                    break
+                children += (key, value)
         elif isinstance(node, yaml.SequenceNode):
-            for item in node.value:
-                total += size(item, active)
-                if total > max_nodes:
-                    break
+            children = node.value
+        for child in children:
+            count, below = size(child, active, depth + 1)
+            total += count
+            height = max(height, below + 1)
+            if total > max_nodes:
+                break
         active.discard(nid)
         if total > max_nodes:
             line, col = _mark(node)
             raise DocumentError([Problem(
                 f"the document expands to more than {max_nodes} YAML nodes "
                 "(an alias bomb, or far too large for a request)", line=line, column=col)])
-        sizes[nid] = total
-        return total
+        sizes[nid] = (total, height)
+        return total, height
 
-    size(root, set())
+    def too_deep(node: yaml.Node) -> None:
+        line, col = _mark(node)
+        raise DocumentError([Problem(f"the document nests more than {MAX_DEPTH} levels "
+                                     "deep (through aliases); a request needs a few",
+                                     line=line, column=col)])
+
+    size(root, set(), 0)
     return _Marks(root)
 
 
@@ -189,6 +251,7 @@ def load_yaml(raw: bytes, *, max_bytes: int = 1_048_576, max_nodes: int = 100_00
         line = text.count("\n", 0, offset) + 1
         raise DocumentError([Problem(f"the {what} contains a NUL byte; is it a binary file?",
                                      line=line)])
+    _check_depth(text, what)
     try:
         nodes = list(yaml.compose_all(text, Loader=_Loader))
     except yaml.MarkedYAMLError as exc:
@@ -211,6 +274,8 @@ def load_yaml(raw: bytes, *, max_bytes: int = 1_048_576, max_nodes: int = 100_00
         data = yaml.constructor.SafeConstructor.construct_document(_Loader(""), nodes[0])
     except yaml.YAMLError as exc:
         raise DocumentError([Problem(f"invalid YAML value: {exc}")]) from None
+    except RecursionError:  # the checks above should make this unreachable
+        raise DocumentError([Problem(f"the {what} nests too deeply")]) from None
     return data, marks
 
 
@@ -315,6 +380,8 @@ def load_model_file(path: Any, model: type[BaseModel], error: type[Exception],
         where = f"{path}:{first.line}" if first.line else str(path)
         raise error(f"{where}: {first.message}", hint) from None
     except OSError as exc:
+        if is_disk_error(exc):
+            raise  # the disk's trouble: whoever reads the file must not blame the file
         raise error(f"{path}: cannot read: {exc.strerror}", "check its permissions") from None
     try:
         return model.model_validate(data)

@@ -252,8 +252,15 @@ def cancel_request(home: Home, name: str, reason: str, actor: str) -> dict[str, 
     try:
         if store.one("SELECT 1 FROM requests WHERE name=?", name) is None:
             raise NotFound(f"no request named {name!r}", "see 'docket status' for the names")
-        from docket.decisions import cancel_executions
+        from docket.analysts import load_analysts
+        from docket.decisions import Refused, cancel_executions, check_may_change
+        from docket.errors import UsageError
 
+        try:
+            check_may_change(rules, name, actor, load_analysts(home.root).roles_of(actor),
+                             "cancelling")
+        except Refused as exc:
+            raise UsageError(str(exc), "ask the requester or an operator") from None
         with store.transaction():
             cancelled = cancel_executions(rules, name, None, reason, actor)
         return {"request": name, "cancelled": cancelled,

@@ -7,6 +7,7 @@ a rename, so a reader sees the old content or the new, never half of it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import shutil
@@ -25,9 +26,30 @@ __all__ = [
     "inside",
     "safe_join",
     "tree_size",
+    "is_disk_error",
+    "relative_path_problem",
 ]
 
 _CHUNK = 1 << 20
+
+# A full disk, an exhausted quota, an I/O error: the machine's trouble, not the input's.
+# What meets one is left to be done again once the disk is back, never failed or
+# rejected for it.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO})
+
+
+def is_disk_error(exc: BaseException) -> bool:
+    """True for an ``OSError`` or SQLite error that says the disk is full or failing."""
+    import sqlite3
+
+    if isinstance(exc, OSError):
+        return exc.errno in DISK_ERRNOS
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None and code & 0xFF in (10, 13):  # SQLITE_IOERR*, SQLITE_FULL
+            return True
+        return any(word in str(exc) for word in ("disk I/O error", "database or disk is full"))
+    return False
 
 
 def fsync_dir(path: Path) -> None:
@@ -102,12 +124,27 @@ def sha256_file(path: Path) -> str:
 
 
 def inside(path: Path, root: Path) -> bool:
-    """True when ``path``, with every symlink resolved, lies within ``root``."""
+    """True when ``path``, with every symlink resolved, lies within ``root``.
+
+    A symlink loop (or a path that cannot be resolved) lies within nothing.
+    """
     try:
         path.resolve().relative_to(root.resolve())
-    except ValueError:
+    except (ValueError, RuntimeError, OSError):  # RuntimeError: Python < 3.13's ELOOP
         return False
     return True
+
+
+def relative_path_problem(relative: str) -> str | None:
+    """What makes ``relative`` no plain relative path (checked without any filesystem):
+    empty, control characters, absolute, or a ``..`` component. None when it is fine."""
+    if not relative or any(ord(c) < 32 or c == "\x7f" for c in relative):
+        return "is empty or has control characters"
+    if relative.startswith("/"):
+        return "is absolute"
+    if ".." in Path(relative).parts:
+        return "contains '..'"
+    return None
 
 
 def safe_join(root: Path, relative: str) -> Path:
@@ -116,17 +153,18 @@ def safe_join(root: Path, relative: str) -> Path:
     Refuses absolute paths, ``..`` components, NUL and control characters, and
     symlinks (anywhere along the path) that resolve outside ``root``.
     """
-    if not relative or any(ord(c) < 32 or c == "\x7f" for c in relative):
-        raise Invalid(f"path {relative!r} is empty or has control characters",
-                      "use a plain relative path")
-    candidate = Path(relative)
-    if candidate.is_absolute():
-        raise Invalid(f"path {relative!r} is absolute",
-                      f"give a path relative to {root}")
-    if ".." in candidate.parts:
-        raise Invalid(f"path {relative!r} contains '..'",
-                      f"give a path inside {root} without '..'")
-    joined = root / candidate
+    problem = relative_path_problem(relative)
+    if problem is not None:
+        hint = {"is absolute": f"give a path relative to {root}",
+                "contains '..'": f"give a path inside {root} without '..'"}
+        raise Invalid(f"path {relative!r} {problem}",
+                      hint.get(problem, "use a plain relative path"))
+    joined = root / relative
+    try:
+        joined.resolve()
+    except (RuntimeError, OSError) as exc:  # RuntimeError: Python < 3.13's ELOOP
+        raise Invalid(f"path {relative!r} cannot be resolved (a symlink loop?): {exc}",
+                      "replace the symlink with the file itself") from None
     if not inside(joined, root):
         raise Invalid(f"path {relative!r} leads outside {root} through a symlink",
                       "replace the symlink with the file itself")

@@ -100,6 +100,11 @@ class Home:
         return self.state_dir / "docket.db"
 
     @property
+    def log_file(self) -> Path:
+        """Where docket writes what went wrong, with tracebacks, for an operator."""
+        return self.state_dir / "docket.log"
+
+    @property
     def intake_lock(self) -> Path:
         return self.state_dir / "intake.lock"
 

@@ -24,16 +24,18 @@ import json
 import logging
 import os
 import pwd
+import sqlite3
 import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from docket.attachments import AttachmentError, check_attachment
 from docket.capabilities import CapabilityCache, CapabilityError, resolve_parameters
 from docket.documents import DocumentError, ParsedDocument, Problem, parse_document
 from docket.errors import Invalid
-from docket.fileio import atomic_write, fsync_dir, inside, safe_join
+from docket.fileio import atomic_write, fsync_dir, inside, is_disk_error, safe_join
 from docket.home import Home
 from docket.rules import Accepted, Duplicate, Rules
 from docket.store import Store, now
@@ -97,19 +99,27 @@ def _user_name(uid: int) -> str:
 WAITING = object()
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """What _read_complete returns for a file it may not or cannot read."""
+
+    reason: str
+
+
 def _read_complete(path: Path, st: os.stat_result, settle_s: float,
                    limit_bytes: int) -> bytes | object | None:
     """The whole content of ``path`` once no process has it open for writing.
 
-    Returns ``WAITING`` while it is being written (or changed while read), None when it
-    vanished. One open serves the check and the read: this runs for every document.
+    Returns ``WAITING`` while it is being written (or changed while read), an
+    ``Unreadable`` when it cannot be opened or read, None when it vanished. One open
+    serves the check and the read: this runs for every document.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     except FileNotFoundError:
         return None
-    except OSError:
-        return WAITING
+    except OSError as exc:
+        return Unreadable(f"cannot be opened: {exc.strerror}")
     try:
         try:
             fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_RDLCK)
@@ -123,18 +133,35 @@ def _read_complete(path: Path, st: os.stat_result, settle_s: float,
             fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
         chunks = []
         left = limit_bytes + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
+        try:
+            while left > 0:
+                chunk = os.read(fd, min(left, 1 << 20))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                left -= len(chunk)
+        except OSError as exc:
+            return Unreadable(f"cannot be read: {exc.strerror}")
         after = os.fstat(fd)
         if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
             return WAITING  # it changed while we read it
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+_NOT_REGULAR = {stat.S_IFLNK: "a symlink (a link could point anywhere)",
+                stat.S_IFDIR: "a directory", stat.S_IFSOCK: "a socket",
+                stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device",
+                stat.S_IFBLK: "a block device"}
+
+
+def _not_regular(st: os.stat_result) -> str | None:
+    """Why a spool entry is no document, or None for a regular file."""
+    if stat.S_ISREG(st.st_mode):
+        return None
+    kind = _NOT_REGULAR.get(stat.S_IFMT(st.st_mode), "not a regular file")
+    return f"spool files must be regular files; this is {kind}"
 
 
 def spec_sha256(spec: dict[str, Any]) -> str:
@@ -192,8 +219,13 @@ def check_document(raw: bytes, home: Home, capabilities: CapabilityCache,
         if not path.exists():
             problems.append(problem(f"file {name!r} does not exist in {home.attachments}",
                                     "files", i))
-        else:
-            attachments.append(path)
+            continue
+        try:
+            check_attachment(path)
+        except AttachmentError as exc:
+            problems.append(problem(str(exc), "files", i))
+            continue
+        attachments.append(path)
     if spec.output_dir is not None:
         try:
             _check_output_dir(spec.output_dir, home)
@@ -212,6 +244,11 @@ def _check_output_dir(value: str, home: Home) -> None:
         return
     if ".." in path.parts:
         raise Invalid(f"output_dir {value!r} contains '..'")
+    try:
+        path.resolve()
+    except (RuntimeError, OSError) as exc:  # RuntimeError: Python < 3.13's ELOOP
+        raise Invalid(f"output_dir {value!r} cannot be resolved (a symlink loop?): {exc}",
+                      "name a real directory") from None
     if not any(inside(path, root) for root in roots):
         raise Invalid(f"output_dir {value!r} is outside the allowed roots "
                       f"({', '.join(str(r) for r in roots)})",
@@ -232,6 +269,29 @@ def repair_archive(store: Store, accepted: Path, since: str | None = None) -> li
             atomic_write(archive, row["document"], mode=0o444, durable=False)
             written.append(archive)
     return written
+
+
+def _fitting_name(folder: Path, name: str, tag: str | None = None) -> str:
+    """``name`` (plus ``.tag``), shortened so that ``<name>.error`` and the temporary name
+    ``atomic_write`` uses for it fit the filesystem's limit on file names.
+
+    A shortened name keeps its start and its suffix and gains a hash of the whole name,
+    so two long names never meet in one.
+    """
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    room = limit - len(".error") - 16  # atomic_write: ".<name>.<8 random>.tmp"
+    full = f"{name}.{tag}" if tag else name
+    if len(full.encode()) <= room:
+        return full
+    stem, dot, suffix = name.rpartition(".")
+    suffix = f".{suffix}" if dot and len(suffix) <= 8 else ""
+    stem = stem if suffix else name
+    digest = hashlib.sha256(full.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    keep = stem.encode("utf-8", "surrogateescape")[:room - len(suffix) - 14]
+    return keep.decode("utf-8", "ignore") + f"~{digest}" + suffix
 
 
 def known_request(store: Store, path: str) -> str | None:
@@ -301,10 +361,10 @@ class Intake:
                 if doc.problem:
                     outcome = self._reject(doc.path, [doc.problem], actor)
                 else:
-                    outcome = self._evaluate(Path(doc.path), doc.raw, f"git:{doc.blob}",
-                                             actor, source_file=doc.path,
-                                             source={"commit": doc.commit,
-                                                     "author": doc.author})
+                    outcome, _failed = self._alone(doc.path, actor, functools.partial(
+                        self._evaluate, Path(doc.path), doc.raw, f"git:{doc.blob}", actor,
+                        source_file=doc.path,
+                        source={"commit": doc.commit, "author": doc.author}))
                 self.store.conn.execute(
                     "INSERT OR REPLACE INTO git_files (path, blob, commit_sha, status, "
                     "request, time) VALUES (?, ?, ?, ?, ?, ?)",
@@ -318,7 +378,11 @@ class Intake:
                                       path=path, commit=scan.head)
                 self.store.conn.execute("DELETE FROM git_files WHERE path=?", (path,))
         for outcome, doc in decided:
-            self._keep_copy(outcome, doc)
+            try:  # each copy on its own: one that fails does not stop the others
+                self._keep_copy(outcome, doc)
+            except Exception as exc:  # noqa: BLE001 - the decision is committed anyway
+                self.log_error(f"{doc.path}: {outcome.status}, but keeping its copy failed",
+                               exc)
             report.outcomes.append(outcome)
         return report
 
@@ -346,6 +410,9 @@ class Intake:
     def scan(self, names: list[str] | None = None) -> IntakeReport:
         """One pass over ``spool/incoming`` (or just ``names`` in it)."""
         report = IntakeReport()
+        # owners' names are looked up once a pass: a long-lived watcher must not keep the
+        # name of a deleted user for a new user given the same uid
+        _user_name.cache_clear()
         incoming = self.home.incoming
         if names is None:
             try:
@@ -361,8 +428,8 @@ class Intake:
                 st = path.lstat()
             except FileNotFoundError:
                 continue
-            if stat.S_ISDIR(st.st_mode):
-                continue
+            if stat.S_ISDIR(st.st_mode) and not name.endswith(_YAML_SUFFIXES):
+                continue  # a folder of someone's; one named like a document is reported
             candidates.append((path, st))
         for start in range(0, len(candidates), BATCH_SIZE):
             report.outcomes.extend(self._batch(candidates[start:start + BATCH_SIZE],
@@ -371,33 +438,52 @@ class Intake:
 
     def _batch(self, files: list[tuple[Path, os.stat_result]],
                waiting: list[str]) -> list[Outcome]:
-        read: list[tuple[Path, os.stat_result, bytes | None, str]] = []
-        settle_s = self.home.config.settle_s
-        limit = self.home.config.max_document_bytes
+        read: list[tuple[Path, os.stat_result, bytes | None, str, str | None]] = []
+        config = self.home.config
         for path, st in files:
-            raw: bytes | None
-            if stat.S_ISLNK(st.st_mode):
-                raw = None  # rejected: a link could point anywhere
-            else:
-                content = _read_complete(path, st, settle_s, limit)
+            raw: bytes | None = None
+            problem = _not_regular(st)
+            if problem is None:
+                content = _read_complete(path, st, config.settle_s,
+                                         config.max_document_bytes)
                 if content is None:
                     continue
-                if content is WAITING:
+                if isinstance(content, Unreadable):
+                    # ctime: a chmod that fixes the file starts the wait again
+                    if time.time() - st.st_ctime < config.unreadable_s:
+                        waiting.append(path.name)
+                        continue
+                    problem = (f"the file {content.reason} (for more than "
+                               f"{config.unreadable_s:g} s); fix it and drop it again")
+                elif content is WAITING:
                     waiting.append(path.name)
                     continue
-                assert isinstance(content, bytes)
-                raw = content
+                else:
+                    assert isinstance(content, bytes)
+                    raw = content
             digest = hashlib.sha256(raw or b"").hexdigest()
             identity = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{digest[:16]}"
-            read.append((path, st, raw, identity))
+            read.append((path, st, raw, identity, problem))
         decided: list[tuple[Outcome, Path, bytes | None, str]] = []
+        # One transaction for the batch (one fsync, not one per document), one savepoint
+        # per document: a document that breaks its decision is rolled back alone and
+        # rejected; a full disk or a broken database stops the batch before the commit,
+        # which leaves every file where it was for the next pass.
         with self.store.transaction():
-            for path, st, raw, identity in read:
-                outcome = self._decide(path, st, raw, identity)
+            for path, st, raw, identity, problem in read:
+                outcome = self._decide_alone(path, st, raw, identity, problem)
                 decided.append((outcome, path, raw, identity))
-        outcomes = []
-        for outcome, path, raw, _identity in decided:
-            self._move(outcome, path, raw)
+        outcomes, moved = [], []
+        for outcome, path, raw, identity in decided:
+            # each move on its own: one that fails is owed (intake_files keeps it) and
+            # retried next pass, and the others go ahead
+            try:
+                self._move(outcome, path, raw)
+                moved.append(identity)
+            except Exception as exc:  # noqa: BLE001 - whatever it is, the others go on
+                outcome.reasons = [*outcome.reasons, f"not yet moved out of the spool: {exc}"]
+                self.log_error(f"{path.name}: {outcome.status}, but moving it failed "
+                                "(retried next pass)", exc)
             outcomes.append(outcome)
         # Losing this clean-up in a power cut is harmless (the rows name files that are
         # gone), so it need not wait for an fsync.
@@ -405,16 +491,61 @@ class Intake:
         try:
             with self.store.transaction():
                 self.store.conn.executemany("DELETE FROM intake_files WHERE identity=?",
-                                            [(d[3],) for d in decided])
+                                            [(i,) for i in moved])
         finally:
             self.store.conn.execute("PRAGMA synchronous=FULL")
         return outcomes
+
+    def _decide_alone(self, path: Path, st: os.stat_result, raw: bytes | None,
+                      identity: str, problem: str | None) -> Outcome:
+        """``_decide`` in a savepoint: any failure but the machine's rejects this file."""
+        outcome, failed = self._alone(path.name, file_owner(st),
+                                      lambda: self._decide(path, st, raw, identity, problem))
+        if failed:
+            self._owe(identity, outcome)
+        return outcome
+
+    def _alone(self, name: str, actor: str, decide: Any) -> tuple[Outcome, bool]:
+        """``decide()`` in a savepoint of the batch's transaction.
+
+        Any failure but the machine's rolls back only this document, which is rejected
+        with the reason (the traceback goes to the home's log): returns that rejection
+        and True. The machine's failures (a full disk, the database) stop the batch, so
+        nothing of it is committed and every file waits for the next pass.
+        """
+        conn = self.store.conn
+        conn.execute("SAVEPOINT document")
+        try:
+            outcome = decide()
+        except Exception as exc:
+            if isinstance(exc, sqlite3.Error) or is_disk_error(exc):
+                raise  # not the document's fault
+            conn.execute("ROLLBACK TO document")
+            conn.execute("RELEASE document")
+            self.log_error(f"{name}: internal error while reading it", exc)
+            return self._reject(name, [
+                f"internal error while reading it: {type(exc).__name__}: {exc} (a bug in "
+                "docket, not necessarily in the document; the traceback is in "
+                f"{self.home.log_file})"], actor), True
+        conn.execute("RELEASE document")
+        return outcome, False
+
+    def log_error(self, what: str, exc: BaseException) -> None:
+        """Into the home's log with the traceback (and to the logger, without it)."""
+        import traceback
+
+        log.error("%s: %s: %s", what, type(exc).__name__, exc)
+        text = "".join(traceback.format_exception(exc))
+        with contextlib.suppress(OSError):  # a full disk must not turn this into a crash
+            self.home.log_file.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.home.log_file, "a") as fh:
+                fh.write(f"{now()} {what}\n{text}\n")
 
     def repair_archive(self, since: str | None = None) -> list[Path]:
         return repair_archive(self.store, self.home.accepted, since)
 
     def _decide(self, path: Path, st: os.stat_result, raw: bytes | None,
-                identity: str) -> Outcome:
+                identity: str, problem: str | None = None) -> Outcome:
         """Decide one file inside the pass's transaction."""
         owed = self.store.one("SELECT * FROM intake_files WHERE identity=?", identity)
         if owed is not None:  # decided before a crash; only the move is owed
@@ -425,13 +556,20 @@ class Intake:
         if done is not None:
             return Outcome(path.name, "accepted", done["request"], done["number"])
         actor = file_owner(st)
-        outcome = self._evaluate(path, raw, identity, actor)
+        if problem is not None:
+            outcome = self._reject(path.name, [problem], actor)
+        else:
+            outcome = self._evaluate(path, raw, identity, actor)
+        self._owe(identity, outcome)
+        return outcome
+
+    def _owe(self, identity: str, outcome: Outcome) -> None:
+        """Note the decision until the file is moved (a crash between is finished later)."""
         self.store.conn.execute(
             "INSERT OR REPLACE INTO intake_files (identity, status, request, version, error,"
             " time) VALUES (?, ?, ?, ?, ?, ?)",
             (identity, outcome.status, outcome.request, outcome.version,
              json.dumps(outcome.reasons), now()))
-        return outcome
 
     def _evaluate(self, path: Path, raw: bytes | None, identity: str, actor: str,
                   source_file: str | None = None,
@@ -525,11 +663,10 @@ class Intake:
             fsync_dir(path.parent)
             return
         if outcome.status == "accepted":
-            # The commit made the version safe: the unlink and the copy need no fsync (a
+            # The commit made the version safe: the copy and the unlink need no fsync (a
             # file back after a power cut is recognised by its identity; a lost copy is
-            # rewritten from the database by repair_archive).
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+            # rewritten from the database by repair_archive). The copy comes first, so a
+            # full disk leaves the file in the spool, owed, rather than in neither place.
             archive = self.home.accepted / str(outcome.request) / f"v{outcome.version}.yaml"
             if not archive.exists():
                 document = raw or b""
@@ -538,14 +675,16 @@ class Intake:
                                          "number=?", outcome.request, outcome.version)
                     document = row["document"].encode() if row else b""
                 atomic_write(archive, document, mode=0o444, durable=False)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
             outcome.moved_to = str(archive)
             return
         rejected = self.home.rejected
         rejected.mkdir(parents=True, exist_ok=True)
-        target = rejected / path.name
+        target = rejected / _fitting_name(rejected, path.name)
         if target.exists() or target.is_symlink():
             stem = hashlib.sha256(str(path.lstat().st_ino).encode() + (raw or b"")).hexdigest()
-            target = rejected / f"{path.name}.{stem[:8]}"
+            target = rejected / _fitting_name(rejected, path.name, stem[:8])
         header = ("duplicate" if outcome.status == "duplicate" else "rejected")
         text = f"{path.name}: {header} at {now()}\n" + "".join(
             f"  - {r}\n" for r in outcome.reasons)

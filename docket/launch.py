@@ -17,10 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from docket.attachments import AttachmentError, copy_attachments
 from docket.capabilities import CapabilityError
 from docket.engines.base import Engine
 from docket.errors import DocketError
-from docket.fileio import safe_join
+from docket.fileio import is_disk_error, safe_join
 from docket.home import ACTIVE_MARKER, Home
 from docket.monitor import read_node_events
 from docket.render import WORKFLOW_FILE, render_execution
@@ -148,11 +149,18 @@ class Launcher:
             engine_id = "recovered"
         else:
             try:
+                if not self._copy_attachments(row, directory):
+                    return False  # a big copy goes on in the next pass, after intake
                 self._render(row, directory)
                 self._apply_site(row, directory)
                 self._copy_rescue(row, directory)
                 engine_id = engine.submit(dag)
-            except (DocketError, CapabilityError, OSError) as exc:
+            except (DocketError, CapabilityError, OSError, AttachmentError) as exc:
+                if isinstance(exc, OSError) and is_disk_error(exc):
+                    # a full or failing disk is not the request's fault: try again later
+                    log.error("execution %s: cannot write its processing directory yet "
+                              "(%s); retrying next pass", row["id"], exc)
+                    return False
                 reason = f"could not start: {exc}"
                 log.warning("execution %s: %s", row["id"], reason)
                 with self.store.transaction():
@@ -196,6 +204,17 @@ class Launcher:
         for site in sites.sites:
             if site.name == row["site"]:
                 apply_site(directory, site)
+
+    def _copy_attachments(self, row: Any, directory: Path) -> bool:
+        """Copy for at most ``copy_slice_s``; True once every attachment is in rawdata/."""
+        version = self.store.one("SELECT spec FROM versions WHERE request=? AND number=?",
+                                 row["request"], row["version"])
+        files = json.loads(version["spec"]).get("files", [])
+        if not files:
+            return True
+        sources = [safe_join(self.home.attachments, f) for f in files]
+        return copy_attachments(sources, directory / "rawdata",
+                                budget_s=self.home.config.copy_slice_s)
 
     def _render(self, row: Any, directory: Path) -> None:
         meta = directory / "metadata.json"

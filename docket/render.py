@@ -21,7 +21,6 @@ cycles, missing submit files, no executable...), so nothing broken reaches an en
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,10 +28,11 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from docket.attachments import AttachmentError, copy_attachments
 from docket.capabilities import Capability
 from docket.dag import DagError, read_dag
 from docket.errors import DocketError, Invalid
-from docket.fileio import atomic_write
+from docket.fileio import atomic_write, is_disk_error
 from docket.home import ACTIVE_MARKER
 from docket.quoting import check_text, quote, quote_arguments, quote_environment
 from docket.submit import check_submit
@@ -106,14 +106,11 @@ def render_execution(capability: Capability, directory: Path, *, request: dict[s
         (directory / sub).mkdir(exist_ok=True)
     atomic_write(directory / ACTIVE_MARKER, json.dumps(
         {"execution": request["execution"], "request": request["name"]}), durable=False)
-    names: list[str] = []
-    for source in attachments or []:
-        target = directory / "rawdata" / source.name
-        if source.is_dir():
-            shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
-        else:
-            shutil.copy2(source, target)
-        names.append(source.name)
+    names = [source.name for source in attachments or []]
+    try:  # files a bounded copy (Launcher) already finished are not copied again
+        copy_attachments(list(attachments or []), directory / "rawdata")
+    except AttachmentError as exc:
+        raise RenderError(f"attachment {exc}", "attach regular files only") from None
 
     def tool(name: str) -> str:
         if shared_filesystem:
@@ -142,6 +139,8 @@ def render_execution(capability: Capability, directory: Path, *, request: dict[s
         except Invalid as exc:
             raise RenderError(f"{template_path}: {exc.what}", exc.hint) from None
         except Exception as exc:  # a template bug fails this execution, not the watcher
+            if is_disk_error(exc):
+                raise  # the disk's fault, not the template's: the launch is retried
             raise RenderError(f"{template_path}: {exc.__class__.__name__}: {exc}",
                               "fix the template") from None
         atomic_write(target, text, durable=False)

@@ -177,6 +177,13 @@ class Store:
     def close(self) -> None:
         self.conn.close()
 
+    def reconnect(self) -> None:
+        """A new connection after a disk error: SQLite may keep failing on the old one."""
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.close()
+        self._in_tx = False
+        self.conn = _connect(self.path, False)
+
     # schema ---------------------------------------------------------------
 
     def schema_version(self) -> int:
@@ -221,7 +228,8 @@ class Store:
             yield self.conn
         except BaseException:
             self._in_tx = False
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:  # SQLite itself rolls back on a full disk
+                self.conn.execute("ROLLBACK")
             raise
         self._in_tx = False
         self.conn.execute("COMMIT")

@@ -74,8 +74,9 @@ def intake_lock(path: Path, what: str) -> Iterator[None]:
                          "or wait for it") from None
         info = {"pid": os.getpid(), "host": socket.gethostname(), "command": what,
                 "since": now()}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
+        with contextlib.suppress(OSError):  # who holds it is a courtesy; a full disk
+            os.ftruncate(fd, 0)             # must not keep the intake from starting
+            os.pwrite(fd, json.dumps(info).encode(), 0)
         yield
     finally:
         os.close(fd)
@@ -99,6 +100,25 @@ class Watcher:
 
     def close(self) -> None:
         self.store.close()
+
+    @classmethod
+    def open_when_possible(cls, home: Home, stop: threading.Event) -> Watcher | None:
+        """A watcher for ``home``, waiting out a full or failing disk (logged, retried
+        every few seconds) so that a long-lived watcher starts once the disk is back.
+        None when ``stop`` is set first."""
+        import sqlite3
+
+        from docket.fileio import is_disk_error
+
+        while not stop.is_set():
+            try:
+                return cls(home)
+            except (OSError, sqlite3.Error) as exc:
+                if not (isinstance(exc, sqlite3.Error) or is_disk_error(exc)):
+                    raise
+                log.error("cannot open the home yet (%s); retrying in 5 s", exc)
+                stop.wait(5.0)
+        return None
 
     def load_sites(self) -> None:
         """Read sites.yaml (if any) for this pass; a broken file keeps the last good one."""
@@ -175,7 +195,7 @@ class Watcher:
         with intake_lock(self.home.intake_lock, "docket tick"):
             first = True
             while True:
-                report = self.step(git=git if first else None).as_dict()
+                report = self._step_or_explain(git=git if first else None).as_dict()
                 first = False
                 for key, value in report.items():
                     if key == "git":
@@ -192,6 +212,44 @@ class Watcher:
         total["waiting_files"] = sorted(set(total.get("waiting_files", [])))
         return total
 
+    def _step_or_explain(self, git: Any = None) -> PassReport:
+        """``step``, with a full or failing disk (or database) said in one line."""
+        import sqlite3
+
+        from docket.errors import DocketError
+        from docket.fileio import is_disk_error
+
+        try:
+            return self.step(git=git)
+        except (OSError, sqlite3.Error) as exc:
+            if not (isinstance(exc, sqlite3.Error) or is_disk_error(exc)):
+                raise
+            raise DocketError(f"this pass stopped: {exc}",
+                              "free space on the disk (or repair it); nothing accepted was "
+                              "lost and the next pass takes up the rest") from None
+
+    def _guarded_step(self, names: list[str] | None = None, git: Any = None,
+                      only_intake: bool = False) -> PassReport | None:
+        """A pass of the long-lived watcher, which survives anything a pass meets: the
+        error goes to the home's log and the next pass tries again."""
+        try:
+            if not only_intake:
+                return self.step(names, git=git)
+            report = PassReport(intake=self.intake.scan(names))
+            with self.store.transaction():
+                report.started = self.rules.schedule()
+            self.launcher.launch_pending()
+            return report
+        except Exception as exc:  # noqa: BLE001 - the watcher must outlive it
+            import sqlite3
+
+            self.intake.log_error("a pass of the watcher failed (retrying)", exc)
+            time.sleep(min(5.0, self.home.config.poll_interval_s * 4))
+            if isinstance(exc, sqlite3.Error):
+                with contextlib.suppress(sqlite3.Error):
+                    self.store.reconnect()
+            return None
+
     def watch(self, *, poll: bool = False, stop: threading.Event | None = None,
               on_pass: Any = None, git: Any = None) -> None:
         """Run until ``stop`` is set (or SIGINT/SIGTERM): the long-lived intake."""
@@ -202,7 +260,7 @@ class Watcher:
         with (intake_lock(self.home.intake_lock, "docket watch" + (" --poll" if poll else "")),
               run_sender(self.home) as wake_sender):
             log.info("watching %s (%s)", incoming, "polling" if poll else "inotify")
-            report = self.step(git=git)
+            report = self._guarded_step(git=git) or PassReport()
             if on_pass:
                 on_pass(report)
             next_follow = time.monotonic() + self.home.config.poll_interval_s
@@ -218,19 +276,21 @@ class Watcher:
                                 and Path(p).parent == incoming and is_candidate(Path(p).name)})
                 waiting = report.intake.waiting
                 if git is not None and time.monotonic() >= next_pull:
-                    report = self.step(git=git)
+                    done = self._guarded_step(git=git)
                     next_pull = time.monotonic() + self.home.config.git_pull_interval_s
                 elif time.monotonic() >= next_follow or not changes or (waiting and names):
-                    report = self.step()  # full pass: rescans files still being written
+                    done = self._guarded_step()  # full pass: rescans files being written
                     next_follow = time.monotonic() + self.home.config.poll_interval_s
                 elif names:
-                    report = PassReport(intake=self.intake.scan(names))
-                    with self.store.transaction():
-                        report.started = self.rules.schedule()
-                    self.launcher.launch_pending()
+                    done = self._guarded_step(names, only_intake=True)
                 else:
                     continue
                 wake_sender.set()
+                if done is None:
+                    # a failed pass: the next one rescans everything
+                    next_follow = time.monotonic()
+                    continue
+                report = done
                 if on_pass:
                     on_pass(report)
 

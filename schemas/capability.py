@@ -26,6 +26,9 @@ class ParameterSpec(_Strict):
     minimum: float | None = None
     maximum: float | None = None
     max_length: int = Field(default=1024, ge=1)
+    items: Literal["string", "path"] = Field(
+        default="string", description="For a list: what each item is ('path': a relative "
+                                      "path inside the processing directory).")
 
 
 class QueueSettings(_Strict):

@@ -26,6 +26,13 @@ class HomeConfig(BaseModel):
                     "directory is always allowed).")
     max_document_bytes: int = Field(default=1_048_576, ge=1024)
     max_yaml_nodes: int = Field(default=100_000, ge=100)
+    unreadable_s: float = Field(default=60.0, ge=0,
+                                description="A spool file that cannot be read (permissions, "
+                                            "I/O errors) for this long after its last change "
+                                            "is set aside in spool/rejected.")
+    copy_slice_s: float = Field(default=0.5, gt=0,
+                                description="Time spent copying attachments per pass, so a "
+                                            "big copy never holds up intake.")
     settle_s: float = Field(default=2.0, ge=0,
                             description="Quiet time before a file counts as complete when its "
                                         "writers cannot be seen (network filesystems).")

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from docket.errors import Invalid, NotFound, UsageError
+from docket.fileio import safe_join
 
 __all__ = [
     "WriteSpec",
@@ -186,10 +187,15 @@ def count_run(state_file: Path) -> int:
 
 
 def write_output(path: str, size_bytes: int | None) -> dict[str, Any]:
-    """Write one output file through a temporary name; parent directories are made."""
+    """Write one output file through a temporary name; parent directories are made.
+
+    ``path`` is relative to the working directory and stays inside it: an absolute path,
+    '..' or a symlink leading out is refused (``Invalid``, exit 8) before anything is
+    written.
+    """
     import hashlib
 
-    target = Path(path)
+    target = safe_join(Path.cwd(), path)
     target.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     line = output_content(path, None)
@@ -242,6 +248,8 @@ def execute(spec: NullSpec, out: Callable[[str], None],
             result.exit_code = spec.fail_exit_code
             result.failed_on_purpose = True
             return result
+    for write in spec.writes:  # every path checked before the first file is written
+        safe_join(Path.cwd(), write.path)
     for write in spec.writes:
         result.wrote.append(write_output(write.path, write.size_bytes))
     result.signal_number = spec.signal_number
