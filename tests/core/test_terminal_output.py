@@ -85,3 +85,15 @@ def test_show_says_held_for_a_paused_workflow(home, docket):
     assert "engine local running" in docket("show", "slow-one", "--events", "0").out
     assert docket("tick", "--wait").code == 0
     assert docket("show", "slow-one", "--json").json()["request"]["state"] == "complete"
+
+
+def test_follow_prints_a_spool_file_name_with_escapes_escaped(home, docket):
+    drop(home, "evil\x1b]0;owned\x07.yaml", _tagged("followed", ["x"]))
+    assert docket("tick", "--wait").code == 0
+    out = docket("follow", "followed")
+    assert out.code == 0, out.err
+    assert "evil\\x1b]0;owned\\x07.yaml" in out.out and not _raw_controls(out.out)
+    # scripts get the name exactly
+    lines = [line for line in docket("follow", "followed", "--json").out.splitlines()
+             if "evil" in line]
+    assert lines and "\\u001b]0;owned\\u0007" in lines[0]
