@@ -413,8 +413,9 @@ class HTCondorEngine:
         dag = dag.absolute()
         reason = check_processing_dir(dag.parent)
         if reason:
-            raise Invalid(reason, "set work_dir in docket.yaml (or the request's output_dir)"
-                                  " to a directory outside /tmp that the schedd's host sees")
+            # processing directories live under work_dir (output_dir only receives products)
+            raise Invalid(reason, "set work_dir in docket.yaml to a directory outside /tmp "
+                                  "that the schedd's host sees")
         if not dag.is_file():
             raise NotFound(f"{dag} does not exist", "render the execution first")
         files = condor_files(dag)

@@ -51,8 +51,8 @@ def test_submit_refuses_tmp_before_touching_anything(tmp_path):
     assert str(caught.value) == (
         f"the processing directory {rendered.directory} is under /tmp: stock DAGMan refuses "
         "a node log there (\"default node log file ... is in /tmp\", fatal under "
-        "DAGMAN_USE_STRICT) — set work_dir in docket.yaml (or the request's output_dir) to a "
-        "directory outside /tmp that the schedd's host sees")
+        "DAGMAN_USE_STRICT) — set work_dir in docket.yaml to a directory outside /tmp that "
+        "the schedd's host sees")
     assert sorted(p.name for p in rendered.directory.iterdir()) == before
     assert not engine.started(rendered.dag)
 
