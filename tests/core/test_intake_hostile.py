@@ -180,10 +180,10 @@ def test_an_unexpected_error_rejects_only_that_document(home, docket, monkeypatc
 
     real = intake.check_document
 
-    def buggy(raw, home_, capabilities):
+    def buggy(raw, home_, capabilities, **options):
         if b"boom" in raw:
             raise KeyError("the bug")
-        return real(raw, home_, capabilities)
+        return real(raw, home_, capabilities, **options)
 
     monkeypatch.setattr(intake, "check_document", buggy)
     drop(home, "a.yaml", request_doc("first"))
