@@ -594,19 +594,49 @@ def resume(name: str, reason: ReasonOption = "resumed by a user", home: HomeOpti
 
 
 @app.command()
-def results(capability: Annotated[str | None, typer.Option(help="Only this capability.")]
+def results(capability: Annotated[str | None, typer.Option(
+                help="Only executions of this capability.")] = None,
+            works: Annotated[bool, typer.Option(
+                "--works", help="CHIME-style works (docs/work.md) instead of executions.")]
+            = False,
+            pipeline: Annotated[str | None, typer.Option(
+                help="Only works of this pipeline (selects works).")] = None,
+            status: Annotated[str | None, typer.Option(
+                help="Only executions in this state, or works with this status.")] = None,
+            tag: Annotated[str | None, typer.Option(help="Only those with this tag.")]
             = None,
-            status: Annotated[str | None, typer.Option(help="Only executions in this state.")]
+            group: Annotated[str | None, typer.Option(help="Only works of this group.")]
             = None,
-            tag: Annotated[str | None, typer.Option(help="Only executions with this tag.")]
+            event: Annotated[int | None, typer.Option(help="Only works for this event id.")]
             = None,
+            site: Annotated[str | None, typer.Option(help="Only works for this site.")]
+            = None,
+            user: Annotated[str | None, typer.Option(help="Only this user's works.")] = None,
             since: Annotated[str | None, typer.Option(
-                help="Only executions created at or after this UTC date/time (ISO).")] = None,
+                help="Only those created at or after this UTC date/time (ISO).")] = None,
+            until: Annotated[str | None, typer.Option(
+                help="Only works created before this UTC date/time (ISO).")] = None,
             limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
             home: HomeOption = None, as_json: JsonOption = False) -> int:
-    """Executions with their parameters, results, products and bookkeeping."""
-    from docket.report import results as results_of
+    """Executions (or, with --works or --pipeline, works) with their results and products."""
+    from docket.errors import UsageError
     from docket.store import Store
+
+    work_only = {"--group": group, "--event": event, "--site": site, "--user": user,
+                 "--until": until}
+    if works or pipeline is not None:
+        if capability is not None:
+            raise UsageError("--capability selects executions, --works/--pipeline works",
+                             "give one or the other")
+        return _work_results(home, as_json, pipeline=pipeline, status=status, tag=tag,
+                             group=group, event=event, site=site, user=user, since=since,
+                             until=until, limit=limit)
+    given = [name for name, value in work_only.items() if value is not None]
+    if given:
+        # executions are not filtered by these; silently ignoring them would mislead
+        raise UsageError(f"{', '.join(given)} filter works, not executions",
+                         "add --works (or --pipeline P) to query works")
+    from docket.report import results as results_of
 
     store = Store.open_readonly(_home(home).database)
     try:
@@ -619,6 +649,28 @@ def results(capability: Annotated[str | None, typer.Option(help="Only this capab
          for e in r["executions"]],
         ["EXECUTION", "REQUEST", "VERSION", "CAPABILITY", "STATUS", "TAGS", "USER", "CREATED",
          "PRODUCTS"]))
+    return 0
+
+
+def _work_results(home: Path | None, as_json: bool, *, status: str | None,
+                  since: str | None, until: str | None, **filters: Any) -> int:
+    """``docket results --works``: the same query and table as ``docket work list``."""
+    from cli.work import _rows, _when
+    from docket.errors import UsageError
+    from docket.store import Store
+    from docket.work import query
+    from schemas.work import WORK_STATUSES
+
+    if status is not None and status not in WORK_STATUSES:
+        raise UsageError(f"--status {status!r}: a work is {', '.join(WORK_STATUSES)}",
+                         "execution states (e.g. 'complete') apply without --works")
+    store = Store.open_readonly(_home(home).database)
+    try:
+        found = query(store, status=status, since=_when(since), until=_when(until),
+                      **filters)
+    finally:
+        store.close()
+    emit({"works": found}, as_json, lambda r: _rows(r["works"]))
     return 0
 
 

@@ -211,6 +211,8 @@ def query(store: Store, *, pipeline: str | None = None, status: str | None = Non
           site: str | None = None, user: str | None = None, since: float | None = None,
           until: float | None = None, limit: int = 100) -> list[dict[str, Any]]:
     """Works by pipeline, tag, group, event, status, site, user and creation time."""
+    if pipeline is not None:  # spelt as the user writes it, found as deposited (hyphen-case)
+        pipeline = pipeline.lower().replace(" ", "-").replace("_", "-")
     where, args = ["1"], []
     for column, value in (("pipeline", pipeline), ("status", status), ("grp", group),
                           ("site", site), ("user", user)):

@@ -104,6 +104,18 @@ def test_the_work_session_runs(home: Path, monkeypatch: pytest.MonkeyPatch) -> N
     (work,) = json.loads(ran["docket work list --tag nightly --json"])["works"]
     assert work["results"] == {"mean": 2.0} and work["products"] == ["mean.txt"]
     assert (home / "mean.txt").read_text() == "2.0\n"
+    # docket results answers for works as docket work list does
+    assert "sample-pipeline  success" in ran["docket results --pipeline sample-pipeline "
+                                             "--status success"]
+    (found,) = json.loads(ran["docket results --works --group epoch-1 --event 9385707 "
+                              "--json"])["works"]
+    assert found["id"] == work["id"] and found["results"] == {"mean": 2.0}
+    queries = dict(run_console(text, home, 2))
+    # the work was created today, not last February, and is not chime's
+    assert json.loads(queries["docket results --works --tag nightly --since 2026-02-01 "
+                              "--until 2026-03-01 --json"])["works"] == []
+    assert "sample-pipeline" not in queries["docket results --works --site chime --user "
+                                            "shinybrar"]
     by_hand = dict(run_console(text, home, 1))
     taken = json.loads(by_hand["docket work withdraw sample-pipeline --json"])["work"]
     assert taken["status"] == "running"
