@@ -67,6 +67,14 @@ def _file_list(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _output_list(value: str) -> list[str] | None:
+    """transfer_output_files: None when not given (HTCondor then returns every new or
+    changed top-level file), [] for the empty string "" (nothing comes back)."""
+    if not value.strip():
+        return None
+    return [] if value.strip() == '""' else _file_list(value)
+
+
 def _environment(value: str) -> dict[str, str]:
     env: dict[str, str] = {}
     value = value.strip()
@@ -258,7 +266,7 @@ def expand_submit(path: Path, node: str, vars: dict[str, str], cluster: int,
             environment=_environment(get("environment")),
             initialdir=initialdir,
             transfer_input_files=_file_list(get("transfer_input_files")),
-            transfer_output_files=_file_list(outputs) if outputs else None,
+            transfer_output_files=_output_list(outputs),
             output=get("output") or None,
             error=get("error") or None,
             transfer_files=_sandboxed(universe, get("should_transfer_files"),

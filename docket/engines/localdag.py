@@ -252,6 +252,9 @@ class Job:
     killed_because: str = ""  # set when the runner stops it (removal, abort, sibling)
     deadline: float | None = None  # monotonic time its allowed duration runs out
     held_because: tuple[int, str] | None = None  # (hold code, reason) when over time
+    # the sandbox's top-level files as input transfer left them: what did not change
+    # since is not transferred back (see _transfer_outputs)
+    transferred_in: dict[str, tuple[int, int]] | None = None
 
 
 class _Logs:
@@ -850,7 +853,7 @@ class DagRun:
         spec = job.spec
         if (spec is not None and job.scratch is not None and spec.transfer_files
                 and code >= 0 and not job.killed_because):
-            note = _transfer_outputs(spec, job.scratch)
+            note = _transfer_outputs(spec, job.scratch, job.transferred_in or {})
         self.events.put((job, code, note))
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._wake_w, b"x")
@@ -940,11 +943,13 @@ class DagRun:
                        f"Error from starter on local: cannot access initial working "
                        f"directory {spec.initialdir}: (errno 2) No such file or directory")
             return
+        transferred_in = None
         if spec.transfer_files:
             problem = _transfer_inputs(spec, scratch)
             if problem:
                 self._held(run, spec, scratch, 13, problem[0], problem[1])
                 return
+            transferred_in = _top_level_files(scratch)
         env = _job_environment(spec, scratch)
         marker, mark = self._marker(f"{cluster} {proc}")
         env.update(mark)
@@ -978,7 +983,8 @@ class DagRun:
         if proc == 0:
             self._jobstate(run, "EXECUTE", f"{cluster}.{proc}")
         deadline = time.monotonic() + spec.max_runtime[0] if spec.max_runtime else None
-        self._track(Job(run, "proc", child, spec, scratch, deadline=deadline), marker)
+        self._track(Job(run, "proc", child, spec, scratch, deadline=deadline,
+                        transferred_in=transferred_in), marker)
 
     def _held(self, run: NodeRun, spec: ProcSpec, scratch: Path | None, code: int,
               subcode: int, reason: str) -> None:
@@ -1500,18 +1506,38 @@ def _transfer_inputs(spec: ProcSpec, scratch: Path) -> tuple[int, str] | None:
     return None
 
 
-def _transfer_outputs(spec: ProcSpec, scratch: Path) -> str:
-    """Copy outputs back to initialdir; the hold reason on failure, else ''."""
+def _top_level_files(scratch: Path) -> dict[str, tuple[int, int]]:
+    """Name -> (size, mtime in ns) of each regular file at the top of a sandbox."""
+    found = {}
+    with os.scandir(scratch) as entries:
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False):
+                info = entry.stat(follow_symlinks=False)
+                found[entry.name] = (info.st_size, info.st_mtime_ns)
+    return found
+
+
+def _transfer_outputs(spec: ProcSpec, scratch: Path,
+                      transferred_in: dict[str, tuple[int, int]]) -> str:
+    """Copy outputs back to initialdir; the hold reason on failure, else ''.
+
+    HTCondor's rule: a listed output (``transfer_output_files``) comes back whether or
+    not the job changed it (a directory with its contents, or only its contents with a
+    trailing slash); without a list, every file at the top of the sandbox that is new,
+    or whose size or modification time differs from when input transfer wrote it,
+    comes back, and subdirectories do not. (HTCondor compares whole seconds; this
+    compares nanoseconds, so a change HTCondor could miss in the second after the
+    transfer is not missed here.)"""
     if spec.transfer_output_files is not None:
         names = spec.transfer_output_files
     else:
-        # like HTCondor: new or changed files at the top of the scratch dir, no dirs
-        inputs = {Path(i.rstrip("/")).name for i in spec.transfer_input_files}
-        names = sorted(p.name for p in scratch.iterdir()
-                       if p.is_file() and not p.is_symlink() and p.name not in inputs)
+        now = _top_level_files(scratch)
+        names = sorted(name for name, seen in now.items()
+                       if transferred_in.get(name) != seen)
     for name in names:
         source = scratch / name
-        target = spec.initialdir / Path(name).name
+        # 'd/' is the directory's contents, as in transfer_input_files
+        target = spec.initialdir if name.endswith("/") else spec.initialdir / Path(name).name
         try:
             if source.is_dir():
                 # a directory's files join what is there, not replace it: the parallel

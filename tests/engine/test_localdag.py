@@ -472,20 +472,82 @@ def test_inputs_are_copied_to_a_scratch_dir_and_outputs_come_back(tmp_path):
     assert not (data / "junk.txt").exists()  # not listed, not transferred
 
 
-def test_without_an_output_list_new_top_level_files_come_back(tmp_path):
-    write(tmp_path / "in.txt", "x\n")
+def test_without_an_output_list_new_and_changed_top_level_files_come_back(tmp_path):
+    # HTCondor (condor_submit, transfer_output_files): without the list, every file the
+    # job created or modified at the top of its sandbox returns; subdirectories do not
+    run = tmp_path / "run"
+    write(run / "state.txt", "run 1\n")
+    write(tmp_path / "calib" / "calib.dat", "calibration\n")  # read from elsewhere
+    write(run / "tables" / "t.dat", "t\n")
+    script = ("echo made > made.txt; mkdir sub; echo no > sub/deep.txt; "
+              "echo run 2 > state.txt; echo no > tables/new.dat; ls > seen.txt")
+    write(run / "a.sub", f"""\
+executable = /bin/sh
+arguments = "-c '{script}'"
+should_transfer_files = YES
+transfer_input_files = state.txt, {tmp_path / "calib" / "calib.dat"}, tables
+queue
+""")
+    out = run_dag(dag(run, "JOB A a.sub\n"))
+    assert out.code == 0, out.dagman_out
+    assert (run / "made.txt").read_text() == "made\n"
+    # a transferred-in file the job changed comes back changed
+    assert (run / "state.txt").read_text() == "run 2\n"
+    # one the job only read was in its sandbox, but does not come back
+    assert "calib.dat" in (run / "seen.txt").read_text().split()
+    assert not (run / "calib.dat").exists()
+    # nothing below the top level: a new subdirectory, or a transferred-in one
+    assert not (run / "sub").exists()
+    assert not (run / "tables" / "new.dat").exists()
+
+
+def test_an_input_changed_to_the_same_size_still_comes_back(tmp_path):
+    write(tmp_path / "flag.txt", "A\n")
+    os.utime(tmp_path / "flag.txt", ns=(10**18, 10**18))  # written long ago
     write(tmp_path / "a.sub", """\
 executable = /bin/sh
-arguments = "-c 'echo made > made.txt; mkdir sub; echo no > sub/deep.txt; echo changed > in.txt'"
+arguments = "-c 'echo B > flag.txt'"
 should_transfer_files = YES
-transfer_input_files = in.txt
+transfer_input_files = flag.txt
 queue
 """)
     out = run_dag(dag(tmp_path, "JOB A a.sub\n"))
     assert out.code == 0, out.dagman_out
-    assert (tmp_path / "made.txt").read_text() == "made\n"
-    assert not (tmp_path / "sub").exists()
-    assert (tmp_path / "in.txt").read_text() == "x\n"
+    assert (tmp_path / "flag.txt").read_text() == "B\n"
+
+
+def test_listed_outputs_come_back_changed_or_not_and_d_slash_is_the_contents(tmp_path):
+    run = tmp_path / "run"
+    write(tmp_path / "calib" / "kept.txt", "input\n")
+    write(run / "a.sub", f"""\
+executable = /bin/sh
+arguments = "-c 'mkdir -p out/deep; echo p > out/p.txt; echo q > out/deep/q.txt'"
+should_transfer_files = YES
+transfer_input_files = {tmp_path / "calib" / "kept.txt"}
+transfer_output_files = kept.txt, out/
+queue
+""")
+    out = run_dag(dag(run, "JOB A a.sub\n"))
+    assert out.code == 0, out.dagman_out
+    # listed: it comes back although the job never changed it
+    assert (run / "kept.txt").read_text() == "input\n"
+    # 'out/': what is in out, not out itself
+    assert (run / "p.txt").read_text() == "p\n"
+    assert (run / "deep" / "q.txt").read_text() == "q\n"
+    assert not (run / "out").exists()
+
+
+def test_an_empty_output_list_brings_nothing_back(tmp_path):
+    write(tmp_path / "a.sub", """\
+executable = /bin/sh
+arguments = "-c 'echo made > made.txt'"
+should_transfer_files = YES
+transfer_output_files = ""
+queue
+""")
+    out = run_dag(dag(tmp_path, "JOB A a.sub\n"))
+    assert out.code == 0, out.dagman_out
+    assert not (tmp_path / "made.txt").exists()
 
 
 def test_a_missing_input_holds_the_job_with_code_13_and_fails_the_node(tmp_path):

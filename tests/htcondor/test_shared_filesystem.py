@@ -17,6 +17,7 @@ from docket.render import DEFAULT_PEX_DIR, render_execution
 from docket.submit import expand_submit
 from docket.watcher import Watcher
 from schemas.sites import Site
+from tests.conftest import drop, request_doc
 from tests.htcondor.condorkit import TEMPLATES, TOOLS
 
 CASES = {"demo": {"targets": ["m31", "m51"], "sleep_s": 0.1},
@@ -109,3 +110,30 @@ def test_the_site_setting_reaches_rendering_and_the_local_engine(tmp_path):
     finally:
         watcher.close()
     assert Site(name="x", schedd="local").shared_filesystem is True
+
+
+@pytest.mark.slow
+def test_null_fail_first_is_retried_to_success_on_a_strict_local_site(home, docket,
+                                                                      monkeypatch, tmp_path):
+    # the local engine in strict mode: each attempt runs null.pex in a sandbox that sees
+    # only null.runs, transferred in; the run count gets back only because the job changed
+    # it (no transfer_output_files), so each retry sees the count the last one left
+    from tests.pex.conftest import load_build
+
+    (built,) = load_build().build(["null"], log=lambda line: None)
+    (home / "sites.yaml").write_text("sites:\n  - name: local\n    shared_filesystem: false\n"
+                                     f"    pex_dir: {built.path.parent}\n")
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))  # the PEX unpacks under ~/.pex
+    drop(home, "flaky.yaml", request_doc("flaky", fail_first=2, retries=2))
+    assert docket("tick", "--wait").code == 0
+    shown = docket("show", "flaky", "--json").json()
+    assert shown["request"]["state"] == "complete", shown
+    (node,) = shown["executions"][0]["nodes"]
+    assert (node["attempts"], node["state"]) == (3, "done")
+    directory = Path(shown["executions"][0]["directory"])
+    assert (directory / "null.runs").read_text().strip() == "3"
+    (proc,) = expand_submit(directory / "null.sub", "run", {}, 1)
+    assert proc.executable == str(built.path) and proc.transfer_input_files == ["null.runs"]
+    assert "--state-file null.runs" in " ".join(proc.arguments)
+    dagman_out = (directory / "workflow.dag.dagman.out").read_text()
+    assert "retry 1 of 2" in dagman_out and "retry 2 of 2" in dagman_out
