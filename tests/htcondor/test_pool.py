@@ -131,7 +131,7 @@ def test_demo_nodes_and_stages(pool_home):
     assert table == {n: ("done", 1, 0) for n in ("fetch", "process_0", "process_1",
                                                  "process_2", "deliver")}
     human = run_docket("show", "demo-1", "--home", str(pool_home)).out
-    assert "  stage process: done (3/3 nodes)" in human
+    assert "  stage process (processing each item): done (3/3 nodes)" in human
 
 
 def test_a_dag_retry_reruns_the_node(pool_home):

@@ -138,8 +138,9 @@ def test_demo_on_the_pool_shows_what_the_local_engine_shows(played, tmp_path, ca
     assert "demo-example: demo request, version 1, complete" in show
     assert node_table(show) == node_table(local_run(tmp_path / "local", "a-demo-example"))
     assert node_table(show) == [
-        "  stage fetch: done (1/1 nodes)", "  stage process: done (3/3 nodes)",
-        "  stage deliver: done (1/1 nodes)",
+        "  stage fetch (gathering data): done (1/1 nodes)",
+        "  stage process (processing each item): done (3/3 nodes)",
+        "  stage deliver (delivering the summary): done (1/1 nodes)",
         "  NODE       STATE  ATTEMPTS  EXIT  SIGNAL  REASON",
         "  deliver    done   1         0", "  fetch      done   1         0",
         "  process_0  done   1         0", "  process_1  done   1         0",
