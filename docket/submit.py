@@ -7,6 +7,7 @@ condor_submit later refuses, so ``check_submit`` adds docket's own checks.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import re
@@ -121,6 +122,12 @@ def _getenv(value: str) -> bool | list[str]:
 
 
 _QUEUE_COUNT = re.compile(r"^\s*(\d+)\b")
+# 'queue' or 'queue N': procs that depend on nothing outside the description itself
+_PLAIN_QUEUE = re.compile(r"^\d*$")
+# Specs of descriptions in which no macro is expanded: the same for every node that
+# uses the file with the same VARS, so a wide DAG reads the bindings once, not per node.
+_CONSTANT_SPECS: dict[tuple[object, ...], list[ProcSpec]] = {}
+_CONSTANT_SPECS_MAX = 256
 # $$([expression]): evaluated by the schedd at match time; constant ones need no schedd
 _MATCH_EXPR = re.compile(r"\$\$\(\[(.*?)\]\)")
 
@@ -194,6 +201,17 @@ def expand_submit(path: Path, node: str, vars: dict[str, str], cluster: int,
             text = path.read_text()
         except (OSError, UnicodeDecodeError) as exc:
             raise Invalid(f"{path}: cannot read the submit file: {exc}") from None
+    # With no '$' in the description or its VARS, nothing per node (JOB, Cluster,
+    # Process, RETRY, $ENV, $$([...])) can reach a value: the specs are those of any
+    # earlier node with the same text and VARS (the text is read again every time, so a
+    # PRE script that rewrites the file is seen)
+    constant_key: tuple[object, ...] | None = None
+    if "$" not in text and not any("$" in value for value in vars.values()):
+        constant_key = (str(path), text, tuple(vars.items()), frozenset(append_vars),
+                        str(cwd), shared_filesystem)
+        known = _CONSTANT_SPECS.get(constant_key)
+        if known is not None:
+            return [dataclasses.replace(spec, node=node) for spec in known]
     try:
         own_keys = _own_keys(text)
         prepended = "".join(f"{key} = {value}\n" for key, value in vars.items()
@@ -281,6 +299,12 @@ def expand_submit(path: Path, node: str, vars: dict[str, str], cluster: int,
                      if k in one},
             getenv=_getenv(get("getenv")),
         ))
+    # 'queue x from file' and 'queue matching' read the filesystem: never reused
+    if constant_key is not None and _PLAIN_QUEUE.match(qargs):
+        if len(_CONSTANT_SPECS) >= _CONSTANT_SPECS_MAX:
+            _CONSTANT_SPECS.clear()
+        _CONSTANT_SPECS[constant_key] = procs
+        return [dataclasses.replace(spec) for spec in procs]
     return procs
 
 

@@ -97,11 +97,20 @@ def lock_is_held(lock_path: Path) -> bool:
 
 def _start_time(pid: int) -> str | None:
     """The kernel's start time of ``pid`` (tells a live process from a reused pid)."""
+    # os.read, not Path.read_text: this runs once per job, and the text layer costs
+    # more than the read itself
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    try:
+        stat = os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    fields = stat.rsplit(b")", 1)[-1].split()
+    return fields[19].decode() if len(fields) > 19 else None
 
 
 def stop_leftover_jobs(dag_path: Path) -> list[int]:
