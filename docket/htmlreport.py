@@ -279,7 +279,7 @@ def _request_page(env: jinja2.Environment, store: Store, home: Any, name: str,
     result = show(store, name, specs_cache[capability], events=200)
     assert result is not None
     for e in result["executions"]:
-        e["products"] = json.loads(e["products"] or "[]")
+        e["products"] = e["products"] or []  # show() gives the JSON columns decoded
         e["dag_svg"] = None
         e["workflow_logs"] = []
         e["directory_uri"] = Path(e["directory"]).as_uri() if e["directory"] else None
