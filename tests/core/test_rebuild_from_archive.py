@@ -111,7 +111,7 @@ def test_a_running_workflow_is_followed_after_the_rebuild_not_run_twice(home, do
     assert shown["request"]["state"] == "complete"
     assert [n["attempts"] for n in shown["executions"][0]["nodes"]] == [1]
     directory = Path(shown["executions"][0]["directory"])
-    assert (directory / "working" / "null.runs").read_text().strip() == "1"
+    assert (directory / "null.runs").read_text().strip() == "1"
 
 
 def test_a_version_that_never_ran_waits_again_and_the_gaps_are_named(home, docket):
@@ -125,7 +125,8 @@ def test_a_version_that_never_ran_waits_again_and_the_gaps_are_named(home, docke
     assert "1 executions (0 ended, 0 running or interrupted, 1 waiting)" in rebuilt.out
     assert "who submitted 1 version(s) and from which file: nothing on disk says" in rebuilt.out
     assert "1 version(s) never started and wait in their queue again" in rebuilt.out
-    assert docket("queue", "list", "--json").json()["queues"][1]["waiting"] == 1
+    queues = {q["capability"]: q for q in docket("queue", "list", "--json").json()["queues"]}
+    assert queues["null"]["waiting"] == 1
 
 
 def test_an_existing_database_is_never_replaced(home, docket):
@@ -162,7 +163,8 @@ def test_a_directory_the_request_named_is_found_too(home, docket):
         "spec": {"capability": "null", "parameters": {}, "output_dir": "delivered/run-1"}}))
     assert docket("tick", "--wait").code == 0
     before = docket("show", "named", "--events", "0").out
-    assert f"directory: {home / 'work' / 'delivered' / 'run-1'}" in before
+    # the processing directory stays in the work area; output_dir receives the products
+    assert f"directory: {home / 'work' / 'named' / 'v1' / 'e1'}" in before
     _lose_database(home)
     rebuilt = docket("rebuild-state", "--from-archive", "--json").json()
     assert (rebuilt["executions"], rebuilt["ended"], rebuilt["waiting"]) == (1, 1, 0)
