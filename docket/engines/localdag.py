@@ -44,14 +44,19 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from docket.dag import Dag, DagCycle, DagError, Node, Script, parse_dag, read_dag
 from docket.engines import dagman_files
 from docket.engines.dagman_files import NodeState
-from docket.engines.dagsched import ReadyQueue, StateCounts
+from docket.engines.dagsched import (
+    EXIT_FAILED,
+    Next,
+    NodeRun,
+    Scheduler,
+)
 from docket.engines.eventlog import EventLogWriter
 from docket.errors import ExitCode
 from docket.fileio import atomic_write
@@ -68,11 +73,6 @@ LOCK_WAIT_S = 0.5
 # $RETURN values DAGMan uses when no job exit code exists
 RETURN_SUBMIT_FAILED = -1001
 RETURN_REMOVED = -1002
-RETURN_JOB_SKIPPED = -1004  # the PRE script failed; DAGMAN_ALWAYS_RUN_POST ran the POST
-
-# DAG exit codes, as condor_dagman uses them
-EXIT_FAILED = 1
-EXIT_REMOVED = 2
 
 
 def dag_files(dag_path: Path) -> dict[str, Path]:
@@ -212,43 +212,6 @@ def _find_marked(markers: set[str]) -> list[tuple[int, str, str]]:
     return found
 
 
-@dataclass(eq=False)
-class NodeRun:
-    node: Node
-    order: int
-    counts: StateCounts = field(default_factory=StateCounts, repr=False)
-    # waiting, pre, running, post, done, failed, futile (an ancestor failed), removed
-    _state: str = "waiting"
-    attempt: int = 0
-    cluster: int = 0
-    job_return: int = 0  # $RETURN: exit code, -signal, or one of DAGMan's special values
-    pre_return: int = -1  # $PRE_SCRIPT_RETURN
-    reason: str = ""
-    pending: list[ProcSpec] = field(default_factory=list)  # procs waiting for a slot
-    procs_left: int = 0
-    nprocs: int = 0
-    job_failed: bool = False
-    last_proc: int = 0
-    stopped: bool = False  # its jobs were stopped by a removal or an ABORT-DAG-ON
-    ready_seq: int = 0  # its place in DAGMan's ready queue (after PRIORITY)
-    defer: tuple[float, str] | None = None  # (monotonic time, "pre"/"post"): SCRIPT DEFER
-    jobs_aborted: int = 0
-    exit_codes: list[int] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.counts.move(None, self._state, self.node.category)
-
-    @property
-    def state(self) -> str:
-        return self._state
-
-    @state.setter
-    def state(self, new: str) -> None:
-        # every state change goes through here, so the counts never need a full scan
-        self.counts.move(self._state, new, self.node.category)
-        self._state = new
-
-
 @dataclass
 class Job:
     """One running process: a job proc of a node, or its PRE/POST script."""
@@ -312,11 +275,10 @@ class DagRun:
         # run the newest rescue DAG of a failed run, as condor_submit_dag does
         self.rescue = rescue
         self.max_submitted = max_submitted  # nodes with jobs at once (0: no limit)
-        self.max_pre = self.max_post = 0
-        self.depth_first = self.always_run_post = False
-        self._ready_counter = 0
-        self._final_started = False
-        self._changed = True
+        # what runs next is decided there; made once the DAG is read
+        self.sched: Scheduler | None = None
+        self._summary_seen = -1  # the scheduler's changes at the last status table
+        self._status_seen = -1  # and at the last node status file
         self._last_summary = 0.0
         self._next_status = 0.0
         self._jobstate_fh: IO[str] | None = None
@@ -334,27 +296,18 @@ class DagRun:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
-        self.removing = False
+        self.removing = False  # SIGTERM: the DAG is being removed
         self.held = False  # set by SIGUSR1, cleared by SIGUSR2 (docket pause/resume)
         self._said_held = False
-        self.abort: tuple[str, int] | None = None  # (node, DAG return value)
-        self.stop_reason = ""
         self.kill_deadline: float | None = None
         self.next_cluster = 1
         self.jobs: dict[int, Job] = {}  # pid -> job
-        self.runs: dict[str, NodeRun] = {}
         self.dag: Dag | None = None
         self._progress_fh: IO[str] | None = None
         self._out: IO[str] | None = None
         self._need_sync = False
         self._last_sync = 0.0
         self._serial = 0  # numbers the markers of the processes this runner starts
-        self.counts = StateCounts()
-        self.ready = ReadyQueue()
-        self._pending_runs: set[NodeRun] = set()  # nodes with procs waiting for a slot
-        self._deferred: list[NodeRun] = []  # scripts SCRIPT DEFER will run again
-        self._post_queue: list[NodeRun] = []  # POST scripts waiting for a place
-        self._status_dirty = True
 
     # bookkeeping files --------------------------------------------------------
 
@@ -458,21 +411,18 @@ class DagRun:
             self._exiting(code)
             return code
         assert self.dag is not None
-        self._configure(self.dag)
-        self.ready = ReadyQueue(self.depth_first)
+        sched = self.sched = Scheduler(self.dag, self.max_jobs, self.max_submitted)
+        sched.removing = self.removing
+        if self.dag.config:
+            self.say(f"CONFIG {self.dag.config_file}: " + ", ".join(
+                f"{k} = {v}" for k, v in sorted(self.dag.config.items())))
         done = self._recover()
         if self.rescue:
             done |= self._rescue_done()
-        for order, (name, node) in enumerate(self.dag.nodes.items()):
-            run = self.runs[name] = NodeRun(node, order, self.counts)
-            if name in done or node.done:
-                run.state = "done"
-        for run in self.runs.values():
-            if run.state == "waiting" and self._parents_done(run):
-                self._make_ready(run)
+        sched.begin(done)
         self._jobstate_event("INTERNAL", "*** DAGMAN_STARTED 0.0 ***")
-        already = sum(r.state == "done" for r in self.runs.values())
-        self.say(f"starting DAG {self.dag_path.name}: {len(self.runs)} nodes, "
+        already = sched.counts["done"]
+        self.say(f"starting DAG {self.dag_path.name}: {len(sched.runs)} nodes, "
                  f"{already} already done, at most {self.max_jobs} jobs at once "
                  f"(pid {os.getpid()})")
         if self.dag.job_attrs:
@@ -485,19 +435,6 @@ class DagRun:
             if self.jobs:  # an unexpected error: leave no job behind
                 self._signal_jobs(signal.SIGKILL, everything=True)
         return self._finish(started)
-
-    def _configure(self, dag: Dag) -> None:
-        """The CONFIG file's DAGMan knobs that change what runs when."""
-        # DAGMan 23's defaults: 20 PRE and 20 POST scripts at once, breadth-first
-        self.max_pre = dag.number("DAGMAN_MAX_PRE_SCRIPTS", 20)
-        self.max_post = dag.number("DAGMAN_MAX_POST_SCRIPTS", 20)
-        if not self.max_submitted:
-            self.max_submitted = dag.number("DAGMAN_MAX_JOBS_SUBMITTED", 0)
-        self.depth_first = dag.flag("DAGMAN_SUBMIT_DEPTH_FIRST")
-        self.always_run_post = dag.flag("DAGMAN_ALWAYS_RUN_POST")
-        if dag.config:
-            self.say(f"CONFIG {dag.config_file}: " + ", ".join(
-                f"{k} = {v}" for k, v in sorted(dag.config.items())))
 
     def _rescue_done(self) -> set[str]:
         """The DONE lines of the newest rescue DAG (read with the DAG, as DAGMan does)."""
@@ -516,16 +453,25 @@ class DagRun:
         self.say(f"Running the rescue DAG {path.name}: {len(done)} node(s) marked DONE")
         return done
 
+    def say_notes(self) -> None:
+        """Write the scheduler's dagman.out lines, in the order it made them."""
+        assert self.sched is not None
+        for line in self.sched.take_notes():
+            self.say(line)
+
     def _loop(self) -> None:
+        sched = self.sched
+        assert sched is not None
         while True:
-            if self.removing or self.abort is not None:
+            if self.removing or sched.abort is not None:
+                sched.removing = self.removing
                 self._stop_everything()
             elif self.held != self._said_held:
                 self._said_held = self.held
                 self.say("held: running jobs go on, no new job starts" if self.held
                          else "released: starting jobs again")
                 continue
-            if not self.held or self._final_started:
+            if not self.held or sched.final_started:
                 # a node or job can end at once (NOOP, a broken submit file, a missing
                 # input) and be retried or free a child: start until nothing changes
                 while (self._start_deferred() | self._start_posts() | self._start_ready()
@@ -533,11 +479,11 @@ class DagRun:
                     pass
             self._sync()
             self._report()
-            if not self.jobs and not self.counts.active():
+            if not self.jobs and not sched.counts.active():
                 if self._start_final():
                     continue
-                if not (self.held and not self.removing and self.abort is None and (
-                        self.counts["waiting"] or self._pending_runs)):
+                if not (self.held and not self.removing and sched.abort is None and (
+                        sched.counts["waiting"] or sched.pending_runs)):
                     return
                 time.sleep(POLL_S)  # held with work left: wait for the release
                 continue
@@ -582,41 +528,29 @@ class DagRun:
     def _report(self, force: bool = False) -> None:
         """dagman.out's status table, at most once a second and only after a change (as
         DAGMan prints it once per cycle), and the node status file on its schedule."""
+        sched = self.sched
+        assert sched is not None
         now = time.monotonic()
-        if self._changed and (force or now - self._last_summary >= 1.0):
-            self._changed = False
+        if self._summary_seen != sched.changes and (force or now - self._last_summary >= 1.0):
+            self._summary_seen = sched.changes
             self._last_summary = now
-            for line in dagman_files.counts_table(self._table_counts(), self._dag_status()):
+            for line in dagman_files.counts_table(sched.table_counts(), sched.dag_status()):
                 self.say(line)
             if self.dag is not None and self.dag.dot_update:
                 self._write_dot()  # DOT file UPDATE: rewritten as the DAG changes
         if force or (self.dag is not None and self.dag.node_status_file
                      and now >= self._next_status
-                     and (self.dag.node_status_always or self._status_dirty)):
+                     and (self.dag.node_status_always
+                          or self._status_seen != sched.changes)):
             self._write_status(self._states(), final=False)
 
-    def _table_counts(self) -> list[int]:
-        """Done, Pre, Queued, Post, Ready, Un-Ready, Failed, Futile, from the counts."""
-        c = self.counts
-        ready = len(self.ready)
-        return [c["done"], c["pre"], c["running"], c["post"], ready,
-                max(0, c["waiting"] - ready), c["failed"] + c["removed"], c["futile"]]
-
     def _start_final(self) -> bool:
-        """The FINAL node runs once nothing else can: after success, failure, an
-        ABORT-DAG-ON or a removal (DAGMan runs it in every case)."""
-        if self.dag is None or self.dag.final is None or self._final_started:
+        """The FINAL node, once nothing else can run; True if it started."""
+        assert self.sched is not None
+        run = self.sched.final_to_start()
+        self.say_notes()
+        if run is None:
             return False
-        run = self.runs[self.dag.final]
-        if run.state != "waiting":
-            return False
-        self._final_started = True
-        status = self._dag_status()
-        failed = self.counts["failed"]
-        run.node.vars = {**run.node.vars, "DAG_STATUS": str(status),
-                         "FAILED_COUNT": str(failed)}
-        self.say(f"Starting final node {run.node.name} (DAG status {status}, "
-                 f"{failed} failed node(s))")
         self._start_node(run)
         return True
 
@@ -656,67 +590,32 @@ class DagRun:
     # scheduling -------------------------------------------------------------
 
     def _slots_used(self) -> int:
-        return len(self.jobs) + sum(len(r.pending) for r in self._pending_runs)
-
-    def _parents_done(self, run: NodeRun) -> bool:
-        return all(self.runs[p].state == "done" for p in run.node.parents)
-
-    def _make_ready(self, run: NodeRun) -> None:
-        if run.node.final:
-            return  # the FINAL node waits for everything else (see _start_final)
-        self.ready.push(run.node.name, run.node.priority)
+        assert self.sched is not None
+        return len(self.jobs) + sum(len(r.pending) for r in self.sched.pending_runs)
 
     def _start_ready(self) -> bool:
         """Start the ready nodes that the throttles allow; True if any started."""
-        assert self.dag is not None
-        if self._stopping():
-            return False
-        started = False
-        full: set[str] = set()  # categories at their MAXJOBS, checked once per pass
-
-        def offer(name: str) -> bool | None:
-            nonlocal started
-            run = self.runs[name]
-            if run.state != "waiting":
-                return True  # stale: it was removed or marked futile meanwhile
-            if self._slots_used() >= self.max_jobs:
-                return None
-            if self.max_submitted and self.counts["running"] >= self.max_submitted:
-                return None
-            category = run.node.category
-            if category:
-                if category in full:
-                    return False
-                if self.counts.in_category(category) >= self.dag.maxjobs.get(  # type: ignore[union-attr]
-                        category, 1 << 30):
-                    full.add(category)
-                    return False
-            if run.node.pre is not None and self.max_pre and self.counts["pre"] >= \
-                    self.max_pre:
-                return False
-            self._start_node(run)
-            started = True
-            return True
-
-        self.ready.take(offer)
-        return started
+        assert self.sched is not None
+        return self.sched.start_ready(self._slots_used, self._start_node)
 
     def _start_pending_procs(self) -> bool:
         """Start waiting job procs while process slots are free; True if any started."""
+        sched = self.sched
+        assert sched is not None
         any_started = started = False
-        while len(self.jobs) < self.max_jobs and self._pending_runs:
+        while len(self.jobs) < self.max_jobs and sched.pending_runs:
             started = False
-            for run in sorted(self._pending_runs, key=lambda r: (-r.node.priority, r.order)):
+            for run in sched.pending_in_order():
                 if len(self.jobs) >= self.max_jobs:
                     break
                 if not run.pending:
-                    self._pending_runs.discard(run)
+                    sched.pending_runs.discard(run)
                     continue
                 if not self._within_limits(run.pending[0]):
                     continue  # waits for a running job holding the same limit
                 self._start_proc(run, run.pending.pop(0))
                 if not run.pending:
-                    self._pending_runs.discard(run)
+                    sched.pending_runs.discard(run)
                 started = any_started = True
             if not started:
                 break
@@ -724,15 +623,11 @@ class DagRun:
 
     def _start_deferred(self) -> bool:
         """Run again the scripts SCRIPT DEFER put off, once their time has come."""
-        if not self._deferred:
+        assert self.sched is not None
+        if not self.sched.deferred:
             return False
-        now = time.monotonic()
-        due = [r for r in self._deferred if r.defer is not None and r.defer[0] <= now]
-        for run in due:
-            self._deferred.remove(run)
-            assert run.defer is not None
-            kind = run.defer[1]
-            run.defer = None
+        due = self.sched.due_deferred(time.monotonic())
+        for run, kind in due:
             script = run.node.pre if kind == "pre" else run.node.post
             assert script is not None
             self._spawn_script(run, script, kind)
@@ -740,42 +635,21 @@ class DagRun:
 
     def _start_posts(self) -> bool:
         """POST scripts waiting for a DAGMAN_MAX_POST_SCRIPTS place."""
-        started = False
-        while self._post_queue and not (self.max_post and self._posts_running()
-                                        >= self.max_post):
-            run = self._post_queue.pop(0)
-            self._spawn_script(run, run.node.post, "post")  # type: ignore[arg-type]
-            started = True
-        return started
+        assert self.sched is not None
+        return self.sched.start_posts(self._posts_running, self._spawn_post)
+
+    def _spawn_post(self, run: NodeRun) -> None:
+        self._spawn_script(run, run.node.post, "post")  # type: ignore[arg-type]
 
     def _posts_running(self) -> int:
         return sum(1 for j in self.jobs.values() if j.kind == "post")
 
-    def _stopping(self) -> bool:
-        return self.removing or self.abort is not None
-
-    def _dag_status(self) -> int:
-        """$DAG_STATUS: 4 removed, 3 aborted, 2 a node failed, else 0."""
-        if self.removing:
-            return 4
-        if self.abort is not None:
-            return 3
-        final = self.dag.final if self.dag is not None else None
-        failed = self.counts["failed"] - (1 if final and self.runs[final].state ==
-                                          "failed" else 0)
-        return 2 if failed else 0
-
     # nodes ------------------------------------------------------------------
 
     def _start_node(self, run: NodeRun) -> None:
-        run.attempt += 1
-        run.job_failed = False
-        run.job_return = 0
-        run.pre_return = -1
-        run.reason = ""
-        if run.node.pre is not None:
-            run.state = "pre"
-            self._spawn_script(run, run.node.pre, "pre")
+        assert self.sched is not None
+        if self.sched.attempt(run):
+            self._spawn_script(run, run.node.pre, "pre")  # type: ignore[arg-type]
         else:
             self._submit(run)
 
@@ -786,16 +660,18 @@ class DagRun:
         """The script's words with DAGMan's macros replaced (script.cpp): a macro is
         replaced only when it is a whole word, its name matched case-blind; those about
         the job are left as written in a PRE script."""
-        counts = self.counts
+        sched = self.sched
+        assert sched is not None
+        counts = sched.counts
         macros = {"$JOB": run.node.name, "$NODE": run.node.name,
                   "$RETRY": str(run.attempt - 1), "$MAX_RETRIES": str(run.node.retry),
-                  "$DAG_STATUS": str(self._dag_status()),
+                  "$DAG_STATUS": str(sched.dag_status()),
                   "$FAILED_COUNT": str(counts["failed"]),
                   "$FUTILE_COUNT": str(counts["futile"]),
                   "$DONE_COUNT": str(counts["done"]),
-                  "$QUEUED_COUNT": str(sum(1 for r in self._pending_runs) + sum(
+                  "$QUEUED_COUNT": str(len(sched.pending_runs) + sum(
                       1 for j in self.jobs.values() if j.kind == "proc")),
-                  "$NODE_COUNT": str(len(self.runs))}
+                  "$NODE_COUNT": str(len(sched.runs))}
         if kind == "post":
             codes = sorted(set(run.exit_codes))
             macros.update({
@@ -902,7 +778,7 @@ class DagRun:
         run.exit_codes = []
         run.jobs_aborted = 0
         if procs:
-            self._pending_runs.add(run)
+            self.sched.pending_runs.add(run)  # type: ignore[union-attr]
         else:  # 'queue 0'
             self._job_done(run)
 
@@ -1078,157 +954,54 @@ class DagRun:
                 job.killed_because = why
                 _killpg(job.popen.pid, signal.SIGTERM)
 
-    def _stopping_for(self, run: NodeRun) -> bool:
-        """Stopping applies to every node but the FINAL one, which runs regardless."""
-        return self._stopping() and not run.node.final
-
     def _job_done(self, run: NodeRun) -> None:
         """Every job of the node has ended: run the POST script or decide the node."""
-        node = run.node
-        self._pending_runs.discard(run)
-        if not node.noop:
+        assert self.sched is not None
+        if not run.node.noop:
             self._jobstate(run, "JOB_SUCCESS" if not run.job_failed else "JOB_FAILURE",
                            str(run.job_return))
-        if self._stopping_for(run):
-            # stopping: no POST script starts; a node whose jobs all succeeded and that
-            # has no POST script is done all the same
-            if run.job_failed and not run.stopped:
-                self._node_result(run, ok=False)
-            elif node.post is None and not run.job_failed:
-                self._node_result(run, ok=True)
-            else:
-                self._node_removed(run, self.stop_reason)
-            return
-        if node.post is not None:
-            self._queue_post(run)
-            return
-        # with no POST script, the job's value is the node's (ABORT-DAG-ON is checked here)
-        self._check_abort(run, run.job_return)
-        self._node_result(run, ok=not run.job_failed)
+        self._carry_out(run, self.sched.jobs_ended(run))
 
-    def _queue_post(self, run: NodeRun) -> None:
-        run.state = "post"
-        if self.max_post and self._posts_running() >= self.max_post:
-            self._post_queue.append(run)  # DAGMAN_MAX_POST_SCRIPTS: it waits its turn
-            return
-        self._spawn_script(run, run.node.post, "post")  # type: ignore[arg-type]
+    def _carry_out(self, run: NodeRun, step: Next) -> None:
+        """Do what the scheduler said comes next for the node."""
+        sched = self.sched
+        assert sched is not None
+        self.say_notes()
+        if step is Next.SUBMIT:
+            self._submit(run)
+        elif step is Next.POST:
+            if sched.queue_post(run, self._posts_running()):
+                self._spawn_post(run)
+        elif step is Next.REMOVED:
+            self._node_removed(run, sched.stop_reason)
+        elif step is Next.DONE or step is Next.FAIL:
+            self._node_result(run, ok=step is Next.DONE)
 
     def _script_ended(self, run: NodeRun, kind: str, value: int, reason: str = "",
                       signum: int | None = None) -> None:
-        node = run.node
-        script = node.pre if kind == "pre" else node.post
-        if (script is not None and script.defer is not None and signum is None
-                and value == script.defer[0] and not self._stopping_for(run)):
-            # SCRIPT DEFER status time: not a failure; run the script again later
-            seconds = script.defer[1]
-            self.say(f"Deferring {kind.upper()} script of node {node.name} for {seconds:g} "
-                     f"seconds (exit value {value})")
-            run.defer = (time.monotonic() + seconds, kind)
-            self._deferred.append(run)
-            return
-        self._jobstate(run, f"{kind.upper()}_SCRIPT_" + (
-            "SUCCESS" if value == 0 and signum is None else "FAILURE"), str(value))
-        if kind == "pre":
-            run.pre_return = value
-            if value == 0 and signum is None and self._check_abort(run, value):
-                run.reason = "PRE script exited with 0, the ABORT-DAG-ON value"
-                self._node_result(run, ok=False)
-                return
-            if value == 0 and signum is None:
-                if self._stopping_for(run):
-                    self._node_removed(run, self.stop_reason)
-                else:
-                    self._submit(run)
-                return
-            if node.pre_skip is not None and value == node.pre_skip and signum is None:
-                self.say(f"node {node.name}: PRE script exited with {value}; PRE_SKIP: "
-                         "the node is done without running its job")
-                self._node_result(run, ok=True)
-                return
-            run.reason = reason or f"PRE script exited with {value}"
-            self.say(f"PRE Script of node {node.name} failed with status {value}")
-            self._check_abort(run, value)
-            if self.always_run_post and node.post is not None and not self._stopping():
-                # DAGMAN_ALWAYS_RUN_POST: the POST script runs and decides the node;
-                # its $RETURN says the job was skipped (DAGMan's -1004)
-                run.job_failed, run.job_return = True, RETURN_JOB_SKIPPED
-                self._queue_post(run)
-                return
-            self._node_result(run, ok=False)
-            return
-        # POST: its exit decides the node, whatever the job did
-        self.log.post_script(run.cluster, run.last_proc, node.name,
-                             None if signum is not None else value, signum)
-        ok = value == 0 and signum is None
-        if not ok:
-            run.reason = reason or (f"POST script exited with {value}" + (
-                f" (job: {run.reason})" if run.job_failed else ""))
-            run.job_return = value
-            self.say(f"POST Script of node {node.name} failed with status {value}")
-        self._check_abort(run, value)
-        self._node_result(run, ok=ok)
-
-    def _check_abort(self, run: NodeRun, value: int) -> bool:
-        node = run.node
-        if node.abort_on is None or value != node.abort_on[0] or self.abort is not None:
-            return False
-        dag_return = node.abort_on[1] if node.abort_on[1] is not None else value
-        self.abort = (node.name, dag_return)
-        self.stop_reason = (f"removed by the local engine: node {node.name} exited with "
-                            f"{value} (ABORT-DAG-ON)")
-        self.say(f"node {node.name}: exit value {value} matches ABORT-DAG-ON; aborting the "
-                 f"DAG with return value {dag_return}")
-        return True
+        assert self.sched is not None
+        step = self.sched.script_ended(run, kind, value, reason, signum, time.monotonic())
+        if step is not Next.DEFER:
+            self._jobstate(run, f"{kind.upper()}_SCRIPT_" + (
+                "SUCCESS" if value == 0 and signum is None else "FAILURE"), str(value))
+            if kind == "post":
+                self.log.post_script(run.cluster, run.last_proc, run.node.name,
+                                     None if signum is not None else value, signum)
+        self._carry_out(run, step)
 
     def _node_result(self, run: NodeRun, ok: bool) -> None:
-        node = run.node
-        self._changed = self._status_dirty = True
-        if ok:
-            run.state = "done"
-            self._progress(f"DONE {node.name}", durable=True)
-            self.say(f"node {node.name}: done (attempt {run.attempt})")
-            for child in node.children:
-                other = self.runs[child]
-                if other.state == "waiting" and self._parents_done(other):
-                    self._make_ready(other)
-            return
-        retries_left = run.attempt <= node.retry
-        unless = (node.retry_unless_exit is not None
-                  and run.job_return == node.retry_unless_exit)
-        if run.state == "pre":
-            unless = (node.retry_unless_exit is not None
-                      and run.pre_return == node.retry_unless_exit)
-        if retries_left and not unless and not self._stopping_for(run):
-            self.say(f"node {node.name}: failed ({run.reason}); retry {run.attempt} of "
-                     f"{node.retry}")
-            run.state = "waiting"  # back through the ready list, PRE script included
-            if node.final:
-                self._start_node(run)  # the FINAL node is never in the ready list
-            else:
-                self._make_ready(run)
-            return
-        run.state = "failed"
-        self.say(f"node {node.name}: failed ({run.reason})"
-                 + ("; RETRY UNLESS-EXIT matched, no retry" if unless and retries_left
-                    else ""))
-        self._mark_futile(run)
-
-    def _mark_futile(self, run: NodeRun) -> None:
-        """Descendants of a failed node can never run: DAGMan counts them as futile."""
-        todo = list(run.node.children)
-        while todo:
-            other = self.runs[todo.pop()]
-            if other.state == "waiting":
-                other.state = "futile"
-                other.reason = "Had an ancestor node fail"
-                todo.extend(other.node.children)
+        assert self.sched is not None
+        step = self.sched.node_result(run, ok)
+        if step is Next.DONE:
+            self._progress(f"DONE {run.node.name}", durable=True)
+        self.say_notes()
+        if step is Next.RETRY_NOW:
+            self._start_node(run)  # the FINAL node is never in the ready queue
 
     def _node_removed(self, run: NodeRun, reason: str) -> None:
-        run.state = "removed"
-        run.reason = reason
-        self._changed = self._status_dirty = True
-        self._pending_runs.discard(run)
-        self.say(f"node {run.node.name}: {reason}")
+        assert self.sched is not None
+        self.sched.node_removed(run, reason)
+        self.say_notes()
 
     # stopping -----------------------------------------------------------------
 
@@ -1241,35 +1014,28 @@ class DagRun:
     def _on_term(self, signum: int, _frame: object) -> None:
         # Only set a flag: the main loop notices within POLL_S (no locks in a handler).
         self.removing = True
+        if self.sched is not None:
+            self.sched.removing = True
 
     def _stop_everything(self) -> None:
+        sched = self.sched
+        assert sched is not None
         if self.kill_deadline is None:
             if self.removing:
-                self.stop_reason = "removed: the DAG was cancelled (SIGTERM to its runner)"
+                sched.stop_reason = ("removed: the DAG was cancelled (SIGTERM to its "
+                                     "runner)")
                 self.say("the DAG is being removed; stopping every running job")
             else:
                 self.say("ABORT-DAG-ON: stopping every running job")
             self.kill_deadline = time.monotonic() + self.kill_grace_s
-            for run in self.runs.values():
-                if run.node.final and self._final_started:
-                    continue
-                if run.state in ("pre", "running", "post"):
-                    run.stopped = True
-                if run in self._deferred or run in self._post_queue:
-                    self._deferred = [r for r in self._deferred if r is not run]
-                    self._post_queue = [r for r in self._post_queue if r is not run]
-                    self._node_removed(run, self.stop_reason)
-                    continue
-                if run.pending:
-                    for spec in run.pending:
-                        self.log.aborted(run.cluster, spec.proc, self.stop_reason)
-                        run.procs_left -= 1
-                    run.pending = []
-                    if not any(j.run is run for j in self.jobs.values()):
-                        self._node_removed(run, self.stop_reason)
+            dropped = sched.stop(lambda run: any(j.run is run for j in self.jobs.values()))
+            for run, specs in dropped:
+                for spec in specs:
+                    self.log.aborted(run.cluster, spec.proc, sched.stop_reason)
+            self.say_notes()
             for job in self.jobs.values():
                 if not job.killed_because and not job.run.node.final:
-                    job.killed_because = self.stop_reason
+                    job.killed_because = sched.stop_reason
             self._signal_jobs(signal.SIGTERM)
         elif self.jobs and time.monotonic() > self.kill_deadline:
             self._signal_jobs(signal.SIGKILL)
@@ -1281,32 +1047,20 @@ class DagRun:
                 _killpg(pid, signum)
 
     def _finish(self, started: float) -> int:
-        runs = self.runs
-        failed = {n: r.reason for n, r in runs.items() if r.state == "failed"}
-        removed = sorted(n for n, r in runs.items() if r.state == "removed")
-        succeeded = [n for n, r in runs.items() if r.state == "done"]
-        final = runs[self.dag.final] if self.dag is not None and self.dag.final else None
-        if self.removing:
-            status, exitcode = "removed", EXIT_REMOVED
-        elif final is not None and final.state in ("done", "failed"):
-            # the FINAL node's result is the DAG's (the manual; seen on a pool too)
-            status, exitcode = ("complete", 0) if final.state == "done" else (
-                "failed", EXIT_FAILED)
-        elif self.abort is not None:
-            status, exitcode = "aborted", self.abort[1]
-        elif failed or len(succeeded) != len(runs):
-            status, exitcode = "failed", EXIT_FAILED
-        else:
-            status, exitcode = "complete", 0
+        sched = self.sched
+        assert sched is not None and self.dag is not None
+        sched.removing = self.removing
+        result = sched.result()
+        status, exitcode, failed = result.status, result.exitcode, result.failed
+        succeeded, runs = result.succeeded, sched.runs
         metrics: dict[str, object] = {
             "status": status, "exitcode": exitcode,
             "jobs": len(runs), "jobs_succeeded": len(succeeded),
             "jobs_failed": len(failed), "failed_nodes": failed,
-            "removed_nodes": removed,
-            "not_run": sorted(n for n, r in runs.items() if r.state in ("waiting", "futile"))}
-        if self.abort is not None:
-            metrics["aborted_by"] = self.abort[0]
-        if self.dag is not None and self.dag.job_attrs:
+            "removed_nodes": result.removed, "not_run": result.not_run}
+        if sched.abort is not None:
+            metrics["aborted_by"] = sched.abort[0]
+        if self.dag.job_attrs:
             metrics["dagman_job_attrs"] = dict(self.dag.job_attrs)
         states = self._states()
         block = dagman_files.failed_block(states)
@@ -1319,7 +1073,7 @@ class DagRun:
             self.say(f"Writing Rescue DAG to {rescue}...")
             atomic_write(rescue, dagman_files.rescue_text(self.dag_path, states, time.time()))
             metrics["rescue_dag"] = rescue.name
-        for line in dagman_files.counts_table(self._table_counts(), self._dag_status()):
+        for line in dagman_files.counts_table(sched.table_counts(), sched.dag_status()):
             self.say(line)
         self._write_status(states, final=True, succeeded=exitcode == 0)
         self._write_dot(states)
@@ -1349,9 +1103,11 @@ class DagRun:
             if job.kind == "proc":
                 queued[id(job.run)] = queued.get(id(job.run), 0) + 1
         out = []
-        for number, run in enumerate(self.runs.values()):
+        sched = self.sched
+        assert sched is not None
+        for number, run in enumerate(sched.runs.values()):
             code = self._CODES[run.state]
-            if code == 0 and not run.node.final and self._parents_done(run):
+            if code == 0 and not run.node.final and sched.parents_done(run):
                 code = 1  # ready
             node = run.node
             details = run.reason if code in (6, 7) else (
@@ -1378,12 +1134,13 @@ class DagRun:
             return
         now = time.time()
         self._next_status = time.monotonic() + dag.node_status_interval_s
-        self._status_dirty = False
+        assert self.sched is not None
+        self._status_seen = self.sched.changes
         path = self.dir / dag.node_status_file
         next_update = None if final else now + dag.node_status_interval_s
         with contextlib.suppress(OSError):  # a status file must never stop the DAG
             atomic_write(path, dagman_files.node_status_text(
-                self.dag_path, states, self._dag_status(), now, next_update,
+                self.dag_path, states, self.sched.dag_status(), now, next_update,
                 succeeded), durable=False)
 
     def _write_dot(self, states: list[NodeState] | None = None) -> None:
