@@ -218,7 +218,7 @@ class Job:
 
     run: NodeRun
     kind: str  # "pre", "post" or "proc"
-    popen: subprocess.Popen[bytes]
+    popen: subprocess.Popen[bytes] | Spawned
     spec: ProcSpec | None = None
     scratch: Path | None = None
     killed_because: str = ""  # set when the runner stops it (removal, abort, sibling)
@@ -307,15 +307,26 @@ class DagRun:
         self._out: IO[str] | None = None
         self._need_sync = False
         self._last_sync = 0.0
+        self._syncer: _Syncer | None = None
+        self._stamp = (0, "")  # dagman.out's time stamp, made once a second
         self._serial = 0  # numbers the markers of the processes this runner starts
 
     # bookkeeping files --------------------------------------------------------
 
     def say(self, message: str) -> None:
         if self._out is None:
-            self._out = open(self.files["dagman.out"], "a", buffering=1)  # noqa: SIM115
-        stamp = time.strftime("%m/%d/%y %H:%M:%S")
-        self._out.write(f"{stamp} {message}\n")
+            # block-buffered: flushed once per pass of the loop, before it waits (see
+            # _loop), so a reader sees every line as soon as the runner is idle, without
+            # a write per line (a node writes five)
+            self._out = open(self.files["dagman.out"], "a")  # noqa: SIM115
+        now = int(time.time())
+        if self._stamp[0] != now:
+            self._stamp = (now, time.strftime("%m/%d/%y %H:%M:%S", time.localtime(now)))
+        self._out.write(f"{self._stamp[1]} {message}\n")
+
+    def _flush_out(self) -> None:
+        if self._out is not None:
+            self._out.flush()
 
     def _progress(self, line: str, durable: bool = False) -> None:
         if self._progress_fh is None:
@@ -346,6 +357,7 @@ class DagRun:
     # the run ----------------------------------------------------------------
 
     def run(self) -> int:
+        _no_inherited_fds()
         lock_fd = os.open(self.files["lock"], os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + LOCK_WAIT_S
         while True:
@@ -485,9 +497,11 @@ class DagRun:
                 if not (self.held and not self.removing and sched.abort is None and (
                         sched.counts["waiting"] or sched.pending_runs)):
                     return
+                self._flush_out()
                 time.sleep(POLL_S)  # held with work left: wait for the release
                 continue
             self._enforce_runtimes()
+            self._flush_out()
             self._wait_for_ends(POLL_S)
 
     def _wait_for_ends(self, timeout_s: float) -> None:
@@ -520,8 +534,15 @@ class DagRun:
         SYNC_INTERVAL_S, so a wide DAG does not wait on the disk once per node."""
         if not self._need_sync or self._progress_fh is None:
             return
-        if now or time.monotonic() - self._last_sync >= SYNC_INTERVAL_S:
+        if now:
             os.fsync(self._progress_fh.fileno())
+            self._need_sync = False
+        elif time.monotonic() - self._last_sync >= SYNC_INTERVAL_S:
+            # on a busy disk one fsync can take tens of milliseconds: a thread waits for
+            # it, so starting and reaping jobs never does
+            if self._syncer is None:
+                self._syncer = _Syncer(self._progress_fh.fileno())
+            self._syncer.request()
             self._need_sync = False
             self._last_sync = time.monotonic()
 
@@ -699,8 +720,7 @@ class DagRun:
                        f"{run.cluster}.{run.last_proc}" if kind == "post" else "-")
         marker, mark = self._marker("")
         try:
-            child = subprocess.Popen([exe, *argv[1:]], cwd=workdir, stdin=subprocess.DEVNULL,
-                                     start_new_session=True, env={**os.environ, **mark})
+            child = spawn([exe, *argv[1:]], workdir, {**os.environ, **mark})
         except OSError as exc:
             reason = f"{kind.upper()} script {exe} cannot be started: {exc.strerror}"
             self._script_ended(run, kind, 1, reason)
@@ -853,9 +873,7 @@ class DagRun:
         try:
             with contextlib.ExitStack() as stack:
                 stdout, stderr = _open_streams(spec, stack)
-                child = subprocess.Popen(argv, cwd=cwd,
-                                         env=env, stdin=subprocess.DEVNULL, stdout=stdout,
-                                         stderr=stderr, start_new_session=True)
+                child = spawn(argv, cwd, env, stdout, stderr)
         except _StreamError as exc:
             self._held(run, spec, scratch, 7, exc.errno, str(exc))
             return
@@ -1179,6 +1197,8 @@ class DagRun:
         metrics.setdefault("failed_nodes", {})
         atomic_write(self.files["metrics"], json.dumps(metrics, indent=2, sort_keys=True))
         self.log.close()
+        if self._syncer is not None:
+            self._syncer.close()
         if self._progress_fh is not None:
             self._sync(now=True)
             self._progress_fh.close()
@@ -1203,6 +1223,109 @@ class _StreamError(OSError):
 def _killpg(pid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signum)
+
+
+class Spawned:
+    """A process started by os.posix_spawn: as much of subprocess.Popen as the runner
+    uses (its pid, and wait() giving the exit code, or -N for signal N)."""
+
+    __slots__ = ("pid", "returncode")
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            _, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+
+_devnull_fd: int | None = None
+
+
+def spawn(argv: list[str], cwd: Path, env: dict[str, str], stdout: object = None,
+          stderr: object = None) -> subprocess.Popen[bytes] | Spawned:
+    """Start ``argv`` in ``cwd`` in a session of its own, stdin from /dev/null; stdout
+    and stderr are an open file, subprocess.DEVNULL, or (stderr) subprocess.STDOUT.
+
+    os.posix_spawn where it can (glibc spawns with vfork, and skips the Python-level
+    work of subprocess.Popen: a wide DAG starts one process per node), Popen otherwise
+    (a program found on PATH, or a runner whose standard descriptors are closed).
+    posix_spawn closes no descriptors: every descriptor the runner opens is
+    close-on-exec, and run() makes inherited ones so (see _no_inherited_fds)."""
+    global _devnull_fd
+    streams = [subprocess.DEVNULL if s is None else s for s in (stdout, stderr)]
+    fds = [-1, -1]
+    if os.path.isabs(argv[0]):
+        if _devnull_fd is None:
+            _devnull_fd = os.open(os.devnull, os.O_RDWR)
+        for i, stream in enumerate(streams):
+            if stream == subprocess.DEVNULL:
+                fds[i] = _devnull_fd
+            elif stream == subprocess.STDOUT:
+                fds[i] = fds[0]
+            else:
+                fds[i] = stream.fileno()  # type: ignore[attr-defined]
+    if min(fds + [_devnull_fd or -1]) < 3:  # dup2 onto itself would keep close-on-exec
+        return subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                stdout=streams[0], stderr=streams[1],  # type: ignore[arg-type]
+                                start_new_session=True)
+    assert _devnull_fd is not None
+    actions = [(os.POSIX_SPAWN_DUP2, _devnull_fd, 0), (os.POSIX_SPAWN_DUP2, fds[0], 1),
+               (os.POSIX_SPAWN_DUP2, fds[1], 2)]
+    here = os.getcwd()
+    # posix_spawn has no cwd argument (before Python 3.13): the runner's main thread
+    # moves there for the spawn, as expand_submit does for condor_submit's reading
+    moved = here != str(cwd)
+    if moved:
+        os.chdir(cwd)
+    try:
+        return Spawned(os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True))
+    finally:
+        if moved:
+            os.chdir(here)
+
+
+def _no_inherited_fds() -> None:
+    """Make every descriptor above 2 close-on-exec: the runner may have inherited some
+    from whatever started it, and a job must not (Popen's close_fds, for posix_spawn)."""
+    with contextlib.suppress(OSError):
+        for name in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError, ValueError):
+                if int(name) > 2:
+                    os.set_inheritable(int(name), False)
+
+
+class _Syncer:
+    """A thread that fsyncs one file when asked, so the runner's loop never waits on
+    the disk; its own duplicate of the descriptor, so a close elsewhere cannot race."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = os.dup(fd)
+        self._wanted = threading.Event()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def request(self) -> None:
+        self._wanted.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wanted.wait()
+            self._wanted.clear()
+            if self._closing:
+                break
+            with contextlib.suppress(OSError):
+                os.fsync(self._fd)
+        os.close(self._fd)
+
+    def close(self) -> None:
+        self._closing = True
+        self._wanted.set()
+        self._thread.join()
 
 
 def _open_streams(spec: ProcSpec, stack: contextlib.ExitStack) -> tuple[object, object]:
