@@ -113,6 +113,22 @@ def _start_time(pid: int) -> str | None:
     return fields[19].decode() if len(fields) > 19 else None
 
 
+def _started_as_recorded(pid: int, recorded: str) -> bool:
+    """False if ``pid`` is alive but started outside ``recorded`` (its start time in
+    /proc, or the range "low:high" read around the spawn): an unrelated process reusing
+    the pid. True if no process has it any more (its group may live on)."""
+    now = _start_time(pid)
+    if now is None:
+        return True
+    low, _, high = recorded.partition(":")
+    if not high:
+        return now == low
+    try:
+        return int(low) <= int(now) <= int(high)
+    except ValueError:
+        return False
+
+
 def stop_leftover_jobs(dag_path: Path) -> list[int]:
     """Stop the jobs a dead runner left running (their process groups); return them.
 
@@ -162,8 +178,7 @@ def _stop_leftovers(progress_path: Path, log: EventLogWriter,
     assert progress is not None
     try:
         for pgid, (started, job) in running.items():
-            now = _start_time(pgid)
-            if now is not None and now != started:
+            if not _started_as_recorded(pgid, started):
                 continue  # the pid now belongs to an unrelated process
             # A process group id is not reused while the group has members, so a group
             # whose leader is gone holds only that job's own processes.
@@ -218,7 +233,7 @@ class Job:
 
     run: NodeRun
     kind: str  # "pre", "post" or "proc"
-    popen: subprocess.Popen[bytes] | Spawned
+    popen: Spawned
     spec: ProcSpec | None = None
     scratch: Path | None = None
     killed_because: str = ""  # set when the runner stops it (removal, abort, sibling)
@@ -526,7 +541,7 @@ class DagRun:
                 break
             self._job_ended(job, code, note)
 
-    def _sync(self, now: bool = False) -> None:
+    def _sync(self) -> None:
         """fsync the progress file: a node's DONE line must survive a machine crash.
 
         Every line is flushed at once, so a killed runner's successor always reads it;
@@ -534,10 +549,7 @@ class DagRun:
         SYNC_INTERVAL_S, so a wide DAG does not wait on the disk once per node."""
         if not self._need_sync or self._progress_fh is None:
             return
-        if now:
-            os.fsync(self._progress_fh.fileno())
-            self._need_sync = False
-        elif time.monotonic() - self._last_sync >= SYNC_INTERVAL_S:
+        if time.monotonic() - self._last_sync >= SYNC_INTERVAL_S:
             # on a busy disk one fsync can take tens of milliseconds: a thread waits for
             # it, so starting and reaping jobs never does
             if self._syncer is None:
@@ -740,7 +752,7 @@ class DagRun:
         pid = job.popen.pid
         self.jobs[pid] = job
         label = (f" {job.run.cluster} {job.spec.proc}" if job.spec is not None else "")
-        self._progress(f"START {pid} {_start_time(pid) or '-'} {marker}{label}")
+        self._progress(f"START {pid} {job.popen.started} {marker}{label}")
         if job.scratch is not None and job.spec is not None and job.spec.transfer_files:
             # its outputs are copied back off the main thread
             threading.Thread(target=self._wait, args=(job,), daemon=True).start()
@@ -1197,10 +1209,11 @@ class DagRun:
         metrics.setdefault("failed_nodes", {})
         atomic_write(self.files["metrics"], json.dumps(metrics, indent=2, sort_keys=True))
         self.log.close()
+        # no last fsync of the progress file: the durable metrics file written above
+        # says the DAG is over, and a later runner reads nothing else
         if self._syncer is not None:
             self._syncer.close()
         if self._progress_fh is not None:
-            self._sync(now=True)
             self._progress_fh.close()
         if self._jobstate_fh is not None:
             self._jobstate_fh.close()
@@ -1225,20 +1238,36 @@ def _killpg(pid: int, signum: int) -> None:
         os.killpg(pid, signum)
 
 
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+def _boot_ticks() -> int:
+    """Now, in the clock and unit of a process's start time in /proc/<pid>/stat."""
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME) * _TICKS_PER_S // 1_000_000_000
+
+
 class Spawned:
-    """A process started by os.posix_spawn: as much of subprocess.Popen as the runner
-    uses (its pid, and wait() giving the exit code, or -N for signal N)."""
+    """A started process: its pid, wait() giving the exit code (or -N for signal N),
+    and ``started``, the range of boot-clock ticks its start time lies in (read around
+    the spawn: reading /proc/<pid>/stat of a process that is still exec'ing costs more
+    than the spawn's other work)."""
 
-    __slots__ = ("pid", "returncode")
+    __slots__ = ("pid", "returncode", "started", "_popen")
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, started: str,
+                 popen: subprocess.Popen[bytes] | None = None) -> None:
         self.pid = pid
+        self.started = started
         self.returncode: int | None = None
+        self._popen = popen
 
     def wait(self) -> int:
         if self.returncode is None:
-            _, status = os.waitpid(self.pid, 0)
-            self.returncode = os.waitstatus_to_exitcode(status)
+            if self._popen is not None:
+                self.returncode = self._popen.wait()
+            else:
+                _, status = os.waitpid(self.pid, 0)
+                self.returncode = os.waitstatus_to_exitcode(status)
         return self.returncode
 
 
@@ -1246,7 +1275,7 @@ _devnull_fd: int | None = None
 
 
 def spawn(argv: list[str], cwd: Path, env: dict[str, str], stdout: object = None,
-          stderr: object = None) -> subprocess.Popen[bytes] | Spawned:
+          stderr: object = None) -> Spawned:
     """Start ``argv`` in ``cwd`` in a session of its own, stdin from /dev/null; stdout
     and stderr are an open file, subprocess.DEVNULL, or (stderr) subprocess.STDOUT.
 
@@ -1268,21 +1297,29 @@ def spawn(argv: list[str], cwd: Path, env: dict[str, str], stdout: object = None
                 fds[i] = fds[0]
             else:
                 fds[i] = stream.fileno()  # type: ignore[attr-defined]
-    if min(fds + [_devnull_fd or -1]) < 3:  # dup2 onto itself would keep close-on-exec
-        return subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                stdout=streams[0], stderr=streams[1],  # type: ignore[arg-type]
-                                start_new_session=True)
+    try:
+        here = os.getcwd()
+    except OSError:  # the runner's own directory is gone; Popen needs none
+        here = ""
+    # fds stay -1 for a program looked up on PATH; one below 3 would be dup2'ed onto
+    # itself, which keeps it close-on-exec
+    before = _boot_ticks()
+    if not here or _devnull_fd is None or min(fds[0], fds[1], _devnull_fd) < 3:
+        popen = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                 stdout=streams[0], stderr=streams[1],  # type: ignore[arg-type]
+                                 start_new_session=True)
+        return Spawned(popen.pid, f"{before}:{_boot_ticks()}", popen)
     assert _devnull_fd is not None
     actions = [(os.POSIX_SPAWN_DUP2, _devnull_fd, 0), (os.POSIX_SPAWN_DUP2, fds[0], 1),
                (os.POSIX_SPAWN_DUP2, fds[1], 2)]
-    here = os.getcwd()
     # posix_spawn has no cwd argument (before Python 3.13): the runner's main thread
     # moves there for the spawn, as expand_submit does for condor_submit's reading
     moved = here != str(cwd)
     if moved:
         os.chdir(cwd)
     try:
-        return Spawned(os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True))
+        pid = os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True)
+        return Spawned(pid, f"{before}:{_boot_ticks()}")
     finally:
         if moved:
             os.chdir(here)
@@ -1323,9 +1360,9 @@ class _Syncer:
         os.close(self._fd)
 
     def close(self) -> None:
+        # not joined: an fsync in progress on a busy disk need not delay the exit
         self._closing = True
         self._wanted.set()
-        self._thread.join()
 
 
 def _open_streams(spec: ProcSpec, stack: contextlib.ExitStack) -> tuple[object, object]:

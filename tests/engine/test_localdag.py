@@ -852,6 +852,28 @@ def test_jobs_of_a_killed_runner_can_be_stopped_without_running_the_dag(tmp_path
     assert stop_leftover_jobs(d) == []  # once only
 
 
+def test_a_leftover_job_is_told_from_a_process_that_reused_its_pid(tmp_path):
+    # the runner records the range of boot-clock ticks a job started in (read around
+    # the spawn); a live process whose start time lies outside it is not the job
+    from docket.engines.localdag import spawn, stop_leftover_jobs
+
+    d = dag(tmp_path, "JOB L long.sub\n")
+    progress = d.with_name(d.name + ".progress")
+    job = spawn(["/bin/sleep", "30"], tmp_path, {})
+    other = spawn(["/bin/sleep", "30"], tmp_path, {})
+    low, _, high = other.started.partition(":")
+    try:
+        progress.write_text(f"START {job.pid} {job.started} {os.getpid()}.1 1 0\n"
+                            f"START {other.pid} {int(low) - 500}:{int(low) - 400} "
+                            f"{os.getpid()}.2 2 0\n")
+        assert stop_leftover_jobs(d) == [job.pid]
+        assert job.wait() == -signal.SIGKILL
+        assert pid_alive(other.pid)
+    finally:
+        os.killpg(other.pid, signal.SIGKILL)
+        other.wait()
+
+
 def test_abort_dag_on_a_pre_script_value_stops_before_the_job(flow):
     tool(flow, "pre.sh", "#!/bin/sh\nexit 4\n")
     d = dag(flow, "JOB A job.sub\nSCRIPT PRE A pre.sh\nRETRY A 3\nABORT-DAG-ON A 4\n")
