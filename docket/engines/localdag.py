@@ -21,6 +21,11 @@ process groups) are stopped, SIGKILLed after ``--kill-grace-s``, their removal i
 logged as job-aborted events, and the metrics say ``removed``. ``stop_leftover_jobs``
 stops the jobs of a runner that was SIGKILLed, for a cancel with no runner alive.
 
+What runs next, and what a PRE script's, a job's or a POST script's outcome means for
+its node, is decided by ``docket.engines.dagsched.Scheduler`` (pure code, tested with
+synthetic events); this module starts, watches and stops the processes, moves the
+files and writes DAGMan's files. Jobs start through ``os.posix_spawn`` (see ``spawn``).
+
 Where this differs from DAGMan, it is on purpose and listed in ``docs/htcondor.md``:
 held jobs are removed at once (nobody can release them here), ``--max-jobs`` limits
 running processes (so a ``queue 100`` node cannot start 100 processes on a laptop),
