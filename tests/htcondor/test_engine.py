@@ -364,3 +364,56 @@ def test_a_resume_the_schedd_refuses_leaves_the_dag_paused():
         # Submit.from_dag removed the halt file, as condor_submit_dag does; it is back
         assert dag.with_name("workflow.dag.halt").read_text() == "paused by docket\n"
         assert engine.alive(dag) is True and engine.result(dag) is None  # still paused
+
+
+def test_a_resume_as_dagman_exits_halted_is_resubmitted_not_failed():
+    """DAGMan reads the halt file at the start of a cycle and exits halted later in that
+    cycle (dagman_main.cpp, condor_event_timer): a resume in between must not fail it."""
+    with outside_tmp() as scratch:
+        rendered, _ = render("null", scratch / "e1", {"sleep_s": 1}, request="race-1")
+        dag = rendered.dag
+        schedd = _Schedd()
+        engine = HTCondorEngine(dagman_path=str(stub_dagman(scratch)), schedd=schedd)
+        engine.submit(dag)
+        engine.hold(dag)
+        engine.release(dag)  # DAGMan still running: only the halt file goes
+        assert not dag.with_name("workflow.dag.halt").exists()
+        # ... but it had already decided: a rescue DAG, metrics with DAG status 6
+        metrics = {"DagStatus": 6, "exitcode": 1, "dagman_id": "2077"}
+        dag.with_name("workflow.dag.metrics").write_text(json.dumps(metrics))
+        # not an ending, and not alive: the watcher resumes it (launch.follow)
+        assert engine.result(dag) is None
+        assert engine.alive(dag) is False
+        assert engine.resume(dag) == "condor:local:2077"
+        assert json.loads(dag.with_name("workflow.dag.metrics.halted").read_text()) == metrics
+        assert engine.alive(dag) and engine.result(dag) is None  # running again
+        assert [c[0] for c in schedd.calls] == ["submit", "submit"]
+
+
+def test_a_dag_halted_by_hand_still_fails_with_its_status(tmp_path):
+    """Halted without docket's pause (a halt file or `htcondor dag halt` by hand): the
+    execution ends, and says why."""
+    dag = _dag_dir(tmp_path / "e1")
+    dag.with_name("workflow.dag.metrics").write_text(json.dumps({"DagStatus": 6,
+                                                                 "exitcode": 1}))
+    engine = HTCondorEngine(schedd=_Schedd())
+    assert engine.alive(dag) is False
+    result = engine.result(dag)
+    assert (result["status"], result["dag_status"]) == ("failed", "halted")
+    assert result["reason"] == "DAGMan ended with exit code 1 (DAG status: halted)"
+
+
+def test_a_dag_with_a_final_node_is_paused_by_holding_its_dagman_job(tmp_path):
+    """A halted DAG runs its FINAL node before it exits (main_shutdown_rescue): pausing
+    one that way would run it early, so its DAGMan job is held and released instead."""
+    dag = _dag_dir(tmp_path / "e1", dagman_log="running.dagman.log")
+    dag.write_text("JOB fetch fetch.sub\nFINAL tidy tidy.sub\n")
+    schedd = _Schedd()
+    engine = HTCondorEngine(schedd=schedd)
+    engine.hold(dag, "paused by a user")
+    assert not dag.with_name("workflow.dag.halt").exists()
+    assert engine.alive(dag) and engine.result(dag) is None
+    engine.release(dag)  # the held event may not be in the DAGMan log yet
+    assert schedd.calls == [("Hold", "2041", "paused by a user"), ("Release", "2041", None)]
+    engine.release(dag)  # once released, a second resume does not act again
+    assert len(schedd.calls) == 2
