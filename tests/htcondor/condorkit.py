@@ -1,9 +1,11 @@
 """Helpers for the HTCondor-side tests: render shipped templates, stand in for
 condor_dagman, replay node events into a real store, keep unmarked tests away from any
-live pool, and remove every job a pool test submitted."""
+live pool, remove every job a pool test submitted, and say why the pool tests cannot run
+here (``pool_missing``)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -139,3 +141,24 @@ def removing_jobs(engine: Any, dag: Path) -> Iterator[None]:
         yield
     finally:
         remove_jobs(engine.schedd(), dagman_clusters(dag.parent))
+
+
+HOW_TO_RUN = ("run them on a pool's access point (a personal pool will do: the 'minicondor' "
+              "package, or 'condor_master' with a one-host configuration) as a user the "
+              "schedd accepts jobs from: 'pytest -m condor tests/htcondor'; they put their "
+              "processing directories under /var/tmp (stock DAGMan refuses node logs in "
+              "/tmp), and DOCKET_POOL_TIMEOUT_S (default 600) bounds each wait")
+
+
+@functools.cache
+def pool_missing() -> str | None:
+    """Why the pool tests cannot run on this machine, or None when a schedd answers."""
+    if shutil.which("condor_submit_dag") is None:
+        return f"no HTCondor pool here: condor_submit_dag is not on PATH; {HOW_TO_RUN}"
+    try:
+        htcondor2.Schedd().query(constraint="false", projection=["ClusterId"], limit=1)
+    except Exception as exc:  # HTCondorIOError / HTCondorLocateError, by version
+        return (f"condor_submit_dag is on PATH but this machine's schedd does not answer "
+                f"({exc}); start HTCondor (condor_master) or set CONDOR_CONFIG, then "
+                f"{HOW_TO_RUN}")
+    return None

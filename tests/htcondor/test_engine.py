@@ -212,13 +212,10 @@ def test_cancel_of_a_finished_dag_is_a_no_op(tmp_path):
 
 # a real pool ---------------------------------------------------------------------------
 
-needs_pool = pytest.mark.skipif(shutil.which("condor_submit_dag") is None,
-                                reason="condor_submit_dag is not on PATH: no HTCondor pool "
-                                       "on this machine")
+# marked condor: skipped, saying why, where no pool runs (conftest.py)
 
 
 @pytest.mark.condor
-@needs_pool
 def test_null_runs_on_the_local_pool():
     with outside_tmp() as scratch:
         rendered, _ = render("null", scratch / "e1", {"sleep_s": 1, "outputs": ["r.txt"]})
@@ -236,7 +233,6 @@ def test_null_runs_on_the_local_pool():
 
 
 @pytest.mark.condor
-@needs_pool
 def test_cancel_removes_dagman_on_the_local_pool():
     with outside_tmp() as scratch:
         rendered, _ = render("null", scratch / "e1", {"sleep_s": 300})
