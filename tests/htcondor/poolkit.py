@@ -48,8 +48,8 @@ def pool_home_at() -> Iterator[Path]:
             remove_jobs(bindings()[1], home_clusters(root))
 
 
-def submit(home: Path, name: str, capability: str, declared: list | None = None,
-           **parameters: object) -> None:
+def submit(home: Path, name: str, capability: str, /, declared: list | None = None,
+           output_dir: str | None = None, **parameters: object) -> None:
     """Drop a request; ``declared``: the outputs its spec declares."""
     import yaml
 
@@ -58,6 +58,8 @@ def submit(home: Path, name: str, capability: str, declared: list | None = None,
            "spec": {"capability": capability, "parameters": parameters}}
     if declared:
         doc["spec"]["outputs"] = declared
+    if output_dir:
+        doc["spec"]["output_dir"] = output_dir
     path = home / "spool" / "incoming" / f"{name}.yaml"
     path.write_text(yaml.safe_dump(doc))
 

@@ -10,7 +10,6 @@ test_pool_workflows.py.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -179,7 +178,7 @@ def test_declared_outputs_are_checked_and_hashed(pool_home):
         "complete", "failed"})
     assert state(pool_home, "out-1") == "complete"
     made = directory(pool_home, "out-1") / "r.txt"
-    products = json.loads(docket(pool_home, "show", "out-1")["executions"][0]["products"])
+    products = docket(pool_home, "show", "out-1")["executions"][0]["products"]
     assert [(p["path"], p["size_bytes"], p["sha256"]) for p in products] == [
         ("r.txt", made.stat().st_size, hashlib.sha256(made.read_bytes()).hexdigest())]
     assert state(pool_home, "out-2") == "failed"

@@ -26,7 +26,12 @@ def _ingest(source: Path, archive: Path, name: str, files: list[str]) -> str:
 @pytest.fixture(scope="session")
 def fake_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An archive with a stand-in demo-vlass observation (vela only needs a directory)."""
-    root = tmp_path_factory.mktemp("fake-archive")
+    return fake_archive_at(tmp_path_factory.mktemp("fake-archive"))
+
+
+def fake_archive_at(root: Path) -> Path:
+    """The stand-in demo-vlass observation and its reimaging resources, ingested into an
+    archive under ``root`` (also by the pool tests, whose jobs must see it)."""
     source = root / "observation"
     ms = source / "demo-vlass.ms"
     ms.mkdir(parents=True)
