@@ -10,6 +10,7 @@ test_pool_workflows.py.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -147,6 +148,38 @@ def test_pause_and_resume_never_hold_the_dagman_job(pool_home):
     htcondor2, _ = bindings()
     log = directory(pool_home, "pause-1") / "workflow.dag.dagman.log"
     assert all(e["type"] != htcondor2.JobEventType.JOB_HELD for e in htc_read_events(log))
+    # DAGMan saw docket's file (dag.cpp, SubmitReadyNodes, checks it every cycle)
+    out = (directory(pool_home, "pause-1") / "workflow.dag.dagman.out").read_text()
+    assert "DAG is halted because halt file " in out and "workflow.dag.halt exists" in out
+
+
+def test_a_dag_that_halts_while_paused_runs_only_what_is_left_on_resume(pool_home):
+    submit(pool_home, "halt-1", "demo", targets=["m31", "m33"], sleep_s=5)
+    node_cluster(pool_home, "halt-1", "fetch", ("running", "idle"))
+    assert run_docket("pause", "halt-1", "--home", str(pool_home)).code == 0
+    folder = directory(pool_home, "halt-1")
+    metrics = folder / "workflow.dag.metrics"
+    # the running job finishes; DAGMan writes a rescue DAG and exits halted
+    until(pool_home, metrics.exists)
+    assert json.loads(metrics.read_text())["DagStatus"] == 6
+    assert (folder / "workflow.dag.rescue001").is_file()
+    assert "Exiting because DAG is halted and no jobs or scripts are running" in (
+        folder / "workflow.dag.dagman.out").read_text()
+    for _ in range(3):  # the watcher leaves a paused DAG that ended halted alone
+        run_docket("tick", "--home", str(pool_home))
+        time.sleep(2)
+    shown = docket(pool_home, "show", "halt-1")["executions"][0]
+    assert (shown["engine_state"], shown["held"]) == ("running", True)
+    assert nodes(pool_home, "halt-1").get("deliver", {}).get("cluster") is None
+    assert len(home_clusters(pool_home)) == 1
+    assert run_docket("resume", "halt-1", "--home", str(pool_home)).code == 0
+    until(pool_home, lambda: state(pool_home, "halt-1") in ("complete", "failed"))
+    assert state(pool_home, "halt-1") == "complete"
+    # a second DAGMan job ran the rescue DAG: nothing done before ran again
+    assert len(home_clusters(pool_home)) == 2
+    table = nodes(pool_home, "halt-1")
+    assert {n: (r["state"], r["attempts"]) for n, r in table.items()} == {
+        n: ("done", 1) for n in ("fetch", "process_0", "process_1", "deliver")}
 
 
 def test_a_restarted_watcher_re_attaches_to_its_dag(pool_home):
