@@ -16,6 +16,9 @@ from tests.conftest import CURRENT_USER, run_docket
 from tests.htcondor.condorkit import DATA, TEMPLATES, dagman_clusters, outside_tmp, remove_jobs
 
 WAIT_S = float(os.environ.get("DOCKET_POOL_TIMEOUT_S", "600"))
+# the VLASS requests' input: the demo-vlass stand-in (tests/workflows), vela for CASA
+VELA = {"locator": "uid://docket/observation/demo-vlass/v1", "ms": "demo-vlass/demo-vlass.ms",
+        "casa": "vela"}
 
 
 def bindings() -> tuple[Any, Any]:

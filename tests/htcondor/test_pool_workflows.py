@@ -22,6 +22,7 @@ import yaml
 
 from tests.conftest import BIN, run_docket
 from tests.htcondor.poolkit import (
+    VELA,
     WAIT_S,
     bindings,
     directory,
@@ -38,8 +39,6 @@ from tests.workflows.conftest import fake_archive_at, tools_config
 
 pytestmark = pytest.mark.condor
 
-VELA = {"locator": "uid://docket/observation/demo-vlass/v1", "ms": "demo-vlass/demo-vlass.ms",
-        "casa": "vela"}
 WORKFUNCS = Path(__file__).resolve().parents[1] / "tasks"  # workfuncs.record
 
 
