@@ -288,6 +288,17 @@ class _Schedd:
         return {"TotalSuccess": 1}
 
 
+def _submitted_and_paused(scratch: Path, request: str = "run-1"
+                          ) -> tuple[Path, HTCondorEngine, _Schedd]:
+    """A null DAG submitted to a stand-in schedd, then paused by docket."""
+    rendered, _ = render("null", scratch / "e1", {"sleep_s": 1}, request=request)
+    schedd = _Schedd()
+    engine = HTCondorEngine(dagman_path=str(stub_dagman(scratch)), schedd=schedd)
+    engine.submit(rendered.dag)
+    engine.hold(rendered.dag)
+    return rendered.dag, engine, schedd
+
+
 def test_pause_writes_the_halt_file_and_resume_removes_it(tmp_path):
     dag = _dag_dir(tmp_path / "e1", dagman_log="running.dagman.log")
     schedd = _Schedd()
@@ -303,12 +314,7 @@ def test_pause_writes_the_halt_file_and_resume_removes_it(tmp_path):
 
 def test_a_dag_that_halted_while_paused_waits_and_resume_runs_its_rescue_dag():
     with outside_tmp() as scratch:
-        rendered, _ = render("null", scratch / "e1", {"sleep_s": 1}, request="paused-1")
-        dag = rendered.dag
-        schedd = _Schedd()
-        engine = HTCondorEngine(dagman_path=str(stub_dagman(scratch)), schedd=schedd)
-        engine.submit(dag)
-        engine.hold(dag)
+        dag, engine, schedd = _submitted_and_paused(scratch, "paused-1")
         # DAGMan finished the running jobs, wrote a rescue DAG and exited halted (status 6)
         metrics = {"DagStatus": 6, "exitcode": 1, "dagman_id": "2077", "jobs": 1}
         dag.with_name("workflow.dag.metrics").write_text(json.dumps(metrics))
@@ -342,12 +348,7 @@ def test_resume_releases_a_dagman_job_held_by_hand(tmp_path):
 
 def test_a_resume_the_schedd_refuses_leaves_the_dag_paused():
     with outside_tmp() as scratch:
-        rendered, _ = render("null", scratch / "e1", {"sleep_s": 1})
-        dag = rendered.dag
-        schedd = _Schedd()
-        engine = HTCondorEngine(dagman_path=str(stub_dagman(scratch)), schedd=schedd)
-        engine.submit(dag)
-        engine.hold(dag)
+        dag, engine, schedd = _submitted_and_paused(scratch)
         dag.with_name("workflow.dag.metrics").write_text(json.dumps({"DagStatus": 6,
                                                                      "exitcode": 1}))
 
@@ -366,12 +367,7 @@ def test_a_resume_as_dagman_exits_halted_is_resubmitted_not_failed():
     """DAGMan reads the halt file at the start of a cycle and exits halted later in that
     cycle (dagman_main.cpp, condor_event_timer): a resume in between must not fail it."""
     with outside_tmp() as scratch:
-        rendered, _ = render("null", scratch / "e1", {"sleep_s": 1}, request="race-1")
-        dag = rendered.dag
-        schedd = _Schedd()
-        engine = HTCondorEngine(dagman_path=str(stub_dagman(scratch)), schedd=schedd)
-        engine.submit(dag)
-        engine.hold(dag)
+        dag, engine, schedd = _submitted_and_paused(scratch, "race-1")
         engine.release(dag)  # DAGMan still running: only the halt file goes
         assert not dag.with_name("workflow.dag.halt").exists()
         # ... but it had already decided: a rescue DAG, metrics with DAG status 6

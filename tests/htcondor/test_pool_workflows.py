@@ -12,7 +12,6 @@ the archive and the QA area live inside the home, where the (shared) filesystem 
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import BIN, run_docket
+from tests.conftest import run_docket
 from tests.htcondor.poolkit import (
     VELA,
     WAIT_S,
@@ -35,7 +34,13 @@ from tests.htcondor.poolkit import (
     until,
 )
 from tests.tasks.taskkit import dumps, queue_rows, two_task_chain, write_events
-from tests.workflows.conftest import fake_archive_at, tools_config
+from tests.workflows.conftest import (
+    SPLIT_OF_TWO,
+    fake_archive_at,
+    fetch_back,
+    split_outputs,
+    tools_config,
+)
 
 pytestmark = pytest.mark.condor
 
@@ -97,11 +102,7 @@ def test_calibration_waits_for_qa_then_a_pass_ingests_and_delivers(vela_home, tm
     assert not qa_dir.exists()
     locator = _results(vela_home, "cal-1")["archive_locator"]
     assert locator == "uid://docket/calibration/cal-1/v1"
-    fetched = tmp_path / "fetched"
-    proc = subprocess.run([str(BIN / "productfetcher"), "-q", "-l", locator, "-o",
-                           str(fetched), "--config", str(vela_home / "tools.yaml")],
-                          capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, proc.stderr
+    fetched = fetch_back(locator, tmp_path / "fetched", vela_home / "tools.yaml")
     assert (fetched / "cal-1" / "cal-1.caltables.tgz").is_file()
     delivered = vela_home / "work" / "deliveries" / "cal-1"
     assert (delivered / "cal-1.caltables.tgz").is_file()
@@ -121,11 +122,7 @@ def test_split_fans_out_one_pool_job_per_piece(vela_home):
     _on_the_pool(run)
     stages = {s["description"]: (s["state"], s["done"], s["nodes"]) for s in run["stages"]}
     assert stages["running CASA"] == ("done", 3, 3)  # the split and one node per piece
-    products = Path(run["directory"]) / "products"
-    assert sorted(p.name for p in (products / "split").iterdir()) == [
-        "demo-vlass.0.ms", "demo-vlass.1.ms"]
-    assert sorted(p.name for p in (products / "pieces").iterdir()) == [
-        "demo-vlass.0.fits", "demo-vlass.1.fits"]
+    assert split_outputs(Path(run["directory"])) == SPLIT_OF_TWO
     # each node a pool job of its own, each run once
     table = docket(vela_home, "inspect", "split-1")["nodes"]
     assert all(n["attempts"] == 1 and n["exit_code"] == 0 for n in table), table

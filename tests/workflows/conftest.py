@@ -62,3 +62,25 @@ def tools_config(home: Path, archive: Path) -> Path:
                     f"productfetcher:\n  catalog: {archive}\n"
                     f"conveyor:\n  qa_area: {home / 'qa'}\n")
     return path
+
+
+def fetch_back(locator: str, into: Path, config: Path | None = None) -> Path:
+    """productfetcher brings ``locator`` back from the archive into ``into``, as a user
+    would (``config``: the tools.yaml, else DOCKET_TOOLS_CONFIG)."""
+    extra = ["--config", str(config)] if config else []
+    proc = subprocess.run([str(BIN / "productfetcher"), "-q", "-l", locator, "-o", str(into),
+                           *extra], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return into
+
+
+# what seci_split_measurement_sets makes of demo-vlass split into two pieces
+SPLIT_OF_TWO = {"split": ["demo-vlass.0.ms", "demo-vlass.1.ms"],
+                "pieces": ["demo-vlass.0.fits", "demo-vlass.1.fits"]}
+
+
+def split_outputs(directory: Path) -> dict[str, list[str]]:
+    """The split measurement sets and the piece images a split run left in products/."""
+    products = directory / "products"
+    return {kind: sorted(p.name for p in (products / kind).iterdir())
+            for kind in ("split", "pieces")}
