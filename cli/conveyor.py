@@ -10,15 +10,14 @@ import typer
 
 from cli.common import JsonOption, QuietOption, emit, run
 from docket.errors import UsageError
+from docket.procdir import PARTS, read_metadata
 from docket.tools.config import load_tool_config
 from docket.tools.conveyor import (
     IMAGE_PARTS,
-    PARTS,
     ConveyorResult,
     from_qa,
     qa_area_from_config,
     qa_fail,
-    read_metadata,
     to_qa,
 )
 

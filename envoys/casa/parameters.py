@@ -13,8 +13,8 @@ from typing import Any
 
 from docket.errors import DocketError, Invalid, NotFound
 from docket.fileio import inside, safe_join
+from docket.procdir import ProcessingDirectory
 from docket.tools.casajob import FAIL_MODES
-from envoys.casa.foundation import ProcessingDirectory
 
 __all__ = ["MODES", "MODE_TASKS", "EnvoyParameters", "parse_parameters"]
 
