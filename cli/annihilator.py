@@ -11,6 +11,7 @@ import typer
 from cli.common import JsonOption, QuietOption, emit
 from cli.toolshell import ConfigOption, entry, tool_app
 from docket.errors import ExitCode
+from docket.procdir import ACTIVE_MARKER
 from docket.tools.annihilator import Report, annihilate, areas_from_config
 from docket.tools.config import load_tool_config
 
@@ -38,7 +39,7 @@ def _human(report: Report) -> str:
             lines.append(f"{area.area.name}: {verb} {removal.path} "
                          f"({_size(removal.size_bytes)}, newest {newest}, {removal.reason})")
         for path in area.kept_active:
-            lines.append(f"{area.area.name}: kept {path}: active run (.docket-active)")
+            lines.append(f"{area.area.name}: kept {path}: active run ({ACTIVE_MARKER})")
         for error in area.errors:
             lines.append(f"{area.area.name}: problem: {error}")
     count = sum(len(a.removed) for a in report.areas)
