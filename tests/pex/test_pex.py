@@ -151,9 +151,8 @@ def test_each_pex_carries_its_closure_and_nothing_else(pex_files: dict[str, Path
             assert not [p for p in ENGINE_ONLY if f".deps/{p}" in deps.replace("-", "_")], name
     assert manifest(pex_files["productfetcher"])["modules"] == [
         "cli", "cli.common", "cli.productfetcher", "cli.progress", "cli.toolshell", "docket",
-        "docket.errors",
-        "docket.fileio", "docket.tools", "docket.tools.archive", "docket.tools.config",
-        "docket.tools.productfetcher"]
+        "docket.errors", "docket.fileio", "docket.locks", "docket.tools", "docket.tools.archive",
+        "docket.tools.config", "docket.tools.productfetcher"]
     # load_tool_config imports yaml inside a function: the closure still sees it
     assert any(r.startswith("pyyaml==") for r in manifest(pex_files["productfetcher"])[
         "requirements"])
