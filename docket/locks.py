@@ -52,16 +52,13 @@ def _open(path: Path, mode: int, write: bool) -> int:
 
 
 def _acquire(fd: int, path: Path, timeout_s: float | None, busy: str, fix: str) -> None:
-    if timeout_s is None:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return
-    deadline = time.monotonic() + timeout_s
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if deadline is None else fcntl.LOCK_NB))
             return
         except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+            if deadline is None or exc.errno not in (errno.EAGAIN, errno.EACCES):
                 # e.g. Lustre mounted without -o flock: refuse rather than run unlocked
                 # and let two writers overwrite each other.
                 raise DocketError(f"cannot lock {path}: {exc.strerror}",
