@@ -41,7 +41,8 @@ def _lock_pid(directory: Path) -> int | None:
     lock = directory / "workflow.dag.lock"
     if not lock_is_held(lock):
         return None
-    return int(lock.read_text().split()[0])
+    pid = lock.read_text().split()
+    return int(pid[0]) if pid else None  # the launcher writes it just after the start
 
 
 def _wait(predicate, what: str, timeout_s: float = 60):  # noqa: ANN001, ANN202
@@ -87,3 +88,27 @@ def test_a_watcher_killed_right_after_resuming_a_runner_still_recorded_it(home, 
         assert cancelled.code == 0, cancelled.err
         docket("tick")
         _wait(lambda: _lock_pid(directory) is None, "the runner to stop")
+
+
+def test_a_runner_still_starting_is_alive_to_the_next_pass(tmp_path):
+    """A watcher pass right after another pass started a runner must not take the
+    still-starting runner for a dead one (and "resume" it: a second runner, and one of
+    the few resumes an execution is allowed spent for nothing)."""
+    from docket.engines.local import LocalEngine
+    from docket.engines.localdag import lock_is_held
+
+    (tmp_path / "sleep.sub").write_text("executable = /bin/sleep\narguments = 30\n"
+                                        "universe = vanilla\nqueue\n")
+    dag = tmp_path / "workflow.dag"
+    dag.write_text("JOB a sleep.sub\n")
+    starter = LocalEngine(max_jobs=1)
+    starter.submit(dag)
+    try:
+        # another process's engine knows nothing of the child: only the lock tells it
+        assert LocalEngine().alive(dag)
+        pid = _wait(lambda: _lock_pid(tmp_path), "the runner's PID")
+        assert pid == starter._children[dag].pid
+    finally:
+        LocalEngine().cancel(dag)
+        _wait(lambda: not lock_is_held(tmp_path / "workflow.dag.lock"), "the runner to stop")
+        starter.reap()
