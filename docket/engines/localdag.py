@@ -397,9 +397,9 @@ class DagRun:
     def run(self) -> int:
         _no_inherited_fds()
         if self.lock_fd is not None and _holds_lock(self.lock_fd, self.files["lock"]):
-            # (_no_inherited_fds made it close-on-exec: a job outliving a killed runner
-            # must not hold the lock)
             lock_fd, inherited = self.lock_fd, True
+            # jobs must not inherit it: a job outliving a killed runner would hold the lock
+            os.set_inheritable(lock_fd, False)
         else:
             lock_fd, inherited = os.open(self.files["lock"], os.O_RDWR | os.O_CREAT, 0o644), False
         deadline = time.monotonic() + LOCK_WAIT_S
