@@ -19,7 +19,7 @@ from typing import Any
 
 from docket.attachments import AttachmentError, copy_attachments
 from docket.capabilities import CapabilityError
-from docket.engines.base import DagResult, DagState, Engine, RunStatus
+from docket.engines.base import DagResult, DagState, Engine, NodeLogUnreadable, RunStatus
 from docket.errors import DocketError
 from docket.fileio import is_disk_error, safe_join
 from docket.home import ACTIVE_MARKER, Home
@@ -263,8 +263,11 @@ class Launcher:
         """Read new node events and results of running executions; return the ended ones."""
         ended = []
         for row in self.store.all("SELECT * FROM executions WHERE engine_state='running'"):
-            if self.follow(row):
-                ended.append(row["id"])
+            try:
+                if self.follow(row):
+                    ended.append(row["id"])
+            except NodeLogUnreadable as exc:  # this execution only; the next pass reads on
+                log.warning("execution %s: %s; trying again next pass", row["id"], exc)
         return ended
 
     def follow(self, row: Any) -> bool:

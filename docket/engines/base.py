@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 from docket.engines.eventlog import node_log
 from docket.errors import DocketError
-from docket.monitor import read_node_events
+from docket.monitor import NodeLogUnreadable, read_node_events
 
 if TYPE_CHECKING:
     from schemas.sites import Site
 
 __all__ = ["Engine", "RunStatus", "DagState", "DagResult", "DagStatus", "Unsupported",
-           "node_log", "metrics_file"]
+           "NodeLogUnreadable", "node_log", "metrics_file"]
 
 
 def metrics_file(dag: Path) -> Path:
@@ -182,5 +182,6 @@ class Engine(ABC):
     def read_events(self, dag: Path, cursor: bytes | None) -> tuple[list[dict[str, Any]],
                                                                      bytes | None]:
         """New node job events since ``cursor`` (as docket event records) and the cursor
-        to save with them; see ``docket.monitor``."""
+        to save with them; see ``docket.monitor``. Raises ``NodeLogUnreadable`` when the
+        log cannot be read this pass."""
         return read_node_events(dag, cursor)
