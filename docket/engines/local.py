@@ -24,9 +24,9 @@ from schemas.sites import Site
 
 __all__ = ["LocalEngine"]
 
-# The runners this process started and has not collected yet. Per process, not per engine:
-# an engine built again (sites.yaml changed) still knows a runner that has not taken its
-# lock yet, and reaps it.
+# The runners this process started and has not collected (reaped) yet. Per process, not
+# per engine: an engine built again when sites.yaml changes still reaps the runners that
+# the one before it started.
 _CHILDREN: dict[Path, subprocess.Popen[bytes]] = {}
 
 
@@ -105,10 +105,8 @@ class LocalEngine(Engine):
                 or files["metrics"].exists() or lock_is_held(files["lock"]))
 
     def alive(self, dag: Path) -> bool:
-        # a runner we just started may not hold its lock yet
-        child = _CHILDREN.get(dag)
-        if child is not None and child.poll() is None:
-            return True
+        # submit() takes the lock before the runner starts and hands it over, so the
+        # lock alone tells, in this process or any other
         return lock_is_held(dag_files(dag)["lock"])
 
     def result(self, dag: Path) -> DagResult | None:

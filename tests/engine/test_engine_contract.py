@@ -140,7 +140,9 @@ def test_a_dag_runs_to_the_end_and_its_events_say_what_ran(case):
         engine.name, RunStatus.COMPLETE, 0, True)
     assert dict(result.failed_nodes) == {}
     assert engine.status(dag) == DagStatus(DagState.ENDED, result)
-    assert engine.alive(dag) is False
+    # the runner exits once it has written its result (it may still be doing so now)
+    follower.wait_for("the runner to exit", lambda: engine.alive(dag) is False)
+    assert engine.status(dag) == DagStatus(DagState.ENDED, result)  # ended stays ended
     for node in ("A", "B"):
         assert follower.kinds(node) == ["node.submitted", "node.started", "node.finished"]
     finished_a = next(i for i, e in enumerate(follower.events)

@@ -392,8 +392,8 @@ def test_a_dag_halted_by_hand_still_fails_with_its_status(tmp_path):
     engine = HTCondorEngine(schedd=_Schedd())
     assert engine.alive(dag) is False
     result = engine.result(dag)
-    assert (result["status"], result["dag_status"]) == ("failed", "halted")
-    assert result["reason"] == "DAGMan ended with exit code 1 (DAG status: halted)"
+    assert (result.status, result.details["dag_status"]) == ("failed", "halted")
+    assert result.reason == "DAGMan ended with exit code 1 (DAG status: halted)"
 
 
 def test_a_dag_with_a_final_node_is_paused_by_holding_its_dagman_job(tmp_path):
