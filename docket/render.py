@@ -30,12 +30,13 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from docket.attachments import AttachmentError, copy_attachments
 from docket.capabilities import Capability
-from docket.dag import DagError, read_dag
+from docket.dag import Dag, DagError, read_dag
 from docket.errors import DocketError, Invalid
 from docket.fileio import atomic_write, is_disk_error
 from docket.home import ACTIVE_MARKER
 from docket.quoting import check_text, quote, quote_arguments, quote_environment
 from docket.submit import check_submit
+from docket.transfer import return_products
 
 __all__ = ["RenderError", "Rendered", "render_execution", "template_environment",
            "WORKFLOW_FILE"]
@@ -155,11 +156,21 @@ def render_execution(capability: Capability, directory: Path, *, request: dict[s
     atomic_write(directory / "metadata.json", json.dumps(metadata, indent=2, sort_keys=True),
                  durable=False)
     dag_path = directory / WORKFLOW_FILE
-    return Rendered(directory, dag_path, written, check_workflow(dag_path))
+    dag, submits = _read_workflow(dag_path)
+    for submit in submits:  # what a job writes into products/ comes back (listed or not)
+        if submit.is_file():
+            return_products(submit, shared_filesystem)
+    return Rendered(directory, dag_path, written, _check(dag, submits))
 
 
 def check_workflow(dag_path: Path) -> int:
     """Check a rendered DAG and its submit files; return the node count."""
+    return _check(*_read_workflow(dag_path))
+
+
+def _read_workflow(dag_path: Path) -> tuple[Dag, list[Path]]:
+    """The DAG and the submit files it names (inline descriptions and SUBDAG EXTERNAL
+    nodes have none)."""
     if not dag_path.is_file():
         raise RenderError(f"the capability rendered no {WORKFLOW_FILE}",
                           "name the DAG template workflow.dag.j2")
@@ -167,13 +178,15 @@ def check_workflow(dag_path: Path) -> int:
         dag = read_dag(dag_path)
     except DagError as exc:
         raise RenderError(str(exc), "fix the DAG template") from None
+    named = {(n.directory, n.submit_file) for n in dag.nodes.values()
+             if not n.noop and n.inline_submit is None and n.subdag is None}
+    return dag, [(dag_path.parent / folder if folder else dag_path.parent) / name
+                 for folder, name in sorted(named, key=str)]
+
+
+def _check(dag: Dag, submits: list[Path]) -> int:
     problems: list[str] = []
-    # inline descriptions and SUBDAG EXTERNAL nodes have no submit file to check
-    for submit in sorted({(n.directory, n.submit_file) for n in dag.nodes.values()
-                          if not n.noop and n.inline_submit is None and n.subdag is None},
-                         key=str):
-        folder = dag_path.parent / submit[0] if submit[0] else dag_path.parent
-        path = folder / submit[1]
+    for path in submits:
         if not path.is_file():
             problems.append(f"{path.name}: submit file named in the DAG does not exist")
             continue
