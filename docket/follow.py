@@ -108,8 +108,10 @@ def describe(event: dict[str, Any]) -> str:
 class _Stages:
     """Each stage's state from the node events seen so far, to report entering and leaving."""
 
-    def __init__(self, specs: list[Any]) -> None:
+    def __init__(self, specs: list[Any], planned: Callable[[int], tuple[str, ...]]) -> None:
         self.specs = specs
+        # an execution's DAG nodes: a fan-out's pieces count before they are queued
+        self.planned = planned
         self.nodes: dict[tuple[int, str], str] = {}
         self.states: dict[tuple[int, str], str] = {}
 
@@ -134,7 +136,7 @@ class _Stages:
 
         mine = [{"node": n, "state": s} for (e, n), s in self.nodes.items() if e == execution]
         out = []
-        for stage in stages(self.specs, mine):
+        for stage in stages(self.specs, mine, self.planned(execution)):
             skey = (execution, stage["stage"])
             before = self.states.get(skey, "waiting")
             now_state = stage["state"]
@@ -197,7 +199,8 @@ def follow(home: Any, name: str, *, after_id: int | None = None,
             position = event["id"]
             taken_in = taken_in or event["type"] in ("version.accepted", "document.duplicate")
             if stages is None and event["type"] in ("version.accepted", "execution.created"):
-                stages = _Stages(_stage_specs(home, store, name))
+                stages = _Stages(_stage_specs(home, store, name),
+                                 lambda execution: _planned(store, execution))
             on_event(event)
             for derived in (stages.update(event) if stages else []):
                 on_event(derived)
@@ -256,6 +259,14 @@ def _rejection(store: Store, spooled_file: str, after_id: int) -> dict[str, Any]
         if event["data"].get("file") == spooled_file:
             return event
     return None
+
+
+def _planned(store: Store | None, execution: int) -> tuple[str, ...]:
+    from docket.report import planned_nodes
+
+    row = store.one("SELECT directory FROM executions WHERE id=?", execution) \
+        if store is not None else None
+    return planned_nodes(row["directory"] if row else None)
 
 
 def _stage_specs(home: Any, store: Store, name: str) -> list[Any]:
