@@ -121,6 +121,16 @@ def test_a_killed_hand_off_is_started_again_once(home, docket, slow, tmp_path):
     assert len(_events(docket, "cal-k", "handoff.done")) == 1
     execution = docket("show", "cal-k", "--json").json()["executions"][0]
     assert (Path(execution["directory"]) / "products").is_symlink()
+    # what a DA following the request reads (it now waits for QA: exit code 4)
+    followed = docket("follow", "cal-k")
+    assert followed.code == 4, followed.err
+    said = [line.split("  ", 1)[1] for line in followed.out.splitlines()
+            if "hand-off" in line]
+    assert said == ["hand-off conveyor --deliver started (attempt 1)",
+                    "hand-off conveyor --deliver failed, to be tried again (the hand-off "
+                    "was killed before it finished)",
+                    "hand-off conveyor --deliver started (attempt 2)",
+                    "hand-off conveyor --deliver done"], followed.out
 
 
 def test_a_hand_off_killed_twice_fails_for_good_and_says_so(home, docket, slow, tmp_path):
