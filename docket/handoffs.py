@@ -178,23 +178,11 @@ def _start(base: Path, command: list[str], env: dict[str, str]) -> None:
         os.close(fd)
 
 
-def _lock_held(path: Path) -> bool:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
 def _finish(store: Store, item: Any, common: dict[str, Any], base: Path) -> bool:
     """Record a started hand-off that has ended; False while it runs or once it failed."""
-    if _lock_held(Path(f"{base}.lock")):
+    from docket.engines.localdag import lock_is_held  # the DAG runner's lock test
+
+    if lock_is_held(Path(f"{base}.lock")):
         return False
     try:
         return _record_end(store, item, common, base)
