@@ -157,9 +157,9 @@ def render_execution(capability: Capability, directory: Path, *, request: dict[s
                  durable=False)
     dag_path = directory / WORKFLOW_FILE
     dag, submits = _read_workflow(dag_path)
-    for submit in submits:  # what a job writes into products/ comes back (listed or not)
+    for run_dir, submit in submits:  # what a job writes into products/ comes back
         if submit.is_file():
-            return_products(submit, shared_filesystem)
+            return_products(submit, run_dir, shared_filesystem)
     return Rendered(directory, dag_path, written, _check(dag, submits))
 
 
@@ -168,9 +168,10 @@ def check_workflow(dag_path: Path) -> int:
     return _check(*_read_workflow(dag_path))
 
 
-def _read_workflow(dag_path: Path) -> tuple[Dag, list[Path]]:
-    """The DAG and the submit files it names (inline descriptions and SUBDAG EXTERNAL
-    nodes have none)."""
+def _read_workflow(dag_path: Path) -> tuple[Dag, list[tuple[Path, Path]]]:
+    """The DAG and the submit files it names, each with the directory condor_submit
+    reads it from (the DAG's, or the node's DIR); inline descriptions and SUBDAG
+    EXTERNAL nodes have none."""
     if not dag_path.is_file():
         raise RenderError(f"the capability rendered no {WORKFLOW_FILE}",
                           "name the DAG template workflow.dag.j2")
@@ -180,13 +181,14 @@ def _read_workflow(dag_path: Path) -> tuple[Dag, list[Path]]:
         raise RenderError(str(exc), "fix the DAG template") from None
     named = {(n.directory, n.submit_file) for n in dag.nodes.values()
              if not n.noop and n.inline_submit is None and n.subdag is None}
-    return dag, [(dag_path.parent / folder if folder else dag_path.parent) / name
-                 for folder, name in sorted(named, key=str)]
+    runs_in = [(dag_path.parent / folder if folder else dag_path.parent, name)
+               for folder, name in sorted(named, key=str)]
+    return dag, [(run_dir, run_dir / name) for run_dir, name in runs_in]
 
 
-def _check(dag: Dag, submits: list[Path]) -> int:
+def _check(dag: Dag, submits: list[tuple[Path, Path]]) -> int:
     problems: list[str] = []
-    for path in submits:
+    for _, path in submits:
         if not path.is_file():
             problems.append(f"{path.name}: submit file named in the DAG does not exist")
             continue

@@ -42,13 +42,22 @@ def _items(value: str) -> list[str]:
 
 
 def _names_products(value: str) -> bool:
+    """Whether an output list names products/ (itself, or its contents with ``/``)."""
     return PRODUCTS in (item.rstrip("/") for item in _items(value))
 
 
-def return_products(path: Path, shared_filesystem: bool) -> bool:
-    """Rewrite the submit file at ``path`` so its job returns ``products/``; True when it
-    was changed. Only the commands before the first ``queue`` are read: a description
-    that changes them between queue statements is left as written."""
+def _brings_products(value: str) -> bool:
+    """Whether an input list makes a products/ directory in the scratch directory (a
+    trailing ``/`` transfers only the contents)."""
+    return any(Path(item).name == PRODUCTS and not item.endswith("/")
+               for item in _items(value))
+
+
+def return_products(path: Path, run_dir: Path, shared_filesystem: bool) -> bool:
+    """Rewrite the submit file at ``path`` (submitted from ``run_dir``, the DAG's
+    directory or the node's DIR) so its job returns ``products/``; True when it was
+    changed. Only the commands before the first ``queue`` are read: a description that
+    changes them between queue statements is left as written."""
     lines = path.read_text().splitlines(keepends=True)
     last: dict[str, tuple[int, str]] = {}  # command (lower case) -> (line index, value)
     queue_at = len(lines)
@@ -68,9 +77,9 @@ def return_products(path: Path, shared_filesystem: bool) -> bool:
         return False
     lines[out_at] = f"transfer_output_files = {outputs},{PRODUCTS}\n"
     in_at, inputs = last.get("transfer_input_files", (None, ""))
-    if not _names_products(inputs):
+    if not _brings_products(inputs):
         initialdir = last.get("initialdir", (0, ""))[1]
-        empty = path.parent / EMPTY_PRODUCTS
+        empty = run_dir / EMPTY_PRODUCTS
         empty.mkdir(parents=True, exist_ok=True)
         # relative to initialdir, as transfer_input_files is; absolute where it moved
         source = EMPTY_PRODUCTS if not initialdir else str(empty)

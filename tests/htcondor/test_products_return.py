@@ -17,7 +17,7 @@ from docket.capabilities import load_capability, resolve_parameters
 from docket.dag import read_dag
 from docket.render import render_execution
 from docket.submit import check_submit, expand_submit
-from docket.transfer import EMPTY_PRODUCTS
+from docket.transfer import EMPTY_PRODUCTS, return_products
 from tests.conftest import drop, request_doc
 from tests.htcondor.condorkit import DATA, SHIPPED, TEMPLATES, TOOLS
 
@@ -116,3 +116,42 @@ def test_an_unlisted_product_reaches_the_processing_directory_and_results(
     (mine,) = [e for e in results["executions"] if e["request"] == "s"] or [None]
     assert mine is not None, results
     assert [p["path"] for p in mine["products"]] == [PRODUCT]
+
+
+@pytest.mark.parametrize("lines, shared, outputs, inputs", [
+    # a list without products gains it, and an empty products/ to bring it back in
+    ("transfer_output_files = a.txt", True, ["a.txt", "products"], [EMPTY_PRODUCTS]),
+    # the job gets products/ of its own: nothing more to transfer in
+    ("transfer_input_files = products\ntransfer_output_files = working", True,
+     ["working", "products"], ["products"]),
+    # products/ contents only make no products/ in the scratch directory
+    ("transfer_input_files = products/\ntransfer_output_files = working", True,
+     ["working", "products"], ["products/", EMPTY_PRODUCTS]),
+    # already listed, nothing asked back, or HTCondor's default: as written
+    ("transfer_output_files = products,x", True, ["products", "x"], []),
+    ('transfer_output_files = ""', True, [], []),
+    ("", True, None, []),
+])
+def test_what_the_rule_changes_in_a_submit_file(tmp_path, lines, shared, outputs, inputs):
+    sub = tmp_path / "j.sub"
+    sub.write_text(f"executable = /bin/true\nshould_transfer_files = YES\n{lines}\nqueue\n")
+    return_products(sub, tmp_path, shared)
+    (proc,) = expand_submit(sub, "j", {}, 1, shared_filesystem=shared)
+    assert (proc.transfer_output_files, proc.transfer_input_files) == (outputs, inputs)
+    assert not check_submit(sub)
+
+
+def test_a_job_running_in_place_or_elsewhere_is_handled_as_htcondor_would(tmp_path):
+    sub = tmp_path / "j.sub"
+    text = "executable = /bin/true\ntransfer_output_files = a.txt\nqueue\n"
+    sub.write_text(text)
+    assert not return_products(sub, tmp_path, True)  # runs in place: sees products/
+    assert sub.read_text() == text
+    assert return_products(sub, tmp_path, False)  # no shared filesystem: a scratch dir
+    # with initialdir elsewhere, the empty products/ is named by its full path
+    sub.write_text("executable = /bin/true\nshould_transfer_files = YES\n"
+                   f"initialdir = {tmp_path / 'elsewhere'}\ntransfer_output_files = a\n"
+                   "queue\n")
+    return_products(sub, tmp_path, True)
+    (proc,) = expand_submit(sub, "j", {}, 1)
+    assert proc.transfer_input_files == [str(tmp_path / EMPTY_PRODUCTS)]
