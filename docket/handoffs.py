@@ -202,7 +202,10 @@ def _record_end(store: Store, item: Any, common: dict[str, Any], base: Path) -> 
             "SELECT count(*) AS n FROM events WHERE execution=? AND type='handoff.failed' "
             "AND json_extract(data, '$.requested')=? AND json_extract(data, '$.killed')",
             item["execution"], item["requested"])["n"]
-        _failed(store, common, attempt, None, "the hand-off was killed before it finished",
+        crashed = _read(Path(f"{base}.runner.err")).strip().splitlines()  # its traceback
+        reason = (f"the hand-off's process failed: {crashed[-1]}" if crashed
+                  else "the hand-off was killed before it finished")
+        _failed(store, common, attempt, None, reason,
                 final=attempt >= MAX_ATTEMPTS or killed >= 1, killed=True)
         return False
     out = _read(Path(f"{base}.out"))
