@@ -117,12 +117,12 @@ def describe(event: dict[str, Any]) -> str:
 class _Stages:
     """Each stage's state from the node events seen so far, to report entering and leaving."""
 
-    def __init__(self, specs: list[Any], planned: Callable[[int], tuple[str, ...]]) -> None:
+    def __init__(self, specs: list[Any], directory_of: Callable[[int], str | None]) -> None:
         self.specs = specs
-        # an execution's DAG nodes: a fan-out's pieces count before they are queued
-        self.planned = planned
+        self.directory_of = directory_of  # an execution's processing directory
         self.nodes: dict[tuple[int, str], str] = {}
         self.states: dict[tuple[int, str], str] = {}
+        self.planned: dict[int, list[str]] = {}
 
     def update(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         t, d = event["type"], event["data"]
@@ -141,11 +141,13 @@ class _Stages:
             self.nodes[key] = "held"
         else:
             self.nodes.setdefault(key, "idle")
-        from docket.report import stages
+        from docket.report import planned_nodes, stages
 
+        if execution not in self.planned:  # node events come after the DAG is rendered
+            self.planned[execution] = planned_nodes(self.directory_of(execution))
         mine = [{"node": n, "state": s} for (e, n), s in self.nodes.items() if e == execution]
         out = []
-        for stage in stages(self.specs, mine, self.planned(execution)):
+        for stage in stages(self.specs, mine, self.planned[execution]):
             skey = (execution, stage["stage"])
             before = self.states.get(skey, "waiting")
             now_state = stage["state"]
@@ -209,7 +211,7 @@ def follow(home: Any, name: str, *, after_id: int | None = None,
             taken_in = taken_in or event["type"] in ("version.accepted", "document.duplicate")
             if stages is None and event["type"] in ("version.accepted", "execution.created"):
                 stages = _Stages(_stage_specs(home, store, name),
-                                 lambda execution: _planned(store, execution))
+                                 lambda execution: _directory(store, execution))
             on_event(event)
             for derived in (stages.update(event) if stages else []):
                 on_event(derived)
@@ -270,12 +272,9 @@ def _rejection(store: Store, spooled_file: str, after_id: int) -> dict[str, Any]
     return None
 
 
-def _planned(store: Store | None, execution: int) -> tuple[str, ...]:
-    from docket.report import planned_nodes
-
-    row = store.one("SELECT directory FROM executions WHERE id=?", execution) \
-        if store is not None else None
-    return planned_nodes(row["directory"] if row else None)
+def _directory(store: Store | None, execution: int) -> str | None:
+    row = store.one("SELECT directory FROM executions WHERE id=?", execution) if store else None
+    return row["directory"] if row else None
 
 
 def _stage_specs(home: Any, store: Store, name: str) -> list[Any]:

@@ -7,13 +7,13 @@ second on a home with 100,000 executions.
 from __future__ import annotations
 
 import fnmatch
-import functools
 import json
+from pathlib import Path
 from typing import Any
 
 from docket.store import Store
 
-__all__ = ["status", "show", "stages", "planned_nodes", "attempts", "results", "metrics"]
+__all__ = ["status", "show", "stages", "attempts", "results", "metrics"]
 
 
 def status(store: Store, limit: int = 20, state: str | None = None) -> dict[str, Any]:
@@ -30,15 +30,34 @@ def status(store: Store, limit: int = 20, state: str | None = None) -> dict[str,
             "requests": [dict(r) for r in rows]}
 
 
+def planned_nodes(directory: str | Path | None) -> list[str]:
+    """The node names of an execution's rendered DAG ([] when it cannot be read).
+
+    A stage is done only when every node of it in the DAG is: a node that has not been
+    submitted yet (a throttle, or a slow engine) has no events, and without the DAG a stage
+    whose first node finished would read as done while the rest had not started.
+    """
+    if not directory:
+        return []
+    from docket.dag import DagError, read_dag
+    from docket.render import WORKFLOW_FILE
+
+    try:
+        return list(read_dag(Path(directory) / WORKFLOW_FILE).nodes)
+    except (DagError, OSError):
+        return []
+
+
 def stages(stage_specs: list[Any], nodes: list[dict[str, Any]],
-           planned: list[str] | tuple[str, ...] = ()) -> list[dict[str, Any]]:
+           planned: list[str] | None = None) -> list[dict[str, Any]]:
     """Each stage's state from its nodes: waiting, running, done or failed.
 
-    ``planned``: every node of the execution's DAG (``planned_nodes``). A node has a row
-    only once the engine reports on it, so without them a fan-out stage whose first node
-    is done and whose pieces are not yet queued would read "done" too early."""
+    ``planned``: every node name of the DAG (``planned_nodes``); those without a record yet
+    count as waiting.
+    """
     seen = {n["node"] for n in nodes}
-    nodes = nodes + [{"node": n, "state": "waiting"} for n in planned if n not in seen]
+    nodes = [*nodes, *({"node": name, "state": "waiting"} for name in planned or ()
+                       if name not in seen)]
     out = []
     for spec in stage_specs:
         mine = [n for n in nodes if any(fnmatch.fnmatchcase(n["node"], pat)
@@ -55,33 +74,6 @@ def stages(stage_specs: list[Any], nodes: list[dict[str, Any]],
         out.append({"stage": spec.name, "description": spec.description, "state": state,
                     "nodes": len(mine), "done": sum(1 for n in mine if n["state"] == "done")})
     return out
-
-
-def planned_nodes(directory: str | None) -> tuple[str, ...]:
-    """The node names of the DAG in an execution's processing directory (none when it
-    cannot be read: not rendered yet, or removed)."""
-    import os
-
-    if not directory:
-        return ()
-    path = os.path.join(directory, "workflow.dag")
-    try:
-        mtime_ns = os.stat(path).st_mtime_ns
-    except OSError:
-        return ()
-    return _dag_nodes(path, mtime_ns)
-
-
-@functools.lru_cache(maxsize=256)
-def _dag_nodes(path: str, mtime_ns: int) -> tuple[str, ...]:
-    from pathlib import Path
-
-    from docket.dag import DagError, read_dag
-
-    try:
-        return tuple(read_dag(Path(path)).nodes)
-    except (DagError, OSError, UnicodeDecodeError):
-        return ()
 
 
 def attempts(store: Store, execution: int) -> list[dict[str, Any]]:
@@ -137,8 +129,7 @@ def show(store: Store, name: str, stage_specs: list[Any] | None = None,
             "SELECT node, state, attempts, exit_code, signal, hold_code, hold_subcode, reason,"
             " host, started, finished FROM nodes WHERE execution=? ORDER BY node", e["id"])]
         if stage_specs is not None:
-            item["stages"] = stages(stage_specs, item["nodes"],
-                                    planned_nodes(item.get("directory")))
+            item["stages"] = stages(stage_specs, item["nodes"], planned_nodes(e["directory"]))
         item["attempts"] = attempts(store, e["id"])
         executions.append(item)
     history = [dict(r) for r in store.all(
