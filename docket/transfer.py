@@ -25,11 +25,11 @@ import re
 from pathlib import Path
 
 from docket.fileio import atomic_write
+from docket.procdir import PRODUCTS
 from docket.submit import sandboxed
 
-__all__ = ["PRODUCTS", "EMPTY_PRODUCTS", "return_products"]
+__all__ = ["EMPTY_PRODUCTS", "return_products"]
 
-PRODUCTS = "products"
 # an empty directory named products/, transferred in where the job gets none of its own
 EMPTY_PRODUCTS = f".docket-empty/{PRODUCTS}"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BIN, drop, request_doc
-from tests.observe.receivers import wait_for
+from tests.loopback import wait_for
 from tests.workflows.conftest import tools_config
 from tests.workflows.test_workflows_vela import request
 
