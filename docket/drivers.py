@@ -472,7 +472,7 @@ def hold_execution(home: Home, name: str, reason: str, actor: str,
             raise Invalid(f"{name}: execution {row['id']} is not running "
                           f"({row['engine_state']})", "only a running workflow can be "
                           "paused or resumed")
-        engine = watcher.engine_for_site(row["site"])
+        engine = watcher.engines.for_site(row["site"])
         dag = Path(row["directory"]) / WORKFLOW_FILE
         if release:
             engine.release(dag)

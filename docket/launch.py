@@ -19,11 +19,10 @@ from typing import Any
 
 from docket.attachments import AttachmentError, copy_attachments
 from docket.capabilities import CapabilityError
-from docket.engines.base import Engine
+from docket.engines.base import DagResult, DagState, Engine, NodeLogUnreadable, RunStatus
 from docket.errors import DocketError
 from docket.fileio import is_disk_error, safe_join
 from docket.home import ACTIVE_MARKER, Home
-from docket.monitor import NodeLogUnreadable, read_node_events
 from docket.render import WORKFLOW_FILE, render_execution
 from docket.rules import Rules
 from docket.store import Store
@@ -278,11 +277,13 @@ class Launcher:
         if self._pending_retry(row, engine, dag):
             return False
         self._check_timeout(row, engine, dag)
-        result = engine.result(dag)  # read before the log: the log is complete by then
+        # read before the log: once it says ended, the log is complete
+        now = engine.status(dag)
         self._read_events(row, dag, engine)
-        if result is None:
-            if engine.alive(dag) or engine.result(dag):  # it may have ended just now
-                return False
+        if now.state == DagState.RUNNING:
+            return False
+        result = now.result
+        if result is None:  # DagState.LOST
             resumed = self.store.one("SELECT count(*) AS n FROM events WHERE execution=? AND "
                                      "type='execution.resumed'", row["id"])["n"]
             if resumed < MAX_RESUMES:
@@ -295,21 +296,21 @@ class Launcher:
                                   attempt=resumed + 1)
                 log.info("execution %s: resumed as %s", row["id"], engine.resume(dag))
                 return False
-            result = {"exitcode": None, "status": "failed",
-                      "reason": f"the workflow's runner died {resumed + 1} times; see "
-                                f"{dag.name}.lib.err and {dag.name}.dagman.out"}
-        exit_code = result.get("exitcode")
-        failed = result.get("failed_nodes") or {}
-        status = result.get("status", "complete" if exit_code == 0 else "failed")
+            result = DagResult(engine.name, RunStatus.FAILED, None,
+                               reason=f"the workflow's runner died {resumed + 1} times; see "
+                                      f"{dag.name}.lib.err and {dag.name}.dagman.out")
+        exit_code = result.exit_code
+        failed = result.failed_nodes
+        status = result.status
         if exit_code == 0:
             reason = None
-        elif status == "removed":
+        elif status == RunStatus.REMOVED:
             reason = "the workflow was removed"
         elif failed:
             reason = "; ".join(f"node {n}: {r}{_tool_error(directory, n)}"
                                for n, r in sorted(failed.items()))
         else:
-            reason = result.get("reason") or f"the workflow ended with exit code {exit_code}"
+            reason = result.reason or f"the workflow ended with exit code {exit_code}"
         missing, declared = (self._verify_outputs(row, directory) if exit_code == 0
                              else (None, []))
         results, products, plots, problem = collect_results(directory, declared)
@@ -318,8 +319,8 @@ class Launcher:
         if exit_code == 0:
             products = _merge_products(products, declared)
             if missing:
-                exit_code, status, reason = None, "failed", missing
-        elif (status != "removed" and not self._stopped_on_purpose(row)
+                exit_code, status, reason = None, RunStatus.FAILED, missing
+        elif (status != RunStatus.REMOVED and not self._stopped_on_purpose(row)
               and self._policy_retry(row, directory, dag, reason)):
             return False
         with self.store.transaction():
@@ -450,7 +451,7 @@ class Launcher:
 
     def _read_events(self, row: Any, dag: Path, engine: Engine) -> None:
         previous = self.store.cursor_position(row["id"])
-        events, cursor = read_node_events(dag, previous)
+        events, cursor = engine.read_events(dag, previous)
         moved = cursor is not None and cursor != previous
         if events or moved:
             with self.store.transaction():
@@ -469,8 +470,7 @@ class Launcher:
         the failure policy decides (the local engine removes held jobs itself). Driven by
         the nodes table, so a removal the schedd refused is asked again (after
         REMOVAL_RETRY_S), also by a restarted watcher."""
-        remove = getattr(engine, "remove_node_job", None)
-        if remove is None:
+        if engine.removes_held_jobs:
             return
         for node in self.store.all("SELECT node, cluster, hold_code, hold_subcode FROM nodes "
                                    "WHERE execution=? AND state='held' AND cluster IS NOT "
@@ -482,7 +482,7 @@ class Launcher:
             reason = (f"docket: node {node['node']} was held (code {node['hold_code']}/"
                       f"{node['hold_subcode']}); its failure policy decides what next")
             try:
-                remove(dag, int(node["cluster"]), reason=reason)
+                engine.remove_node_job(dag, int(node["cluster"]), reason=reason)
             except (DocketError, OSError) as exc:
                 log.warning("execution %s: could not remove held job %s of node %s (asked "
                             "again in %g s): %s", row["id"], node["cluster"], node["node"],

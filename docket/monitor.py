@@ -25,7 +25,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-from docket.engines.base import node_log
+from docket.engines.eventlog import event_types, node_log
 
 __all__ = ["read_node_events", "node_of", "EVENT_NAMES", "NodeLogUnreadable"]
 
@@ -43,13 +43,6 @@ class NodeLogUnreadable(OSError):
     """One execution's node event log could not be read this pass (an I/O error, or a
     saved read position that no longer fits the log). Its events wait for the next pass;
     other executions are followed as usual."""
-
-
-def _htcondor():  # noqa: ANN202
-    os.environ.setdefault("CONDOR_CONFIG", "/dev/null")
-    import htcondor2
-
-    return htcondor2
 
 
 def _ends_with_whole_event(path: Path) -> bool:
@@ -104,7 +97,9 @@ def read_node_events(dag: Path, cursor: bytes | None) -> tuple[list[dict[str, An
         # JobEventLog loses every later event if it reads a log cut inside an event
         # (a writer mid-way): read only when the last event is complete
         return [], cursor
-    htcondor2 = _htcondor()
+    event_types()  # first: it sets a harmless CONDOR_CONFIG when none is set
+    import htcondor2
+
     try:
         return _read(htcondor2, path, cursor)
     except htcondor2.HTCondorException as exc:
@@ -114,7 +109,8 @@ def read_node_events(dag: Path, cursor: bytes | None) -> tuple[list[dict[str, An
 
 def _read(htcondor2: Any, path: Path, cursor: bytes | None
           ) -> tuple[list[dict[str, Any]], bytes | None]:
-    kinds = {getattr(htcondor2.JobEventType, name): kind for name, kind in EVENT_NAMES.items()}
+    types = htcondor2.JobEventType
+    kinds = {types[name]: kind for name, kind in EVENT_NAMES.items()}
     state = json.loads(cursor) if cursor else {"jel": None, "clusters": {}}
     jel = (pickle.loads(base64.b64decode(state["jel"])) if state["jel"]
            else htcondor2.JobEventLog(str(path)))
@@ -134,15 +130,14 @@ def _read(htcondor2: Any, path: Path, cursor: bytes | None
                         event.type.name, cluster, proc)
             continue
         record: dict[str, Any] = {"type": kind, "node": node, "cluster": cluster, "proc": proc}
-        if event.type == htcondor2.JobEventType.EXECUTE:
+        if event.type == types.EXECUTE:
             record["host"] = event.get("ExecuteHost")
-        elif event.type in (htcondor2.JobEventType.JOB_TERMINATED,
-                            htcondor2.JobEventType.POST_SCRIPT_TERMINATED):
+        elif event.type in (types.JOB_TERMINATED, types.POST_SCRIPT_TERMINATED):
             if event.get("TerminatedNormally", True):
                 record["exit_code"] = event.get("ReturnValue")
             else:
                 record["signal"] = event.get("TerminatedBySignal")
-        elif event.type == htcondor2.JobEventType.JOB_HELD:
+        elif event.type == types.JOB_HELD:
             record.update(hold_code=event.get("HoldReasonCode"),
                           hold_subcode=event.get("HoldReasonSubCode"),
                           reason=event.get("HoldReason"))

@@ -29,13 +29,14 @@ from typing import Any
 
 from docket.capabilities import CapabilityCache, CapabilityError, resolve_parameters
 from docket.documents import DocumentError, parse_document
-from docket.engines.local import LocalEngine
+from docket.engines.registry import Engines
 from docket.errors import DocketError, Invalid
 from docket.home import Home
 from docket.intake import DECISIONS_DIR, spec_sha256
 from docket.launch import Launcher
 from docket.render import WORKFLOW_FILE
 from docket.rules import Rules
+from docket.sites import LOCAL_SITE
 from docket.store import Store
 
 __all__ = ["Recovered", "rebuild_from_archive"]
@@ -234,7 +235,8 @@ class _Replay:
         self.capabilities = capabilities
         self.directories = directories
         self.problems = problems
-        self.engine = LocalEngine()
+        # a rebuilt execution ran here: the engine of the site 'local'
+        self.engine = Engines(home.config).for_site(LOCAL_SITE)
         self.launcher = _Replaying(home, store, rules, lambda _site: self.engine)
         self.report = Recovered(str(home.database))
         self.next_id = 1

@@ -22,6 +22,7 @@ from typing import Any
 
 from docket.capabilities import Capability, CapabilityCache, CapabilityError, load_machine
 from docket.handoffs import HANDOFFS
+from docket.sites import engine_name
 from docket.statemachine import Machine
 from docket.store import Store
 
@@ -213,7 +214,7 @@ class Rules:
                 site = fields.get("site") or "local"
                 self.store.record("execution.starting", **common,
                                   directory=str(self.processing_dir(execution)),
-                                  engine="local" if site == "local" else "htcondor",
+                                  engine=engine_name(site),
                                   site=site, site_reason=fields.get("site_reason"))
             elif word == "notify":
                 self.store.record("notification", **common,

@@ -39,8 +39,12 @@ class NoSite:
         return self.reason
 
 
-def engine_name(site: Site) -> str:
-    return "local" if site.name == LOCAL_SITE else "htcondor"
+def engine_name(site: Site | str) -> str:
+    """The name of the engine that runs ``site`` (a site or a site's name), as
+    ``docket.engines.registry`` knows it: ``local`` runs the site ``local``, HTCondor
+    every other."""
+    name = site if isinstance(site, str) else site.name
+    return "local" if name == LOCAL_SITE else "htcondor"
 
 
 def _with_local(config: SitesFile) -> SitesFile:

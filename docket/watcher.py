@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from docket.capabilities import CapabilityCache
-from docket.engines.local import LocalEngine
+from docket.engines.registry import Engines
 from docket.errors import Locked
 from docket.home import Home
 from docket.intake import Intake, IntakeReport, is_candidate
@@ -90,9 +90,8 @@ class Watcher:
         Planner.attach(home, self.store)
         self.capabilities = CapabilityCache(home.templates)
         self.rules = Rules(self.store, self.capabilities, home.work)
-        self.engine = LocalEngine(home.config.local_max_jobs, home.config.concurrency_limits)
-        self._engines: dict[str, Any] = {"local": self.engine}
-        self.launcher = Launcher(home, self.store, self.rules, self.engine_for_site)
+        self.engines = Engines(home.config)
+        self.launcher = Launcher(home, self.store, self.rules, self.engines.for_site)
         self.intake = Intake(home, self.store, self.rules, self.capabilities)
         # archive copies are written without fsync: put back any a power cut took
         yesterday = datetime.now(UTC) - timedelta(days=1)
@@ -127,29 +126,13 @@ class Watcher:
 
         if not (self.home.root / SITES_FILE).is_file():
             self.rules.sites = None
-            self.engine.shared_filesystem = True
-            return
-        try:
-            self.rules.sites = load_sites(self.home.root)
-        except DocketError as exc:
-            log.error("%s; keeping the sites read before", exc)
-        # the local engine's strict mode: jobs see only their transferred files
-        local = next((s for s in (self.rules.sites.sites if self.rules.sites else [])
-                      if s.name == "local"), None)
-        self.engine.shared_filesystem = local.shared_filesystem if local else True
-
-    def engine_for_site(self, name: str | None) -> Any:
-        """The engine of a site: the local engine for ``local``, else HTCondor."""
-        name = name or "local"
-        engine = self._engines.get(name)
-        if engine is None:
-            from docket.engines.htcondor import HTCondorEngine
-
-            site = next((s for s in (self.rules.sites.sites if self.rules.sites else [])
-                         if s.name == name), None)
-            engine = HTCondorEngine(site)
-            self._engines[name] = engine
-        return engine
+        else:
+            try:
+                self.rules.sites = load_sites(self.home.root)
+            except DocketError as exc:
+                log.error("%s; keeping the sites read before", exc)
+        # each site's engine is built again when its settings change
+        self.engines.use_sites(self.rules.sites)
 
     def git_source(self, repo_dir: Path) -> Any:
         from docket.gitsource import GitSource
@@ -184,8 +167,7 @@ class Watcher:
             with self.store.transaction():
                 report.started += self.rules.schedule()
             self.launcher.launch_pending()
-        for engine in self._engines.values():
-            engine.reap()
+        self.engines.reap()
         return report
 
     def tick(self, git: Any = None, wait: bool = False) -> dict[str, Any]:

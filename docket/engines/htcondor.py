@@ -43,7 +43,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from docket.engines.base import metrics_file
+from docket.engines.base import DagResult, Engine, metrics_file
 from docket.errors import DocketError, ExternalFailure, Invalid, NotFound
 from docket.fileio import atomic_write
 from docket.quoting import quote
@@ -329,7 +329,8 @@ def htc_query(schedd: Any, constraint: str, projection: list[str]) -> list[dict[
 
 
 def htc_read_events(path: Path) -> list[dict[str, Any]]:
-    """Every event of a job event log, as dicts with ``type``, ``cluster``, ``proc``."""
+    """Every event of a job event log, as dicts with ``type`` (a ``JobEventType``),
+    ``cluster`` and ``proc``."""
     htcondor2 = htc_module()
     if not path.exists():
         return []
@@ -337,7 +338,8 @@ def htc_read_events(path: Path) -> list[dict[str, Any]]:
     with contextlib.closing(htcondor2.JobEventLog(str(path))) as jel:
         for event in jel.events(stop_after=0):
             record = dict(event.items())
-            record.update(type=int(event.type), cluster=event.cluster, proc=event.proc)
+            # type: the htcondor2.JobEventType member (an IntEnum: its value is the code)
+            record.update(type=event.type, cluster=event.cluster, proc=event.proc)
             out.append(record)
     return out
 
@@ -358,7 +360,7 @@ def _halted(metrics: Mapping[str, Any] | None) -> bool:
     return metrics is not None and metrics.get("DagStatus") == HALTED
 
 
-class HTCondorEngine:
+class HTCondorEngine(Engine):
     """One site's pool. ``dagman_path`` is only for machines without condor_dagman on PATH
     (tests); ``dagman_options`` are condor_submit_dag options (MaxJobs, ...); ``schedd`` is
     a schedd object already at hand (tests give a recorded pool's)."""
@@ -376,6 +378,12 @@ class HTCondorEngine:
         self.dagman_options = {**(site.dagman_options if site else {}),
                                **(dagman_options or {})}
         self._schedd: Any = schedd
+
+    @classmethod
+    def for_site(cls, site: Site | None, config: Any = None) -> HTCondorEngine:
+        """The engine of ``site`` (the registry's constructor; ``config`` is the home's
+        configuration, which this engine does not need)."""
+        return cls(site)
 
     # identity -------------------------------------------------------------------------
 
@@ -557,7 +565,12 @@ class HTCondorEngine:
                 failed = dagman_out_failures(files["dagman.out"].read_text(errors="replace"))
         return failed
 
-    def result(self, dag: Path) -> dict[str, Any] | None:
+    def result(self, dag: Path) -> DagResult | None:
+        found = self._result(dag)
+        return DagResult.from_metrics(found, self.name) if found is not None else None
+
+    def _result(self, dag: Path) -> dict[str, Any] | None:
+        """The result in the metrics JSON shape, from whichever of DAGMan's files say."""
         files = condor_files(dag)
         record = self._record(dag)
         try:
@@ -677,7 +690,7 @@ class HTCondorEngine:
             self._save(dag, record)
 
     def remove_node_job(self, dag: Path, cluster: int, proc: int | None = None,
-                        reason: str = "removed by docket's failure policy") -> dict[str, Any]:
+                        reason: str = "removed by docket's failure policy") -> None:
         """Remove one node job (a held one the policy will retry): DAGMan sees the node fail."""
         spec = f"{cluster}.{proc}" if proc is not None else str(cluster)
-        return htc_act(self.schedd(), "Remove", spec, reason)
+        htc_act(self.schedd(), "Remove", spec, reason)

@@ -16,16 +16,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from docket.engines.base import metrics_file
+from docket.engines.base import DagResult, Engine, Unsupported, metrics_file
 from docket.engines.dagman_files import rescue_files
 from docket.engines.localdag import dag_files, lock_is_held, stop_leftover_jobs
 from docket.fileio import atomic_write
+from schemas.sites import Site
 
 __all__ = ["LocalEngine"]
 
+# The runners this process started and has not collected (reaped) yet. Per process, not
+# per engine: an engine built again when sites.yaml changes still reaps the runners that
+# the one before it started.
+_CHILDREN: dict[Path, subprocess.Popen[bytes]] = {}
 
-class LocalEngine:
+
+class LocalEngine(Engine):
     name = "local"
+    removes_held_jobs = True  # nobody could release a held job here (see localdag)
 
     def __init__(self, max_jobs: int | None = None,
                  limits: dict[str, float] | None = None,
@@ -35,7 +42,14 @@ class LocalEngine:
         # the site's shared_filesystem: False sandboxes every vanilla job, as a pool
         # without a shared filesystem would (only transferred files in and out)
         self.shared_filesystem = shared_filesystem
-        self._children: dict[Path, subprocess.Popen[bytes]] = {}
+
+    @classmethod
+    def for_site(cls, site: Site | None, config: Any = None) -> LocalEngine:
+        """The engine of the site ``local`` (the registry's constructor), with the home's
+        ``local_max_jobs`` and ``concurrency_limits``."""
+        return cls(getattr(config, "local_max_jobs", None),
+                   getattr(config, "concurrency_limits", None),
+                   shared_filesystem=site.shared_filesystem if site is not None else True)
 
     def submit(self, dag: Path) -> str:
         self.reap()
@@ -56,7 +70,7 @@ class LocalEngine:
                 os.pwrite(lock_fd, f"{child.pid}\n".encode(), 0)
         finally:
             os.close(lock_fd)  # the runner keeps its own copy (the same open file)
-        self._children[dag] = child
+        _CHILDREN[dag] = child
         return f"local:{child.pid}"
 
     def _start(self, dag: Path, lock_fd: int | None, extra: list[str]
@@ -73,11 +87,15 @@ class LocalEngine:
                 cwd=dag.parent, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
                 start_new_session=True, pass_fds=() if lock_fd is None else (lock_fd,))
 
-    resume = submit
+    def resume(self, dag: Path) -> str:
+        # the runner reads its .progress file (and a rescue DAG) and skips finished nodes
+        return self.submit(dag)
 
     def reap(self) -> None:
         """Collect finished runners so none lingers as a zombie under a long watcher."""
-        self._children = {d: c for d, c in self._children.items() if c.poll() is None}
+        for dag, child in list(_CHILDREN.items()):
+            if child.poll() is not None:
+                del _CHILDREN[dag]
 
     def started(self, dag: Path) -> bool:
         # submit() creates the runner's stderr file before it starts the runner, so a
@@ -87,20 +105,22 @@ class LocalEngine:
                 or files["metrics"].exists() or lock_is_held(files["lock"]))
 
     def alive(self, dag: Path) -> bool:
-        # a runner we just started may not hold its lock yet
-        child = self._children.get(dag)
-        if child is not None and child.poll() is None:
-            return True
+        # submit() takes the lock before the runner starts and hands it over, so the
+        # lock alone tells, in this process or any other
         return lock_is_held(dag_files(dag)["lock"])
 
-    def result(self, dag: Path) -> dict[str, Any] | None:
+    def result(self, dag: Path) -> DagResult | None:
         try:
-            return json.loads(metrics_file(dag).read_text())
+            metrics = json.loads(metrics_file(dag).read_text())
         except FileNotFoundError:
             return None
         except json.JSONDecodeError:
-            return {"exitcode": 1, "status": "failed",
-                    "reason": f"{metrics_file(dag).name} is not valid JSON"}
+            metrics = {"exitcode": 1, "status": "failed",
+                       "reason": f"{metrics_file(dag).name} is not valid JSON"}
+        if not isinstance(metrics, dict):
+            metrics = {"exitcode": 1, "status": "failed",
+                       "reason": f"{metrics_file(dag).name} does not hold a JSON object"}
+        return DagResult.from_metrics(metrics, self.name)
 
     def _signal_runner(self, dag: Path, signum: int) -> bool:
         files = dag_files(dag)
@@ -117,6 +137,11 @@ class LocalEngine:
 
     def release(self, dag: Path) -> None:
         self._signal_runner(dag, signal.SIGUSR2)
+
+    def remove_node_job(self, dag: Path, cluster: int, proc: int | None = None,
+                        reason: str = "removed by docket's failure policy") -> None:
+        raise Unsupported(f"the local engine cannot remove job {cluster} of {dag} on "
+                          "request", "it removes held jobs itself, as soon as they are held")
 
     def cancel(self, dag: Path) -> None:
         files = dag_files(dag)

@@ -98,23 +98,26 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float = 15, what: str = "
         time.sleep(0.02)
 
 
-def read_events(log: Path) -> list[tuple[int, int, int, dict[str, Any]]]:
-    """Every event in an HTCondor user log: (type number, cluster, proc, attributes)."""
+EventType = htcondor2.JobEventType
+
+
+def read_events(log: Path) -> list[tuple[EventType, int, int, dict[str, Any]]]:
+    """Every event in an HTCondor user log: (JobEventType, cluster, proc, attributes)."""
     jel = htcondor2.JobEventLog(str(log))
     try:
-        return [(int(e.type), e.cluster, e.proc, dict(e.items())) for e in jel.events(0)]
+        return [(e.type, e.cluster, e.proc, dict(e.items())) for e in jel.events(0)]
     finally:
         jel.close()
 
 
-def events_by_node(dag: Path) -> dict[str, list[tuple[int, int, dict[str, Any]]]]:
-    """Node name -> [(type number, proc, attributes)], mapped through the submit events'
+def events_by_node(dag: Path) -> dict[str, list[tuple[EventType, int, dict[str, Any]]]]:
+    """Node name -> [(JobEventType, proc, attributes)], mapped through the submit events'
     'DAG Node:' notes, as DAGMan's readers do."""
     cluster_node: dict[int, str] = {}
-    out: dict[str, list[tuple[int, int, dict[str, Any]]]] = {}
+    out: dict[str, list[tuple[EventType, int, dict[str, Any]]]] = {}
     for number, cluster, proc, attrs in read_events(files(dag)["nodes.log"]):
         note = attrs.get("LogNotes", "")
-        if number == 0 and note.startswith("DAG Node:"):
+        if number == EventType.SUBMIT and note.startswith("DAG Node:"):
             cluster_node[cluster] = note.split(":", 1)[1].strip()
         node = attrs.get("DAGNodeName") or cluster_node[cluster]
         out.setdefault(node, []).append((number, proc, attrs))

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import classad2
 import pytest
-from dagkit import events_by_node, max_overlap, read_events, run_dag
+from dagkit import EventType, events_by_node, max_overlap, read_events, run_dag
 
 from docket.dag import DagError, read_dag
 
 DATA = Path(__file__).parent / "data"
-SUBMITTED, EXECUTING, TERMINATED = 0, 1, 5
+SUBMITTED, EXECUTING, TERMINATED = (EventType.SUBMIT, EventType.EXECUTE,
+                                    EventType.JOB_TERMINATED)
 
 
 def case(name: str, tmp_path: Path) -> Path:

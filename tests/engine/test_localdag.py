@@ -16,6 +16,7 @@ from dagkit import (
     ARGV_PY,
     JOB_SH,
     NULL,
+    EventType,
     events_by_node,
     files,
     finish,
@@ -32,7 +33,9 @@ from dagkit import (
 
 from docket.quoting import quote_arguments, quote_environment
 
-HELD, ABORTED, EXECUTING, SUBMITTED, TERMINATED, POST = 12, 9, 1, 0, 5, 16
+HELD, ABORTED, EXECUTING, SUBMITTED, TERMINATED, POST = (
+    EventType.JOB_HELD, EventType.JOB_ABORTED, EventType.EXECUTE, EventType.SUBMIT,
+    EventType.JOB_TERMINATED, EventType.POST_SCRIPT_TERMINATED)
 
 
 @pytest.fixture

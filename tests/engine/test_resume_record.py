@@ -84,7 +84,7 @@ def test_a_runner_still_starting_is_alive_to_the_next_pass(tmp_path):
     """A watcher pass right after another pass started a runner must not take the
     still-starting runner for a dead one (and "resume" it: a second runner, and one of
     the few resumes an execution is allowed spent for nothing)."""
-    from docket.engines.local import LocalEngine
+    from docket.engines.local import _CHILDREN, LocalEngine
     from docket.engines.localdag import lock_is_held
 
     (tmp_path / "sleep.sub").write_text("executable = /bin/sleep\narguments = 30\n"
@@ -97,7 +97,7 @@ def test_a_runner_still_starting_is_alive_to_the_next_pass(tmp_path):
         # another process's engine knows nothing of the child: only the lock tells it
         assert LocalEngine().alive(dag)
         pid = wait_for(lambda: _lock_pid(tmp_path), what="the runner's PID")
-        assert pid == starter._children[dag].pid
+        assert pid == _CHILDREN[dag].pid  # the runner this process started
     finally:
         LocalEngine().cancel(dag)
         wait_for(lambda: not lock_is_held(tmp_path / "workflow.dag.lock"),

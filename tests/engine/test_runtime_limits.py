@@ -28,7 +28,7 @@ def test_a_job_over_its_allowed_duration_is_held_with_code_47(tmp_path):
     assert metrics["status"] == "failed"
     assert "allowed_execute_duration of 1 seconds" in metrics["failed_nodes"]["slow"]
     holds = [e for e in htcondor2.JobEventLog(str(tmp_path / "workflow.dag.nodes.log"))
-             .events(0) if int(e.type) == 12]
+             .events(0) if e.type == htcondor2.JobEventType.JOB_HELD]
     assert [(h["HoldReasonCode"], h["HoldReason"]) for h in holds] == [
         (47, "The job exceeded allowed_execute_duration of 1 seconds")]
 

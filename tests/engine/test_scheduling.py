@@ -119,6 +119,6 @@ def test_the_engine_option_shared_filesystem(tmp_path, shared, sandboxed):
     deadline = time.monotonic() + 60
     while engine.result(dag) is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert engine.result(dag)["exitcode"] == 0, json.dumps(engine.result(dag))
+    assert engine.result(dag).exit_code == 0, json.dumps(engine.result(dag).as_dict())
     where = (tmp_path / "where").read_text().strip()
     assert (where != str(tmp_path)) is sandboxed

@@ -180,8 +180,8 @@ def test_alive_and_result_come_from_dagmans_files(tmp_path, files, alive, result
     if result is None:
         assert got is None
     else:
-        assert {k: got.get(k) for k in result} == result
-        assert got["engine"] == "htcondor"
+        assert {k: got.as_dict().get(k) for k in result} == result
+        assert got.engine == "htcondor"
 
 
 def test_held_dagman_job_state_keeps_the_reason(tmp_path):
@@ -228,7 +228,7 @@ def test_null_runs_on_the_local_pool():
                 assert time.monotonic() < deadline, "the DAG did not finish in 10 minutes"
                 time.sleep(2)
             result = engine.result(rendered.dag)
-            assert result["status"] == "complete", result
+            assert result.status == "complete", result
             assert (rendered.directory / "r.txt").is_file()
 
 
@@ -244,7 +244,7 @@ def test_cancel_removes_dagman_on_the_local_pool():
             while engine.result(rendered.dag) is None:
                 assert time.monotonic() < deadline
                 time.sleep(2)
-            assert engine.result(rendered.dag)["status"] == "removed"
+            assert engine.result(rendered.dag).status == "removed"
 
 
 def test_unmarked_tests_cannot_reach_a_configured_pool(tmp_path, monkeypatch):
@@ -335,8 +335,9 @@ def test_cancel_while_paused_and_halted_ends_it_as_removed(tmp_path):
                                                                  "exitcode": 1}))
     engine.cancel(dag)
     assert engine.alive(dag) is False
-    assert engine.result(dag) == {"engine": "htcondor", "exitcode": 2, "status": "removed",
-                                  "failed_nodes": {}, "reason": "cancelled while paused"}
+    assert engine.result(dag).as_dict() == {"engine": "htcondor", "exitcode": 2,
+                                            "status": "removed", "failed_nodes": {},
+                                            "reason": "cancelled while paused"}
 
 
 def test_resume_releases_a_dagman_job_held_by_hand(tmp_path):
@@ -391,8 +392,8 @@ def test_a_dag_halted_by_hand_still_fails_with_its_status(tmp_path):
     engine = HTCondorEngine(schedd=_Schedd())
     assert engine.alive(dag) is False
     result = engine.result(dag)
-    assert (result["status"], result["dag_status"]) == ("failed", "halted")
-    assert result["reason"] == "DAGMan ended with exit code 1 (DAG status: halted)"
+    assert (result.status, result.details["dag_status"]) == ("failed", "halted")
+    assert result.reason == "DAGMan ended with exit code 1 (DAG status: halted)"
 
 
 def test_a_dag_with_a_final_node_is_paused_by_holding_its_dagman_job(tmp_path):

@@ -12,23 +12,32 @@ from docket.monitor import read_node_events
 from tests.htcondor.condorkit import DATA
 
 LOG = DATA / "holds.nodes.log"
+EventType = htcondor2.JobEventType
 
 
 def test_the_fixture_is_read_by_the_bindings_as_written():
     jel = htcondor2.JobEventLog(str(LOG))
     try:
-        events = [(int(e.type), e.cluster, dict(e.items())) for e in jel.events(0)]
+        events = [(e.type, e.cluster, dict(e.items())) for e in jel.events(0)]
     finally:
         jel.close()
-    types = [t for t, _, _ in events]
-    assert types == [0, 1, 12, 13, 1, 5, 0, 0, 0, 1, 1, 1, 12, 4, 5, 1, 9, 5, 0, 1, 12]
-    holds = [(c, a["HoldReasonCode"], a["HoldReasonSubCode"]) for t, c, a in events if t == 12]
-    assert holds == [(100, 13, 2), (101, 34, 0), (104, 12, 2)]
-    signal = next(a for t, c, a in events if t == 5 and c == 102)
+    types = [t.name for t, _, _ in events]
+    assert types == ["SUBMIT", "EXECUTE", "JOB_HELD", "JOB_RELEASED", "EXECUTE",
+                     "JOB_TERMINATED", "SUBMIT", "SUBMIT", "SUBMIT", "EXECUTE", "EXECUTE",
+                     "EXECUTE", "JOB_HELD", "JOB_EVICTED", "JOB_TERMINATED", "EXECUTE",
+                     "JOB_ABORTED", "JOB_TERMINATED", "SUBMIT", "EXECUTE", "JOB_HELD"]
+    # the codes at the start of each event, as the file has them
+    assert [int(t) for t, _, _ in events] == [int(line[:3]) for line in
+                                              LOG.read_text().splitlines()
+                                              if line[:3].isdigit() and line[3:4] == " "]
+    held = [(c, a["HoldReasonCode"], a["HoldReasonSubCode"]) for t, c, a in events
+            if t == EventType.JOB_HELD]
+    assert held == [(100, 13, 2), (101, 34, 0), (104, 12, 2)]
+    signal = next(a for t, c, a in events if t == EventType.JOB_TERMINATED and c == 102)
     assert (signal["TerminatedNormally"], signal["TerminatedBySignal"]) == (False, 9)
-    exit1 = next(a for t, c, a in events if t == 5 and c == 103)
+    exit1 = next(a for t, c, a in events if t == EventType.JOB_TERMINATED and c == 103)
     assert (exit1["TerminatedNormally"], exit1["ReturnValue"]) == (True, 1)
-    aborted = next(a for t, c, a in events if t == 9)
+    aborted = next(a for t, c, a in events if t == EventType.JOB_ABORTED)
     assert aborted["Reason"] == "via condor_rm (by user alice)"
 
 

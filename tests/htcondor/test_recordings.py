@@ -56,8 +56,8 @@ class Played:
         self.watcher.load_sites()
         site = next(s for s in self.watcher.rules.sites.sites if s.name == "pool")
         self.pool = RecordedSchedd(recording)
-        self.watcher._engines["pool"] = HTCondorEngine(
-            site, dagman_path=str(stub_dagman(root)), schedd=self.pool)
+        self.watcher.engines.install("pool", HTCondorEngine(
+            site, dagman_path=str(stub_dagman(root)), schedd=self.pool))
 
     @property
     def directory(self) -> Path:

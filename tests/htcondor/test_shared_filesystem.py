@@ -100,12 +100,12 @@ def test_the_site_setting_reaches_rendering_and_the_local_engine(tmp_path):
     watcher = Watcher(resolve_home(root))
     try:
         watcher.load_sites()
-        assert watcher.engine.shared_filesystem is False
+        assert watcher.engines.for_site("local").shared_filesystem is False
         site = watcher.launcher._site("pool")
         assert (site.shared_filesystem, site.pex_dir) == (False, "/opt/docket/pex")
         (root / "sites.yaml").write_text("sites:\n  - name: pool\n    schedd: local\n")
         watcher.load_sites()
-        assert watcher.engine.shared_filesystem is True
+        assert watcher.engines.for_site("local").shared_filesystem is True
         assert watcher.launcher._site("pool").shared_filesystem is True
     finally:
         watcher.close()
