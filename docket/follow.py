@@ -102,6 +102,15 @@ def describe(event: dict[str, Any]) -> str:
         return f"refused {d.get('event')!r}: {d.get('reason')}"
     if t == "notification":
         return f"notify: {d.get('message')}"
+    if t == "handoff.started":
+        return f"hand-off {d.get('action')} started (attempt {d.get('attempt', 1)})"
+    if t == "handoff.done":
+        results = ", ".join(f"{k} {v}" for k, v in (d.get("results") or {}).items())
+        return (f"hand-off {d.get('action')} done" + (f": {results}" if results else "")
+                + (f" ({d['skipped']})" if d.get("skipped") else ""))
+    if t == "handoff.failed":
+        then = "for good" if d.get("final") else "to be tried again"
+        return f"hand-off {d.get('action')} failed, {then}{reason}"
     return t + reason
 
 

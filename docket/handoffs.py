@@ -15,28 +15,45 @@ A capability's machine names them as actions a DA can read, e.g.::
 - ``deliver``: the products into the request's ``output_dir``, replacing an earlier
   delivery there; nothing when the request names none.
 
-The transition only records ``handoff.requested`` (inside its transaction); after the
-commit, ``run_pending`` runs each requested hand-off in order and records
-``handoff.done`` (with its results) or ``handoff.failed``. Every tool here is safe to run
-again (conveyor and ingest finish or repeat what they did; deliver replaces), so a crash
-between running a tool and recording it only runs it once more. A failed hand-off is
-tried again on the next passes, ``MAX_ATTEMPTS`` times in all; the execution's later
-hand-offs wait for it.
+The transition only records ``handoff.requested`` (inside its transaction). Each pass
+of the watcher then calls ``run_pending``, which never waits for a tool: it starts each
+requested hand-off as its own process (``python -m docket.handoffs``, in a session of its
+own, so it outlives a watcher or ``docket tick`` that ends) and collects the ones that
+finished, recording ``handoff.done`` (with its results) or ``handoff.failed``. An ingest
+that takes an hour so delays no other request's intake or launch; an execution's later
+hand-offs wait for its earlier ones, and different executions' run side by side.
+
+The record is crash-safe. ``handoff.started`` is committed before the process starts,
+and the process holds an exclusive lock on its run's lock file (in
+``state/handoffs/``) from before it starts until it, and the tool it runs, have exited;
+it writes the tool's exit status there before the lock is let go. So a pass reads:
+lock held → still running (a restarted watcher does not start it twice); lock free with
+a result → finished; lock free without one → the hand-off (or the watcher, between the
+record and the start) was killed, and it is started again once (a second kill is final).
+A tool that fails is tried again on the next passes, ``MAX_ATTEMPTS`` times in all. Every
+tool here is safe to run again (conveyor and ingest finish or repeat what they did;
+deliver replaces), which is what makes a rerun after a kill correct.
 """
 
 from __future__ import annotations
 
+import argparse
+import fcntl
 import json
 import logging
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from docket.fileio import atomic_write
 
 if TYPE_CHECKING:
     from docket.store import Store
 
-__all__ = ["HANDOFFS", "MAX_ATTEMPTS", "check_handoff", "handoff_command", "run_pending"]
+__all__ = ["HANDOFFS", "MAX_ATTEMPTS", "RUNS_DIR", "active", "check_handoff", "handoff_command",
+           "run_pending"]
 
 log = logging.getLogger("docket.handoffs")
 
@@ -48,6 +65,8 @@ HANDOFFS: dict[str, tuple[str | None, ...]] = {
 }
 MAX_ATTEMPTS = 3
 TIMEOUT_S = 3600
+# under the home's state directory: each run's lock, exit status, stdout and stderr
+RUNS_DIR = "handoffs"
 
 
 def check_handoff(tool: str, argument: str) -> str | None:
@@ -88,9 +107,12 @@ def _results(tool: str, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_pending(store: Store, home: Any) -> int:
-    """Run every requested hand-off not yet done, in order; return how many ran."""
-    done = 0
+    """Collect finished hand-offs and start the requested ones that may run, in order;
+    return how many were started. Never waits for a tool."""
+    runs = home.state_dir / RUNS_DIR
+    started = 0
     blocked: set[int] = set()
+    _reap()
     for item in store.all("SELECT * FROM handoffs WHERE state != 'done' ORDER BY requested"):
         execution = item["execution"]
         if item["state"] == "failed" or execution in blocked:
@@ -98,42 +120,154 @@ def run_pending(store: Store, home: Any) -> int:
             continue
         row = store.one("SELECT request, version FROM executions WHERE id=?", execution)
         common = {"request": row["request"] if row else None,
-                  "version": row["version"] if row else None, "execution": execution}
-        action = item["action"]
-        tool, _, argument = action.partition(" ")
+                  "version": row["version"] if row else None, "execution": execution,
+                  "requested": item["requested"], "action": item["action"]}
+        base = runs / f"{item['requested']}.{item['attempts'] + 1}"
+        if item["state"] == "running":
+            if _finish(store, item, common, base):
+                continue  # done: the execution's next hand-off may start in this pass
+            blocked.add(execution)
+            continue
+        tool, _, argument = item["action"].partition(" ")
         command = handoff_command(tool, argument, Path(item["directory"]), home.tools_dir,
                                   item["output_dir"])
         if command is None:
-            store.record("handoff.done", **common, requested=item["requested"], action=action,
+            store.record("handoff.done", **common,
                          skipped="the request names no output_dir", results={})
             continue
-        env = dict(os.environ, DOCKET_HOME=str(home.root))
-        try:
-            proc = subprocess.run(command, capture_output=True, text=True, env=env,
-                                  timeout=TIMEOUT_S, check=False, stdin=subprocess.DEVNULL)
-            code, out, err = proc.returncode, proc.stdout, proc.stderr
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            code, out, err = None, "", str(exc)
-        done += 1
-        if code == 0:
-            try:
-                payload = json.loads(out) if out.strip() else {}
-            except ValueError:
-                payload = {}
-            store.record("handoff.done", **common, requested=item["requested"], action=action,
-                         results=_results(tool, payload))
-            continue
-        reason = (err.strip().splitlines() or [f"exit status {code}"])[-1]
-        attempt = item["attempts"] + 1
-        final = attempt >= MAX_ATTEMPTS
-        log.warning("execution %s: %s failed (%s)", execution, action, reason)
-        with store.transaction():
-            store.record("handoff.failed", **common, requested=item["requested"],
-                         action=action, exit_code=code, reason=reason, attempt=attempt,
-                         final=final)
-            if final:
-                store.record("notification", **common,
-                             message=f"{common['request']} v{common['version']}: hand-off "
-                                     f"{action!r} failed {attempt} times: {reason}")
+        runs.mkdir(parents=True, exist_ok=True)
+        store.record("handoff.started", **common, attempt=item["attempts"] + 1)
+        _start(base, command, dict(os.environ, DOCKET_HOME=str(home.root)))
+        started += 1
         blocked.add(execution)
-    return done
+    return started
+
+
+def active(store: Store) -> int:
+    """Hand-offs running or still to run (not those behind a hand-off that failed for
+    good): ``docket tick --wait`` waits for them."""
+    return store.one(
+        "SELECT count(*) AS n FROM handoffs h WHERE state IN ('pending', 'running') AND "
+        "NOT EXISTS (SELECT 1 FROM handoffs f WHERE f.execution = h.execution AND "
+        "f.state = 'failed')")["n"]
+
+
+# hand-off processes this process started: polled so that none stays a zombie
+_CHILDREN: list[subprocess.Popen[bytes]] = []
+
+
+def _reap() -> None:
+    _CHILDREN[:] = [child for child in _CHILDREN if child.poll() is None]
+
+
+def _start(base: Path, command: list[str], env: dict[str, str]) -> None:
+    """Start the hand-off's process holding the run's lock, which it keeps to the end."""
+    for suffix in (".json", ".out", ".err"):  # nothing from an earlier try of this base
+        Path(f"{base}{suffix}").unlink(missing_ok=True)
+    fd = os.open(f"{base}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with open(f"{base}.runner.err", "wb") as runner_err:  # the runner's own errors
+            _CHILDREN.append(subprocess.Popen(
+                [sys.executable, "-m", "docket.handoffs", "--lock-fd", str(fd), str(base),
+                 "--", *command], pass_fds=(fd,), env=env, start_new_session=True,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=runner_err))
+    except OSError as exc:  # cannot start: the next pass sees a free lock, no result
+        log.warning("hand-off %s could not start: %s", base.name, exc)
+    finally:
+        os.close(fd)
+
+
+def _finish(store: Store, item: Any, common: dict[str, Any], base: Path) -> bool:
+    """Record a started hand-off that has ended; False while it runs or once it failed."""
+    from docket.engines.localdag import lock_is_held  # the DAG runner's lock test
+
+    if lock_is_held(Path(f"{base}.lock")):
+        return False
+    try:
+        return _record_end(store, item, common, base)
+    finally:  # recorded: the run's files have nothing more to say
+        for suffix in (".json", ".out", ".err", ".runner.err", ".lock"):
+            Path(f"{base}{suffix}").unlink(missing_ok=True)
+
+
+def _record_end(store: Store, item: Any, common: dict[str, Any], base: Path) -> bool:
+    tool = item["action"].partition(" ")[0]
+    attempt = item["attempts"] + 1
+    try:
+        code = json.loads(Path(f"{base}.json").read_text())["exit_code"]
+    except (OSError, ValueError, KeyError):
+        # no result: it was killed (or never started); a second kill is final
+        killed = store.one(
+            "SELECT count(*) AS n FROM events WHERE execution=? AND type='handoff.failed' "
+            "AND json_extract(data, '$.requested')=? AND json_extract(data, '$.killed')",
+            item["execution"], item["requested"])["n"]
+        crashed = _read(Path(f"{base}.runner.err")).strip().splitlines()  # its traceback
+        reason = (f"the hand-off's process failed: {crashed[-1]}" if crashed
+                  else "the hand-off was killed before it finished")
+        _failed(store, common, attempt, None, reason,
+                final=attempt >= MAX_ATTEMPTS or killed >= 1, killed=True)
+        return False
+    out = _read(Path(f"{base}.out"))
+    if code == 0:
+        try:
+            payload = json.loads(out) if out.strip() else {}
+        except ValueError:
+            payload = {}
+        store.record("handoff.done", **common, results=_results(tool, payload))
+        return True
+    err = _read(Path(f"{base}.err"))
+    reason = (err.strip().splitlines() or [f"exit status {code}"])[-1]
+    _failed(store, common, attempt, code, reason, final=attempt >= MAX_ATTEMPTS)
+    return False
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _failed(store: Store, common: dict[str, Any], attempt: int, code: int | None,
+            reason: str, *, final: bool, killed: bool = False) -> None:
+    log.warning("execution %s: %s failed (%s)", common["execution"], common["action"],
+                reason)
+    with store.transaction():
+        store.record("handoff.failed", **common, exit_code=code, reason=reason,
+                     attempt=attempt, final=final, **({"killed": True} if killed else {}))
+        if final:
+            store.record("notification", **{k: common[k] for k in
+                                             ("request", "version", "execution")},
+                         message=f"{common['request']} v{common['version']}: hand-off "
+                                 f"{common['action']!r} failed {attempt} times: {reason}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The hand-off's own process: run the tool, then write its exit status beside the
+    lock it holds (inherited, and passed on to the tool, so a tool that outlives this
+    process still holds it)."""
+    parser = argparse.ArgumentParser(prog="python -m docket.handoffs")
+    parser.add_argument("--lock-fd", type=int, required=True)
+    parser.add_argument("base", type=Path)
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    base: Path = args.base
+    with open(f"{base}.out", "wb") as out, open(f"{base}.err", "wb") as err:
+        try:
+            code: int | None = subprocess.run(
+                command, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                pass_fds=(args.lock_fd,), timeout=TIMEOUT_S, check=False).returncode
+        except subprocess.TimeoutExpired:
+            err.write(f"\nError: the hand-off timed out after {TIMEOUT_S} s\n".encode())
+            code = None
+        except OSError as exc:
+            err.write(f"\nError: cannot run {command[0]}: {exc}\n".encode())
+            code = None
+    atomic_write(Path(f"{base}.json"), json.dumps({"exit_code": code}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

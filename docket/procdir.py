@@ -9,6 +9,8 @@ One execution's directory, as ``render_execution`` writes it::
     <dir>/rawdata/         input data (attachments, fetched products)
     <dir>/working/         what the jobs write on the way (a fanned-out part: working/<part>/)
     <dir>/products/        what the run delivers
+    <dir>/.docket-empty/products/  an empty products/ for scratch-directory jobs that
+                           get none, so that products/ comes back (docket.transfer)
     <dir>/.docket-active   kept by the watcher while the execution is active: the
                            annihilator never removes a tree that holds it
     <dir>/.docket-qa-failed  left by ``conveyor --qa-fail``: the annihilator's to remove

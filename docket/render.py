@@ -31,11 +31,12 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from docket import procdir
 from docket.attachments import AttachmentError, copy_attachments
 from docket.capabilities import Capability
-from docket.dag import DagError, read_dag
+from docket.dag import Dag, DagError, read_dag
 from docket.errors import DocketError, Invalid
 from docket.fileio import atomic_write, is_disk_error
 from docket.quoting import check_text, quote, quote_arguments, quote_environment
 from docket.submit import check_submit
+from docket.transfer import return_products
 
 __all__ = ["RenderError", "Rendered", "render_execution", "template_environment",
            "WORKFLOW_FILE"]
@@ -154,11 +155,22 @@ def render_execution(capability: Capability, directory: Path, *, request: dict[s
     atomic_write(layout.metadata_path, json.dumps(metadata, indent=2, sort_keys=True),
                  durable=False)
     dag_path = directory / WORKFLOW_FILE
-    return Rendered(directory, dag_path, written, check_workflow(dag_path))
+    dag, submits = _read_workflow(dag_path)
+    for run_dir, submit in submits:  # what a job writes into products/ comes back
+        if submit.is_file():
+            return_products(submit, run_dir, shared_filesystem)
+    return Rendered(directory, dag_path, written, _check(dag, submits))
 
 
 def check_workflow(dag_path: Path) -> int:
     """Check a rendered DAG and its submit files; return the node count."""
+    return _check(*_read_workflow(dag_path))
+
+
+def _read_workflow(dag_path: Path) -> tuple[Dag, list[tuple[Path, Path]]]:
+    """The DAG and the submit files it names, each with the directory condor_submit
+    reads it from (the DAG's, or the node's DIR); inline descriptions and SUBDAG
+    EXTERNAL nodes have none."""
     if not dag_path.is_file():
         raise RenderError(f"the capability rendered no {WORKFLOW_FILE}",
                           "name the DAG template workflow.dag.j2")
@@ -166,13 +178,16 @@ def check_workflow(dag_path: Path) -> int:
         dag = read_dag(dag_path)
     except DagError as exc:
         raise RenderError(str(exc), "fix the DAG template") from None
+    named = {(n.directory, n.submit_file) for n in dag.nodes.values()
+             if not n.noop and n.inline_submit is None and n.subdag is None}
+    runs_in = [(dag_path.parent / folder if folder else dag_path.parent, name)
+               for folder, name in sorted(named, key=str)]
+    return dag, [(run_dir, run_dir / name) for run_dir, name in runs_in]
+
+
+def _check(dag: Dag, submits: list[tuple[Path, Path]]) -> int:
     problems: list[str] = []
-    # inline descriptions and SUBDAG EXTERNAL nodes have no submit file to check
-    for submit in sorted({(n.directory, n.submit_file) for n in dag.nodes.values()
-                          if not n.noop and n.inline_submit is None and n.subdag is None},
-                         key=str):
-        folder = dag_path.parent / submit[0] if submit[0] else dag_path.parent
-        path = folder / submit[1]
+    for _, path in submits:
         if not path.is_file():
             problems.append(f"{path.name}: submit file named in the DAG does not exist")
             continue

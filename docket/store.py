@@ -354,6 +354,8 @@ def _apply(conn: sqlite3.Connection, event: dict[str, Any]) -> None:
         conn.execute("INSERT INTO handoffs (requested, execution, action, directory, "
                      "output_dir) VALUES (?,?,?,?,?)", (event["id"], execution, d["action"],
                                                         d["directory"], d.get("output_dir")))
+    elif t == "handoff.started":
+        conn.execute("UPDATE handoffs SET state='running' WHERE requested=?", (d["requested"],))
     elif t == "handoff.done":
         conn.execute("UPDATE handoffs SET state='done' WHERE requested=?", (d["requested"],))
         if d.get("results"):

@@ -17,7 +17,7 @@ from pathlib import Path
 from docket.errors import Invalid
 from docket.quoting import split_arguments
 
-__all__ = ["ProcSpec", "expand_submit", "check_submit", "SUPPORTED_COMMANDS"]
+__all__ = ["ProcSpec", "expand_submit", "check_submit", "sandboxed", "SUPPORTED_COMMANDS"]
 
 # Submit commands the local engine honours; anything else is passed to HTCondor only.
 SUPPORTED_COMMANDS = {
@@ -159,7 +159,7 @@ def _evaluate_constants(value: str) -> str:
     return _MATCH_EXPR.sub(one, value)
 
 
-def _sandboxed(universe: str, should_transfer: str, shared_filesystem: bool) -> bool:
+def sandboxed(universe: str, should_transfer: str, shared_filesystem: bool) -> bool:
     """Whether HTCondor would run the job in a scratch directory with its files copied.
 
     Scheduler and local universe jobs run on the access point in their initial
@@ -287,7 +287,7 @@ def expand_submit(path: Path, node: str, vars: dict[str, str], cluster: int,
             transfer_output_files=_output_list(outputs),
             output=get("output") or None,
             error=get("error") or None,
-            transfer_files=_sandboxed(universe, get("should_transfer_files"),
+            transfer_files=sandboxed(universe, get("should_transfer_files"),
                                       shared_filesystem),
             universe=universe,
             log=log,

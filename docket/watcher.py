@@ -162,7 +162,7 @@ class Watcher:
         report.ended = self.launcher.follow_running()
         from docket.handoffs import run_pending
 
-        run_pending(self.store, self.home)
+        run_pending(self.store, self.home)  # starts and collects; never waits for a tool
         if report.ended:  # finished work frees queue slots now, not a poll later
             with self.store.transaction():
                 report.started += self.rules.schedule()
@@ -173,6 +173,8 @@ class Watcher:
     def tick(self, git: Any = None, wait: bool = False) -> dict[str, Any]:
         """One pass under the intake lock (for cron); with ``wait``, passes until nothing
         waits to start or runs. Returns the passes' reports added up."""
+        from docket.handoffs import active as handoffs_active
+
         total: dict[str, Any] = {}
         with intake_lock(self.home.intake_lock, "docket tick"):
             first = True
@@ -187,6 +189,7 @@ class Watcher:
                                       else total.get(key, []) + value)
                 busy = self.store.one("SELECT count(*) AS n FROM executions WHERE "
                                       "engine_state IN ('starting', 'running')")["n"]
+                busy += handoffs_active(self.store)  # hand-offs run beside the passes
                 if not wait or (busy == 0 and not report["started"]
                                 and not report["waiting_files"]):
                     break

@@ -59,7 +59,7 @@ def test_calibration_solves_summarises_and_is_ingested_with_real_casa(chome, doc
     assert len(provenance["inputs"][0]["sha256"]) == 64
     # QA pass: ingested; the locator fetches the calibration back
     assert docket("qa", "pass", name, "--reason", "gains near 1").code == 0
-    docket("tick")
+    assert docket("tick", "--wait").code == 0  # the hand-offs run beside the passes
     results = docket("results", "--json").json()["executions"][0]["results"]
     locator = results["archive_locator"]
     assert locator == f"uid://docket/calibration/{name}/v1"

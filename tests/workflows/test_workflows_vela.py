@@ -73,7 +73,7 @@ def test_calibration_qa_pass_ingests_records_the_locator_and_delivers(vhome, doc
     assert not (vhome / "work" / "deliveries" / "cal-1").exists()  # not before QA
 
     assert docket("qa", "pass", "cal-1", "--reason", "solutions look fine").code == 0
-    docket("tick")
+    assert docket("tick", "--wait").code == 0  # the hand-offs run beside the passes
     execution = _execution(docket, "cal-1")
     assert execution["state"] == "complete"
     assert not (directory / "products").is_symlink() and not qa_dir.exists()
@@ -111,7 +111,7 @@ def test_calibration_qa_fail_hands_the_run_back_for_clean_up(vhome, docket):
     assert docket("tick", "--wait").code == 0
     assert _execution(docket, "cal-2")["state"] == "awaiting-qa"
     assert docket("qa", "fail", "cal-2", "--reason", "bandpass is noisy").code == 0
-    docket("tick")
+    assert docket("tick", "--wait").code == 0
     execution = _execution(docket, "cal-2")
     directory = Path(execution["directory"])
     assert execution["state"] == "failed"
