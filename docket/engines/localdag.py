@@ -901,7 +901,7 @@ class DagRun:
         cwd = scratch if spec.transfer_files else spec.initialdir
         argv = job_argv(spec)
         if spec.container_image:  # run inside the image, never outside it
-            from docket.engines.container import ContainerUnavailable, job_command
+            from docket.container import ContainerUnavailable, job_command
 
             try:
                 argv = job_command(spec.container_image, argv, cwd, spec.initialdir,
@@ -1253,7 +1253,7 @@ class DagRun:
 
 def job_argv(spec: ProcSpec) -> list[str]:
     """The command line one job proc runs, before a container image (if any) wraps it in
-    the container runtime's command line (docket/engines/container.py)."""
+    the container runtime's command line (docket/container.py)."""
     return [spec.executable, *spec.arguments]
 
 

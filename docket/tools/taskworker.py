@@ -6,7 +6,7 @@ workflow's queues (``DIR/events.sqlite``), runs the task once per event with
 task may write (it becomes one event in each of the task's output queues), and exits once
 no event can reach its task any more. The init command (``init_image``/``init_args``)
 runs once per worker before the first event. A task image runs through the container
-runtime of the machine the worker is on (``docket.engines.container``), as EWMS's pilot
+runtime of the machine the worker is on (``docket.container``), as EWMS's pilot
 runs apptainer on the execution point.
 
 ``task-worker seed DIR`` creates the queues and the input events (the DAG's first node);
@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from docket.engines.container import ContainerUnavailable, container_command, find_runtime
+from docket.container import ContainerUnavailable, container_command, find_runtime
 from docket.procdir import PRODUCTS
 from docket.tools.taskqueue import MAX_EVENT_BYTES, QUEUE_FILE, Event, EventQueue
 

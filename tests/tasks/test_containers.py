@@ -47,7 +47,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> str:
                     "debian-packages.txt)")
     if _busybox() is None:
         pytest.skip("busybox is not installed (apt-get install busybox-static)")
-    from docket.engines.container import podman_command
+    from docket.container import podman_command
 
     work = tmp_path_factory.mktemp("image")
     _build_rootfs(work / "root")

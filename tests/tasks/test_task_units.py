@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from docket.engines.container import ContainerUnavailable, Runtime, container_command
+from docket.container import ContainerUnavailable, Runtime, container_command
 from schemas.tasks import parse_size_mb
 
 
@@ -69,7 +69,7 @@ def test_apptainer_execs_the_command_not_the_runscript(tmp_path: Path) -> None:
 
 def test_no_runtime_says_what_to_install(monkeypatch: pytest.MonkeyPatch,
                                          tmp_path: Path) -> None:
-    from docket.engines.container import find_runtime
+    from docket.container import find_runtime
 
     monkeypatch.delenv("DOCKET_CONTAINER_RUNTIME", raising=False)
     with pytest.raises(ContainerUnavailable) as caught:
