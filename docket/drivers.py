@@ -148,8 +148,7 @@ def _refusal(home: Home, document: dict[str, Any], actor: str) -> str | None:
     if document["kind"] != "CapabilityRequest":
         return None  # decisions are judged against the state when applied
     from docket.capabilities import CapabilityCache
-    from docket.documents import parse_document
-    from docket.intake import spec_sha256
+    from docket.documents import parse_document, spec_sha256
     from docket.rules import Rules
     from docket.store import Store
 

@@ -33,15 +33,22 @@ from typing import Any
 
 from docket.attachments import AttachmentError, check_attachment
 from docket.capabilities import CapabilityCache, CapabilityError, resolve_parameters
-from docket.documents import DocumentError, ParsedDocument, Problem, parse_document
+from docket.documents import (
+    DocumentError,
+    Outcome,
+    ParsedDocument,
+    Problem,
+    parse_document,
+    spec_sha256,
+)
 from docket.errors import Invalid
 from docket.fileio import atomic_write, fsync_dir, inside, is_disk_error, safe_join
 from docket.home import Home
 from docket.rules import Accepted, Duplicate, Rules
 from docket.store import Store, now
 
-__all__ = ["Intake", "IntakeReport", "Outcome", "check_document", "is_candidate",
-           "file_owner", "spec_sha256", "DECISIONS_DIR"]
+__all__ = ["Intake", "IntakeReport", "check_document", "is_candidate", "file_owner",
+           "DECISIONS_DIR"]
 
 # Accepted decisions are archived here; request names cannot start with "_".
 DECISIONS_DIR = "_decisions"
@@ -52,21 +59,6 @@ BATCH_SIZE = 500
 _F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)
 _TEMP_SUFFIXES = (".tmp", ".part", ".swp", ".swx", "~", ".partial", ".crdownload")
 _YAML_SUFFIXES = (".yaml", ".yml")
-
-
-@dataclass
-class Outcome:
-    file: str
-    status: str  # accepted, duplicate, rejected
-    request: str | None = None
-    version: int | None = None
-    execution: int | None = None
-    reasons: list[str] = field(default_factory=list)
-    moved_to: str | None = None
-    document: str | None = None  # metadata.name of an applied decision
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v not in (None, [])}
 
 
 @dataclass
@@ -162,11 +154,6 @@ def _not_regular(st: os.stat_result) -> str | None:
         return None
     kind = _NOT_REGULAR.get(stat.S_IFMT(st.st_mode), "not a regular file")
     return f"spool files must be regular files; this is {kind}"
-
-
-def spec_sha256(spec: dict[str, Any]) -> str:
-    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @dataclass

@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from docket.capabilities import CapabilityCache, CapabilityError, resolve_parameters
-from docket.documents import DocumentError, parse_document
+from docket.documents import DocumentError, parse_document, spec_sha256
 from docket.engines.local import LocalEngine
 from docket.errors import DocketError, Invalid
 from docket.home import Home
-from docket.intake import DECISIONS_DIR, spec_sha256
+from docket.intake import DECISIONS_DIR
 from docket.launch import Launcher
 from docket.render import WORKFLOW_FILE
 from docket.rules import Rules

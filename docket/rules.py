@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from docket.capabilities import Capability, CapabilityCache, CapabilityError, load_machine
+from docket.documents import capability_request, spec_sha256
 from docket.handoffs import HANDOFFS
 from docket.statemachine import Machine
 from docket.store import Store
@@ -262,24 +263,18 @@ class Rules:
         wanted = {k: v for k, v in offered.items() if k in capability.definition.parameters}
         parameters, problems = resolve_parameters(capability, wanted)
         name = f"{execution['request']}-{capability_name}"[:63].rstrip("-._")
-        spec = {"capability": capability_name, "parameters": wanted, "priority": 0,
-                "files": [], "output_dir": None, "tags": [], "group": None, "events": [],
-                "timeout_s": None}
         if problems:
             self.store.record("notification", request=execution["request"],
                               version=execution["version"], execution=execution["id"],
                               actor=actor, message=f"run-workflow {capability_name} not "
                               f"started: {problems[0]}")
             return
-        import yaml
-
-        document = yaml.safe_dump({"apiVersion": "docket/v1", "kind": "CapabilityRequest",
-                                   "metadata": {"name": name, "labels": {
-                                       "follow-up-of": execution["request"]}},
-                                   "spec": {"capability": capability_name,
-                                            "parameters": wanted}}, sort_keys=False)
-        from docket.intake import spec_sha256
-
+        # built as a spool document is: dropped in the spool, the same follow-up is a
+        # duplicate of this version, not a new one
+        model, document = capability_request(
+            name, {"capability": capability_name, "parameters": wanted},
+            labels={"follow-up-of": execution["request"]})
+        spec = model.spec.model_dump(mode="json")
         sha = spec_sha256(spec)
         if self.find_duplicate(name, sha) is None:
             self.accept(capability, name, spec, parameters, sha, document,
