@@ -302,7 +302,6 @@ class Intake:
         self.store = store
         self.rules = rules
         self.capabilities = capabilities
-        self._ensure_table()
 
     def roles_of(self, user: str) -> set[str]:
         """The user's analyst roles from the home's analysts.yaml (re-read when it changes)."""
@@ -314,16 +313,6 @@ class Intake:
             return set(load_analysts(self.home.root).roles_of(user))
         except DocketError as exc:  # a broken analysts.yaml refuses decisions, loudly
             raise Refused(f"cannot check roles: {exc}") from None
-
-    def _ensure_table(self) -> None:
-        # bookkeeping of files whose move is still owed, not state: never rebuilt
-        self.store.conn.execute(
-            "CREATE TABLE IF NOT EXISTS intake_files (identity TEXT PRIMARY KEY, "
-            "status TEXT NOT NULL, request TEXT, version INTEGER, error TEXT, time TEXT)")
-        # GitOps: the content docket last decided for each committed path
-        self.store.conn.execute(
-            "CREATE TABLE IF NOT EXISTS git_files (path TEXT PRIMARY KEY, blob TEXT NOT NULL,"
-            " commit_sha TEXT, status TEXT, request TEXT, time TEXT)")
 
     # GitOps ----------------------------------------------------------------------
 

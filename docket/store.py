@@ -111,6 +111,16 @@ MIGRATIONS: list[str] = [
         attempts INTEGER NOT NULL DEFAULT 0, reason TEXT);
     CREATE INDEX handoffs_state ON handoffs (state, execution, requested);
     """,
+    # 6: intake's bookkeeping (not state: never rebuilt). Homes of older dockets already
+    # have these tables, created by intake itself, hence IF NOT EXISTS.
+    """
+    CREATE TABLE IF NOT EXISTS intake_files (
+        identity TEXT PRIMARY KEY, status TEXT NOT NULL, request TEXT, version INTEGER,
+        error TEXT, time TEXT);
+    CREATE TABLE IF NOT EXISTS git_files (
+        path TEXT PRIMARY KEY, blob TEXT NOT NULL, commit_sha TEXT, status TEXT, request TEXT,
+        time TEXT);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
