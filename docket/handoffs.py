@@ -91,14 +91,14 @@ def run_pending(store: Store, home: Any) -> int:
     """Run every requested hand-off not yet done, in order; return how many ran."""
     done = 0
     blocked: set[int] = set()
-    for item in store.all("SELECT * FROM handoffs WHERE state != 'done' ORDER BY requested"):
+    for item in store.open_handoffs():
         execution = item["execution"]
         if item["state"] == "failed" or execution in blocked:
             blocked.add(execution)  # its later hand-offs wait for it
             continue
-        row = store.one("SELECT request, version FROM executions WHERE id=?", execution)
-        common = {"request": row["request"] if row else None,
-                  "version": row["version"] if row else None, "execution": execution}
+        row = store.execution(execution)
+        common = {"request": row.request if row else None,
+                  "version": row.version if row else None, "execution": execution}
         action = item["action"]
         tool, _, argument = action.partition(" ")
         command = handoff_command(tool, argument, Path(item["directory"]), home.tools_dir,

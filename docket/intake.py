@@ -249,11 +249,10 @@ def repair_archive(store: Store, accepted: Path, since: str | None = None) -> li
     safe), so a power cut can lose a recent one; this puts it back.
     """
     written = []
-    for row in store.all("SELECT request, number, document FROM versions WHERE "
-                         "created >= ?", since or ""):
-        archive = accepted / row["request"] / f"v{row['number']}.yaml"
+    for version in store.versions_since(since or ""):
+        archive = accepted / version.request / f"v{version.number}.yaml"
         if not archive.exists():
-            atomic_write(archive, row["document"], mode=0o444, durable=False)
+            atomic_write(archive, version.document, mode=0o444, durable=False)
             written.append(archive)
     return written
 
@@ -279,11 +278,6 @@ def _fitting_name(folder: Path, name: str, tag: str | None = None) -> str:
     digest = hashlib.sha256(full.encode("utf-8", "surrogateescape")).hexdigest()[:12]
     keep = stem.encode("utf-8", "surrogateescape")[:room - len(suffix) - 14]
     return keep.decode("utf-8", "ignore") + f"~{digest}" + suffix
-
-
-def known_request(store: Store, path: str) -> str | None:
-    row = store.one("SELECT request FROM git_files WHERE path=?", path)
-    return row["request"] if row else None
 
 
 def _document_name(raw: bytes | None) -> str | None:
@@ -326,9 +320,7 @@ class Intake:
         from docket.analysts import load_analysts
 
         report = IntakeReport()
-        known = {r["path"]: r["blob"] for r in self.store.all("SELECT path, blob FROM "
-                                                              "git_files")}
-        scan = source.scan(known)
+        scan = source.scan(self.store.git_blobs())
         analysts = load_analysts(self.home.root)
         decided: list[tuple[Outcome, Any]] = []
         with self.store.transaction():
@@ -341,18 +333,15 @@ class Intake:
                         self._evaluate, Path(doc.path), doc.raw, f"git:{doc.blob}", actor,
                         source_file=doc.path,
                         source={"commit": doc.commit, "author": doc.author}))
-                self.store.conn.execute(
-                    "INSERT OR REPLACE INTO git_files (path, blob, commit_sha, status, "
-                    "request, time) VALUES (?, ?, ?, ?, ?, ?)",
-                    (doc.path, doc.blob, doc.commit, outcome.status,
-                     outcome.request or known_request(self.store, doc.path), now()))
+                self.store.note_git_file(doc.path, doc.blob, doc.commit, outcome.status,
+                                         outcome.request or self.store.git_request(doc.path))
                 decided.append((outcome, doc))
             for path in scan.vanished:
-                row = self.store.one("SELECT request FROM git_files WHERE path=?", path)
-                if row is not None and row["request"]:
-                    self.store.record("request.source_removed", request=row["request"],
+                request = self.store.git_request(path)
+                if request:
+                    self.store.record("request.source_removed", request=request,
                                       path=path, commit=scan.head)
-                self.store.conn.execute("DELETE FROM git_files WHERE path=?", (path,))
+                self.store.forget_git_file(path)
         for outcome, doc in decided:
             try:  # each copy on its own: one that fails does not stop the others
                 self._keep_copy(outcome, doc)
@@ -461,15 +450,7 @@ class Intake:
                 self.log_error(f"{path.name}: {outcome.status}, but moving it failed "
                                 "(retried next pass)", exc)
             outcomes.append(outcome)
-        # Losing this clean-up in a power cut is harmless (the rows name files that are
-        # gone), so it need not wait for an fsync.
-        self.store.conn.execute("PRAGMA synchronous=NORMAL")
-        try:
-            with self.store.transaction():
-                self.store.conn.executemany("DELETE FROM intake_files WHERE identity=?",
-                                            [(i,) for i in moved])
-        finally:
-            self.store.conn.execute("PRAGMA synchronous=FULL")
+        self.store.settle(moved)
         return outcomes
 
     def _decide_alone(self, path: Path, st: os.stat_result, raw: bytes | None,
@@ -489,21 +470,17 @@ class Intake:
         and True. The machine's failures (a full disk, the database) stop the batch, so
         nothing of it is committed and every file waits for the next pass.
         """
-        conn = self.store.conn
-        conn.execute("SAVEPOINT document")
         try:
-            outcome = decide()
+            with self.store.savepoint("document"):
+                outcome = decide()
         except Exception as exc:
             if isinstance(exc, sqlite3.Error) or is_disk_error(exc):
                 raise  # not the document's fault
-            conn.execute("ROLLBACK TO document")
-            conn.execute("RELEASE document")
             self.log_error(f"{name}: internal error while reading it", exc)
             return self._reject(name, [
                 f"internal error while reading it: {type(exc).__name__}: {exc} (a bug in "
                 "docket, not necessarily in the document; the traceback is in "
                 f"{self.home.log_file})"], actor), True
-        conn.execute("RELEASE document")
         return outcome, False
 
     def log_error(self, what: str, exc: BaseException) -> None:
@@ -523,14 +500,13 @@ class Intake:
     def _decide(self, path: Path, st: os.stat_result, raw: bytes | None,
                 identity: str, problem: str | None = None) -> Outcome:
         """Decide one file inside the pass's transaction."""
-        owed = self.store.one("SELECT * FROM intake_files WHERE identity=?", identity)
+        owed = self.store.owed(identity)
         if owed is not None:  # decided before a crash; only the move is owed
             return Outcome(path.name, owed["status"], owed["request"], owed["version"],
                            reasons=json.loads(owed["error"] or "[]"))
-        done = self.store.one("SELECT request, number FROM versions WHERE source_identity=?",
-                              identity)
+        done = self.store.version_from(identity)
         if done is not None:
-            return Outcome(path.name, "accepted", done["request"], done["number"])
+            return Outcome(path.name, "accepted", done.request, done.number)
         actor = file_owner(st)
         if problem is not None:
             outcome = self._reject(path.name, [problem], actor)
@@ -541,11 +517,8 @@ class Intake:
 
     def _owe(self, identity: str, outcome: Outcome) -> None:
         """Note the decision until the file is moved (a crash between is finished later)."""
-        self.store.conn.execute(
-            "INSERT OR REPLACE INTO intake_files (identity, status, request, version, error,"
-            " time) VALUES (?, ?, ?, ?, ?, ?)",
-            (identity, outcome.status, outcome.request, outcome.version,
-             json.dumps(outcome.reasons), now()))
+        self.store.owe(identity, outcome.status, outcome.request, outcome.version,
+                       outcome.reasons)
 
     def _evaluate(self, path: Path, raw: bytes | None, identity: str, actor: str,
                   source_file: str | None = None,
@@ -601,16 +574,9 @@ class Intake:
 
         model = parsed.model
         try:
-            with self.store.transaction():
-                self.store.conn.execute("SAVEPOINT decision")
-                try:
-                    result = apply_decision(self.rules, parsed.kind, model.metadata.name,
-                                            model.spec, actor, self.roles_of)
-                except BaseException:
-                    self.store.conn.execute("ROLLBACK TO decision")
-                    raise
-                finally:
-                    self.store.conn.execute("RELEASE decision")
+            with self.store.transaction(), self.store.savepoint("decision"):
+                result = apply_decision(self.rules, parsed.kind, model.metadata.name,
+                                        model.spec, actor, self.roles_of)
         except Refused as exc:
             # the refusal, not half a decision, is what the record keeps
             self.store.record("decision.refused", actor=actor,
@@ -647,9 +613,8 @@ class Intake:
             if not archive.exists():
                 document = raw or b""
                 if raw is None:
-                    row = self.store.one("SELECT document FROM versions WHERE request=? AND "
-                                         "number=?", outcome.request, outcome.version)
-                    document = row["document"].encode() if row else b""
+                    version = self.store.version(str(outcome.request), int(outcome.version or 0))
+                    document = version.document.encode() if version else b""
                 atomic_write(archive, document, mode=0o444, durable=False)
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()

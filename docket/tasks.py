@@ -26,6 +26,7 @@ from typing import Any
 from docket.documents import Outcome, ParsedDocument, Problem, spec_sha256
 from docket.errors import Invalid
 from docket.fileio import safe_join
+from docket.records import EngineState, Execution
 from schemas.tasks import TaskWorkflow, TaskWorkflowSpec, parse_size_mb
 
 __all__ = ["CAPABILITY", "plan", "accept_workflow", "describe",
@@ -112,10 +113,10 @@ def accept_workflow(intake: Any, name: str, parsed: ParsedDocument, raw: bytes,
     except CapabilityError as exc:
         return intake._reject(name, [f"task workflows need the built-in '{CAPABILITY}' "
                                      f"capability in the home's templates/: {exc}"], actor)
-    existing = intake.store.one("SELECT * FROM requests WHERE name=?", request)
-    if existing is not None and existing["capability"] != CAPABILITY:
+    existing = intake.store.request(request)
+    if existing is not None and existing.capability != CAPABILITY:
         return intake._reject(name, [
-            f"metadata.name: request {request!r} is a {existing['capability']!r} request; "
+            f"metadata.name: request {request!r} is a {existing.capability!r} request; "
             "a task workflow needs a new name"], actor)
     spec: dict[str, Any] = {"capability": CAPABILITY, "priority": model.spec.priority,
                             "workflow": model.spec.model_dump(mode="json")}
@@ -134,24 +135,23 @@ def accept_workflow(intake: Any, name: str, parsed: ParsedDocument, raw: bytes,
         return Outcome(name, "duplicate", request, duplicate.version, reasons=[
             f"duplicate: identical to {request} version {duplicate.version} (accepted "
             f"{duplicate.accepted_at}); nothing changed"])
-    if existing is not None and existing["sealed"]:
+    if existing is not None and existing.sealed:
         return intake._reject(name, [f"metadata.name: request {request!r} is sealed"], actor)
     accepted = intake.rules.accept(capability, request, spec, {"workflow": workflow}, sha,
                                    raw.decode(), name, identity, actor, **(source or {}))
     return Outcome(name, "accepted", request, accepted.version, accepted.execution)
 
 
-def describe(store: Any, execution: Any) -> dict[str, Any] | None:
+def describe(store: Any, execution: Execution) -> dict[str, Any] | None:
     """Directives and taskforces of one task-workflow execution, with live counts."""
-    parameters = json.loads(execution["parameters"] or "{}")
-    workflow = parameters.get("workflow")
+    workflow = execution.parameters.get("workflow")
     if not isinstance(workflow, dict):
         return None
     counts: dict[str, Any] = {"taskforces": {}, "queues": {}}
-    if execution["directory"]:
+    if execution.directory:
         from docket.tools.taskqueue import QUEUE_FILE, EventQueue
 
-        db = Path(execution["directory"]) / QUEUE_FILE
+        db = Path(execution.directory) / QUEUE_FILE
         if db.is_file():
             queue = EventQueue(db, readonly=True)
             try:
@@ -166,7 +166,7 @@ def describe(store: Any, execution: Any) -> dict[str, Any] | None:
     for tf in workflow["taskforces"]:
         seen = counts["taskforces"].get(tf["taskforce"], {})
         workers = dict(seen.get("workers", {}))
-        if execution["engine_state"] == "done":
+        if execution.engine_state == EngineState.DONE:
             # the workflow ended (or was cancelled): a worker still marked running was
             # stopped with its DAG, without the chance to say so
             workers["stopped"] = workers.pop("running", 0)
@@ -192,6 +192,6 @@ def describe(store: Any, execution: Any) -> dict[str, Any] | None:
 def add_to_show(store: Any, shown: dict[str, Any]) -> None:
     """Put each task-workflow execution's directives and taskforces into ``docket show``."""
     for item in shown["executions"]:
-        row = store.one("SELECT * FROM executions WHERE id=?", item["id"])
-        if row is not None and row["capability"] == CAPABILITY:
+        row = store.execution(item["id"])
+        if row is not None and row.capability == CAPABILITY:
             item["task_workflow"] = describe(store, row)

@@ -203,8 +203,7 @@ class Watcher:
                     else:
                         total[key] = (total.get(key, 0) + value if isinstance(value, int)
                                       else total.get(key, []) + value)
-                busy = self.store.one("SELECT count(*) AS n FROM executions WHERE "
-                                      "engine_state IN ('starting', 'running')")["n"]
+                busy = self.store.active_count()
                 if not wait or (busy == 0 and not report["started"]
                                 and not report["waiting_files"]):
                     break
