@@ -179,15 +179,15 @@ def _check_tree(root: yaml.Node, max_nodes: int) -> dict[tuple[Any, ...], tuple[
         total, height = 1, 0
         children: list[yaml.Node] = []
         if isinstance(node, yaml.MappingNode):
-            seen: dict[str, int] = {}
+            seen: dict[str, yaml.Node] = {}  # the node, not its mark: made only for an error
             for key, value in node.value:
                 if isinstance(key, yaml.ScalarNode):
-                    if key.value in seen:
+                    first = seen.setdefault(key.value, key)
+                    if first is not key:
                         line, col = _mark(key)
                         raise DocumentError([Problem(
-                            f"duplicate key {key.value!r} (first on line {seen[key.value]})",
+                            f"duplicate key {key.value!r} (first on line {_mark(first)[0]})",
                             line=line, column=col)])
-                    seen[key.value] = _mark(key)[0]
                 children += (key, value)
         elif isinstance(node, yaml.SequenceNode):
             children = node.value

@@ -542,7 +542,8 @@ class Intake:
             outcome = self._reject(path.name, [problem], actor)
         else:
             outcome = self._evaluate(path, raw, identity, actor)
-        self._owe(identity, outcome)
+        if outcome.status != "accepted":  # an accepted file is known by its version's
+            self._owe(identity, outcome)  # source_identity (above): nothing more to note
         return outcome
 
     def _owe(self, identity: str, outcome: Outcome) -> None:
