@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from cli.common import JsonOption, QuietOption, emit, run
+from cli.common import JsonOption, QuietOption, emit
+from cli.toolshell import ConfigOption, entry, tool_app
 from docket.errors import ExitCode
+from docket.procdir import ACTIVE_MARKER
 from docket.tools.annihilator import Report, annihilate, areas_from_config
 from docket.tools.config import load_tool_config
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
-                  help="Remove entries of the configured areas whose newest file is older "
+app = tool_app("Remove entries of the configured areas whose newest file is older "
                        "than the area's max_age_days, and runs that failed QA; never an "
-                       "active run, never anything outside the roots. Run it from cron.")
+           "active run, never anything outside the roots. Run it from cron.")
 
 
 def _size(size_bytes: int) -> str:
@@ -39,7 +39,7 @@ def _human(report: Report) -> str:
             lines.append(f"{area.area.name}: {verb} {removal.path} "
                          f"({_size(removal.size_bytes)}, newest {newest}, {removal.reason})")
         for path in area.kept_active:
-            lines.append(f"{area.area.name}: kept {path}: active run (.docket-active)")
+            lines.append(f"{area.area.name}: kept {path}: active run ({ACTIVE_MARKER})")
         for error in area.errors:
             lines.append(f"{area.area.name}: problem: {error}")
     count = sum(len(a.removed) for a in report.areas)
@@ -55,8 +55,7 @@ def annihilator(
         "--dry-run", help="Print what would be removed and freed; remove nothing.")] = False,
     area: Annotated[list[str] | None, typer.Option(
         "--area", metavar="NAME", help="Only this configured area; repeatable.")] = None,
-    config: Annotated[Path | None, typer.Option("--config", metavar="PATH",
-                                                help="Tools config file.")] = None,
+    config: ConfigOption = None,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> int:
@@ -72,8 +71,7 @@ def annihilator(
     return int(ExitCode.OK)
 
 
-def main() -> None:
-    raise SystemExit(run(app))
+main = entry(app)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,12 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.common import JSON_SHAPE_VERSION, JsonOption, QuietOption, run
+from cli.common import JSON_SHAPE_VERSION, JsonOption, QuietOption
+from cli.toolshell import ConfigOption, entry, progress_lines, tool_app
 from docket.errors import ExitCode, UsageError
 from docket.tools.config import load_tool_config
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+app = tool_app()
 
 _MODES = ("calibration", "imaging", "restore", "restore-and-image")
 
@@ -51,8 +52,7 @@ def main_command(
     post: Annotated[bool, typer.Option(
         "--post", help="Post-CASA work of a recipe run: check its products, image "
                        "statistics and QA, component list, summary, provenance.")] = False,
-    config: Annotated[Path | None, typer.Option(
-        "--config", help="Tools config file (YAML, section casa-envoy).")] = None,
+    config: ConfigOption = None,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> int:
@@ -71,8 +71,7 @@ def main_command(
                          "--restore-and-image, --recipe FILE, --post",
                          "casa-envoy --imaging /path/to/processing-dir")
     settings = load_tool_config("casa-envoy", config)
-    progress = None if quiet or as_json else (
-        lambda line: sys.stderr.write(f"casa-envoy: {line}\n"))
+    progress = progress_lines(quiet, as_json, prefix="casa-envoy: ", terminal_only=False)
     if chosen[0] == "post":
         from envoys.casa.postcasa import run_post
 
@@ -107,8 +106,7 @@ def main_command(
     return int(ExitCode.EXTERNAL)
 
 
-def main() -> None:
-    raise SystemExit(run(app))
+main = entry(app)
 
 
 if __name__ == "__main__":

@@ -2,29 +2,27 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from cli.common import JsonOption, QuietOption, emit, run
+from cli.common import JsonOption, QuietOption, emit
+from cli.toolshell import ConfigOption, entry, progress_lines, tool_app
 from docket.errors import UsageError
+from docket.procdir import PARTS, read_metadata
 from docket.tools.config import load_tool_config
 from docket.tools.conveyor import (
     IMAGE_PARTS,
-    PARTS,
     ConveyorResult,
     from_qa,
     qa_area_from_config,
     qa_fail,
-    read_metadata,
     to_qa,
 )
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
-                  help="Move a processing directory's rawdata/, working/ and products/ into "
-                       "the QA area (leaving symlinks) and back.")
+app = tool_app("Move a processing directory's rawdata/, working/ and products/ into the QA "
+               "area (leaving symlinks) and back.")
 
 _WORDS = {"moved": "moved to the QA area", "retrieved": "back in the processing directory",
           "already": "already in place", "absent": "absent"}
@@ -57,8 +55,7 @@ def conveyor(
     qa_failed: Annotated[bool, typer.Option(
         "--qa-fail", help="Move everything back and mark the run for the annihilator.")
     ] = False,
-    config: Annotated[Path | None, typer.Option("--config", metavar="PATH",
-                                                help="Tools config file.")] = None,
+    config: ConfigOption = None,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -73,8 +70,7 @@ def conveyor(
                          "see conveyor --help")
     qa_area = qa_area_from_config(load_tool_config("conveyor", config))
     meta = read_metadata(metadata_json)
-    show = not quiet and not as_json and sys.stderr.isatty()
-    progress = (lambda line: sys.stderr.write(line + "\n")) if show else None
+    progress = progress_lines(quiet, as_json)
     action = chosen[0]
     if action == "--deliver":
         result = to_qa(meta, qa_area, PARTS, progress)
@@ -89,8 +85,7 @@ def conveyor(
     emit(result.as_dict(), as_json, lambda _: _human(result))
 
 
-def main() -> None:
-    raise SystemExit(run(app))
+main = entry(app)
 
 
 if __name__ == "__main__":

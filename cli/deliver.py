@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from cli.common import JsonOption, QuietOption, emit, run
+from cli.common import JsonOption, QuietOption, emit
+from cli.toolshell import ConfigOption, entry, progress_lines, tool_app
 from docket.tools.config import load_tool_config
 from docket.tools.deliver import Delivery, deliver, resolve_settings
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
-                  help="Copy SOURCE_DIR/products (or rawdata/ with -r; a folder without "
-                       "products/ is delivered whole) to the delivery area, with SHA256SUMS.")
+app = tool_app("Copy SOURCE_DIR/products (or rawdata/ with -r; a folder without products/ "
+               "is delivered whole) to the delivery area, with SHA256SUMS.")
 
 
 def _human(result: Delivery) -> str:
@@ -52,22 +51,18 @@ def deliver_command(
     name: Annotated[str | None, typer.Option(
         "--name", "-n", metavar="NAME",
         help="Name of the delivery folder (default: SOURCE_DIR's name).")] = None,
-    config: Annotated[Path | None, typer.Option("--config", metavar="PATH",
-                                                help="Tools config file.")] = None,
+    config: ConfigOption = None,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
     settings = resolve_settings(load_tool_config("deliver", config), local_dest=local, web=web,
                                 image_cache=image_cache)
-    show = not quiet and not as_json and sys.stderr.isatty()
     result = deliver(source_dir, settings, prefix=prefix, tar=tar, rawdata=rawdata,
-                     force=force, name=name,
-                     progress=(lambda line: sys.stderr.write(line + "\n")) if show else None)
+                     force=force, name=name, progress=progress_lines(quiet, as_json))
     emit(result.as_dict(), as_json, lambda _: _human(result))
 
 
-def main() -> None:
-    raise SystemExit(run(app))
+main = entry(app)
 
 
 if __name__ == "__main__":

@@ -7,15 +7,11 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.common import JsonOption, QuietOption, emit, run
+from cli.common import JsonOption, QuietOption, emit
 from cli.progress import ProgressBar, human_bytes
+from cli.toolshell import ConfigOption, entry, tool_app
 
-app = typer.Typer(add_completion=False, rich_markup_mode=None,
-                  help="Put a directory of products into the archive, as its manifest says.")
-
-ConfigOption = Annotated[Path | None, typer.Option(
-    "--config", metavar="PATH", help="Tools config (default: $DOCKET_TOOLS_CONFIG, "
-    "$DOCKET_HOME/tools.yaml, ./tools.yaml).")]
+app = tool_app("Put a directory of products into the archive, as its manifest says.")
 
 
 def render(result: dict[str, Any]) -> str:
@@ -43,19 +39,15 @@ def ingest(
     from docket.tools import ingest as lib
 
     settings = lib.load_settings(config, archive_root=archive_root)
-    bar = ProgressBar("ingest", quiet=quiet)
-    try:
+    with ProgressBar("ingest", quiet=quiet) as bar:
         result = lib.ingest(source_dir, settings.archive_root, manifest_path=manifest,
                             archive_name=settings.archive_name,
                             lock_timeout_s=settings.lock_timeout_s,
                             progress=lambda path, done, total: bar.update(done, total, path))
-    finally:
-        bar.close()
     emit(result.to_json(), json_, render)
 
 
-def main() -> None:
-    raise SystemExit(run(app))
+main = entry(app)
 
 
 if __name__ == "__main__":

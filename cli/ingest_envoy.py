@@ -7,12 +7,12 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.common import JsonOption, QuietOption, emit, run
+from cli.common import JsonOption, QuietOption, emit
 from cli.progress import ProgressBar, human_bytes
+from cli.toolshell import ConfigOption, entry, tool_app
 from docket.errors import UsageError
 
-app = typer.Typer(add_completion=False, rich_markup_mode=None,
-                  help="Stage a processing directory's products and ingest them.")
+app = tool_app("Stage a processing directory's products and ingest them.")
 
 
 def _dir_option(kind: str) -> Any:
@@ -41,9 +41,7 @@ def ingest_envoy(
         "DIR/working/ingest-staging).")] = None,
     keep_staging: Annotated[bool, typer.Option(
         "--keep-staging", help="Keep the staging folder after a successful ingest.")] = False,
-    config: Annotated[Path | None, typer.Option(
-        "--config", metavar="PATH", help="Tools config (default: $DOCKET_TOOLS_CONFIG, "
-        "$DOCKET_HOME/tools.yaml, ./tools.yaml).")] = None,
+    config: ConfigOption = None,
     json_: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -58,18 +56,14 @@ def ingest_envoy(
         raise UsageError("give exactly one of --calibration, --image, --observation",
                          "e.g. ingest-envoy --calibration /lustre/runs/req1")
     kind, directory = chosen[0]
-    bar = ProgressBar("ingest", quiet=quiet)
-    try:
+    with ProgressBar("ingest", quiet=quiet) as bar:
         result = run_envoy(directory, kind, config=config, archive_root=archive_root,
                            staging_root=staging_root, keep_staging=keep_staging,
                            progress=lambda path, done, total: bar.update(done, total, path))
-    finally:
-        bar.close()
     emit(result.to_json(), json_, render)
 
 
-def main() -> None:
-    raise SystemExit(run(app))
+main = entry(app)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,9 @@ def init(directory: Annotated[Path, typer.Argument(
             f"created the docket home {r['home']}",
             f"  settings:     {r['settings']}",
             f"  capabilities: {r['templates']} ({', '.join(r['capabilities']) or 'none yet'})",
+            *(["  not for requests: " + ", ".join(
+                f"{name} ({why})" for name, why in r["not_requestable"].items())]
+              if r["not_requestable"] else []),
             f"  analysts:     {user} ({', '.join(roles)}) in analysts.yaml",
             "",
             "next:",

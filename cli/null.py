@@ -8,13 +8,13 @@ from typing import Annotated
 
 import typer
 
-from cli.common import JsonOption, emit, run
+from cli.common import JsonOption, emit
+from cli.toolshell import entry, tool_app
 from docket.errors import UsageError
 from docket.tools import null as null_tool
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
-                  help="A test job that does exactly what it is told. Steps run in this order: "
-                       "read checks, sleep, print, fail-first check, write files, signal, exit.")
+app = tool_app("A test job that does exactly what it is told. Steps run in this order: "
+               "read checks, sleep, print, fail-first check, write files, signal, exit.")
 
 
 def _print(stream: object, text: str) -> None:
@@ -88,8 +88,7 @@ def null(
     return result.exit_code
 
 
-def main() -> None:
-    raise SystemExit(run(app))
+main = entry(app)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,12 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.common import JsonOption, QuietOption, emit, run
+from cli.common import JsonOption, QuietOption, emit
 from cli.progress import ProgressBar, human_bytes
+from cli.toolshell import ConfigOption, entry, tool_app
 from docket.errors import UsageError
 
-app = typer.Typer(add_completion=False, rich_markup_mode=None,
-                  help="Fetch products by locator into a directory, verified and resumable.")
+app = tool_app("Fetch products by locator into a directory, verified and resumable.")
 
 
 def render_plan(result: dict[str, Any]) -> str:
@@ -55,9 +55,7 @@ def productfetcher(
     catalog: Annotated[str | None, typer.Option(
         "--catalog", metavar="PATH|URL",
         help="Archive catalog for uid:// locators (default: productfetcher.catalog).")] = None,
-    config: Annotated[Path | None, typer.Option(
-        "--config", metavar="PATH", help="Tools config (default: $DOCKET_TOOLS_CONFIG, "
-        "$DOCKET_HOME/tools.yaml, ./tools.yaml).")] = None,
+    config: ConfigOption = None,
     json_: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -82,12 +80,8 @@ def productfetcher(
              render_plan)
         return
 
-    bar = ProgressBar("fetch", quiet=quiet)
-    try:
-        report = lib.fetch(plan, out_dir, settings, force=force,
-                           progress=lambda done, total, note: bar.update(done, total, note))
-    finally:
-        bar.close()
+    with ProgressBar("fetch", quiet=quiet) as bar:
+        report = lib.fetch(plan, out_dir, settings, force=force, progress=bar.update)
     result = report.to_json()
     error = report.error()
     if error is None:
@@ -101,8 +95,7 @@ def productfetcher(
     raise typer.Exit(int(error.exit_code))
 
 
-def main() -> None:
-    raise SystemExit(run(app))
+main = entry(app)
 
 
 if __name__ == "__main__":

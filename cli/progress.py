@@ -26,7 +26,8 @@ def human_bytes(size_bytes: int | float | None) -> str:
 
 
 class ProgressBar:
-    """Thread-safe; redraws at most every ``interval_s``; ``enabled=False`` draws nothing."""
+    """Thread-safe; redraws at most every ``interval_s``; ``enabled=False`` draws nothing.
+    As a context manager it clears its line at the end of the block, error or not."""
 
     def __init__(self, label: str, *, quiet: bool = False, stream: TextIO | None = None,
                  interval_s: float = 0.1, width: int = 30) -> None:
@@ -59,6 +60,12 @@ class ProgressBar:
             self.stream.write("\r" + line.ljust(120))
             self.stream.flush()
             self._drawn = True
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def close(self) -> None:
         if self.enabled and self._drawn:

@@ -9,11 +9,12 @@ from typing import Annotated
 
 import typer
 
-from cli.common import JsonOption, QuietOption, emit, run
+from cli.common import JsonOption, QuietOption, emit
+from cli.toolshell import entry, tool_app
 from docket.tools.casajob import FAIL_MODES, JOB_FILE, read_job
 from docket.tools.vela import run_vela
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+app = tool_app()
 
 
 @app.command()
@@ -52,8 +53,7 @@ def main_command(
     return 0
 
 
-def main() -> None:
-    raise SystemExit(run(app))
+main = entry(app)
 
 
 if __name__ == "__main__":

@@ -17,19 +17,18 @@ protection of the file is its permissions; these checks keep honest users honest
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import grp
 import logging
 import os
 import pwd
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from docket.errors import DocketError, ExitCode, Invalid, Locked, NotFound
+from docket.errors import DocketError, ExitCode, Invalid, NotFound
 from docket.fileio import atomic_write, is_disk_error
+from docket.locks import held
 
 __all__ = [
     "ANALYSTS_FILE",
@@ -270,30 +269,10 @@ class AnalystChange:
 
 @contextlib.contextmanager
 def _edit_lock(path: Path, timeout_s: float = _LOCK_TIMEOUT_S) -> Iterator[None]:
-    lock = path.with_name(path.name + ".lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o664)
-    except PermissionError:
-        try:  # someone else's lock file: flock works on a read-only descriptor too
-            fd = os.open(lock, os.O_RDONLY)
-        except OSError as exc:
-            raise DocketError(f"cannot open the lock {lock}: {exc.strerror}",
-                              f"ask the owner of {path.parent} for write access") from None
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise Locked(f"{path} is being edited by another process",
-                                 "try again in a moment") from None
-                time.sleep(0.05)
+    with held(path.with_name(path.name + ".lock"), timeout_s, mode=0o664,
+              busy=f"{path} is being edited by another process",
+              fix="try again in a moment"):
         yield
-    finally:
-        os.close(fd)  # releases the flock
 
 
 def _check_editor(current: Analysts, actor: str) -> None:

@@ -37,7 +37,7 @@ def init_home(root: Path, templates: Path | None, user: str) -> dict[str, Any]:
     q = shlex.quote
     cron = (f"* * * * * cd {q(str(home.root))} && flock -n state/cron.lock {q(str(docket))} "
             "tick >> state/tick.log 2>&1")
-    capabilities = list_capabilities(templates)
+    capabilities, closed = _requestable(templates, list_capabilities(templates))
     example = REPOSITORY / "templates" / "demo" / "example-request.yaml"
     steps = [f"export DOCKET_HOME={q(str(home.root))}"]
     if example.is_file() and "demo" in capabilities:
@@ -45,8 +45,28 @@ def init_home(root: Path, templates: Path | None, user: str) -> dict[str, Any]:
     steps += [f"{q(str(docket))} tick --wait    # or keep '{docket.name} watch' running, "
               "or add the cron line", f"{q(str(docket))} status"]
     return {"home": str(home.root), "settings": str(home.root / "docket.yaml"),
-            "templates": str(templates), "capabilities": capabilities,
+            "templates": str(templates), "capabilities": capabilities, "not_requestable": closed,
             "analysts": {user: ["da", "operator"]}, "cron": cron, "next": steps}
+
+
+def _requestable(templates: Path, names: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The capabilities a DA can request, and why each of the others cannot be."""
+    from docket.capabilities import CapabilityError, load_capability
+
+    open_, closed = [], {}
+    for name in names:
+        try:
+            definition = load_capability(templates, name).definition
+        except CapabilityError as exc:
+            closed[name] = f"cannot be read: {exc}"
+            continue
+        if not definition.enabled:
+            closed[name] = "disabled"
+        elif definition.submitters == []:
+            closed[name] = "built in: made by docket from other documents"
+        else:
+            open_.append(name)
+    return open_, closed
 
 
 def spool_file(home: Home, raw: bytes, name: str) -> Path:

@@ -108,10 +108,12 @@ def describe(event: dict[str, Any]) -> str:
 class _Stages:
     """Each stage's state from the node events seen so far, to report entering and leaving."""
 
-    def __init__(self, specs: list[Any]) -> None:
+    def __init__(self, specs: list[Any], directory_of: Callable[[int], str | None]) -> None:
         self.specs = specs
+        self.directory_of = directory_of  # an execution's processing directory
         self.nodes: dict[tuple[int, str], str] = {}
         self.states: dict[tuple[int, str], str] = {}
+        self.planned: dict[int, list[str]] = {}
 
     def update(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         t, d = event["type"], event["data"]
@@ -130,11 +132,13 @@ class _Stages:
             self.nodes[key] = "held"
         else:
             self.nodes.setdefault(key, "idle")
-        from docket.report import stages
+        from docket.report import planned_nodes, stages
 
+        if execution not in self.planned:  # node events come after the DAG is rendered
+            self.planned[execution] = planned_nodes(self.directory_of(execution))
         mine = [{"node": n, "state": s} for (e, n), s in self.nodes.items() if e == execution]
         out = []
-        for stage in stages(self.specs, mine):
+        for stage in stages(self.specs, mine, self.planned[execution]):
             skey = (execution, stage["stage"])
             before = self.states.get(skey, "waiting")
             now_state = stage["state"]
@@ -197,7 +201,8 @@ def follow(home: Any, name: str, *, after_id: int | None = None,
             position = event["id"]
             taken_in = taken_in or event["type"] in ("version.accepted", "document.duplicate")
             if stages is None and event["type"] in ("version.accepted", "execution.created"):
-                stages = _Stages(_stage_specs(home, store, name))
+                stages = _Stages(_stage_specs(home, store, name),
+                                 lambda execution: _directory(store, execution))
             on_event(event)
             for derived in (stages.update(event) if stages else []):
                 on_event(derived)
@@ -256,6 +261,11 @@ def _rejection(store: Store, spooled_file: str, after_id: int) -> dict[str, Any]
         if event["data"].get("file") == spooled_file:
             return event
     return None
+
+
+def _directory(store: Store | None, execution: int) -> str | None:
+    row = store.one("SELECT directory FROM executions WHERE id=?", execution) if store else None
+    return row["directory"] if row else None
 
 
 def _stage_specs(home: Any, store: Store, name: str) -> list[Any]:

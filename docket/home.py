@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from docket.errors import Invalid
-from docket.tools.markers import ACTIVE_MARKER
+from docket.procdir import ACTIVE_MARKER
 
 __all__ = ["Home", "resolve_home", "create_home", "repository_home", "REPOSITORY",
            "REPOSITORY_SETTINGS", "ACTIVE_MARKER"]

@@ -24,7 +24,7 @@ from docket.engines.base import Engine
 from docket.errors import DocketError
 from docket.fileio import is_disk_error, safe_join
 from docket.home import ACTIVE_MARKER, Home
-from docket.monitor import read_node_events
+from docket.monitor import NodeLogUnreadable, read_node_events
 from docket.records import ACTIVE_ENGINE_STATES, EngineState, Execution, NodeState
 from docket.render import WORKFLOW_FILE, render_execution
 from docket.rules import Rules
@@ -267,8 +267,11 @@ class Launcher:
         """Read new node events and results of running executions; return the ended ones."""
         ended = []
         for row in self.store.executions(engine_states=(EngineState.RUNNING,)):
-            if self.follow(row):
-                ended.append(row.id)
+            try:
+                if self.follow(row):
+                    ended.append(row.id)
+            except NodeLogUnreadable as exc:  # this execution only; the next pass reads on
+                log.warning("execution %s: %s; trying again next pass", row.id, exc)
         return ended
 
     def follow(self, row: Execution) -> bool:

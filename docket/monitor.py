@@ -27,7 +27,7 @@ from typing import Any
 
 from docket.engines.base import node_log
 
-__all__ = ["read_node_events", "node_of", "EVENT_NAMES"]
+__all__ = ["read_node_events", "node_of", "EVENT_NAMES", "NodeLogUnreadable"]
 
 log = logging.getLogger("docket.monitor")
 
@@ -37,6 +37,12 @@ EVENT_NAMES = {"SUBMIT": "node.submitted", "EXECUTE": "node.started",
                "JOB_ABORTED": "node.aborted", "JOB_HELD": "node.held",
                "JOB_RELEASED": "node.released", "POST_SCRIPT_TERMINATED": "node.post"}
 _DAG_NODE_LINE = "DAG Node:"
+
+
+class NodeLogUnreadable(OSError):
+    """One execution's node event log could not be read this pass (an I/O error, or a
+    saved read position that no longer fits the log). Its events wait for the next pass;
+    other executions are followed as usual."""
 
 
 def _htcondor():  # noqa: ANN202
@@ -99,6 +105,15 @@ def read_node_events(dag: Path, cursor: bytes | None) -> tuple[list[dict[str, An
         # (a writer mid-way): read only when the last event is complete
         return [], cursor
     htcondor2 = _htcondor()
+    try:
+        return _read(htcondor2, path, cursor)
+    except htcondor2.HTCondorException as exc:
+        # the bindings say so for an I/O error under the log (or a log cut by a full disk)
+        raise NodeLogUnreadable(f"{path}: cannot read the node event log: {exc}") from None
+
+
+def _read(htcondor2: Any, path: Path, cursor: bytes | None
+          ) -> tuple[list[dict[str, Any]], bytes | None]:
     kinds = {getattr(htcondor2.JobEventType, name): kind for name, kind in EVENT_NAMES.items()}
     state = json.loads(cursor) if cursor else {"jel": None, "clusters": {}}
     jel = (pickle.loads(base64.b64decode(state["jel"])) if state["jel"]

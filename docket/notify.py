@@ -15,7 +15,6 @@ its own thread, so a dead or hung endpoint never holds up intake or the engines.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import fnmatch
 import hashlib
 import hmac
@@ -37,6 +36,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from docket.errors import Invalid, Locked
+from docket.locks import held
 from docket.store import Store, now
 
 __all__ = ["NOTIFICATIONS_FILE", "SIGNATURE_HEADER", "load_notifications", "Planner",
@@ -267,18 +267,10 @@ def _stamp(at: datetime) -> str:
 @contextlib.contextmanager
 def sender_lock(home: Any, block: bool = False) -> Iterator[None]:
     """One sender per home at a time (the watcher's thread or 'notifications send')."""
-    path = home.state_dir / "notify.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
-        except BlockingIOError:
-            raise Locked("another sender is delivering this home's notifications",
-                         "a 'docket watch' sends them itself; wait for it") from None
+    with held(home.state_dir / "notify.lock", None if block else 0,
+              busy="another sender is delivering this home's notifications",
+              fix="a 'docket watch' sends them itself; wait for it"):
         yield
-    finally:
-        os.close(fd)
 
 
 class Sender:

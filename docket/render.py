@@ -28,12 +28,12 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from docket import procdir
 from docket.attachments import AttachmentError, copy_attachments
 from docket.capabilities import Capability
 from docket.dag import DagError, read_dag
 from docket.errors import DocketError, Invalid
 from docket.fileio import atomic_write, is_disk_error
-from docket.home import ACTIVE_MARKER
 from docket.quoting import check_text, quote, quote_arguments, quote_environment
 from docket.submit import check_submit
 
@@ -101,14 +101,12 @@ def render_execution(capability: Capability, directory: Path, *, request: dict[s
     shares this machine's filesystem, else its PEX file in ``pex_dir`` (HTCondor transfers
     a job's executable with it, and a PEX runs with the node's bare python3). Templates
     also see ``shared_filesystem``, and ``home`` (give it to a tool as ``DOCKET_HOME``)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for sub in ("rawdata", "working", "products"):
-        (directory / sub).mkdir(exist_ok=True)
-    atomic_write(directory / ACTIVE_MARKER, json.dumps(
+    layout = procdir.create(directory)
+    atomic_write(layout.active_marker, json.dumps(
         {"execution": request["execution"], "request": request["name"]}), durable=False)
     names = [source.name for source in attachments or []]
     try:  # files a bounded copy (Launcher) already finished are not copied again
-        copy_attachments(list(attachments or []), directory / "rawdata")
+        copy_attachments(list(attachments or []), layout.rawdata)
     except AttachmentError as exc:
         raise RenderError(f"attachment {exc}", "attach regular files only") from None
 
@@ -145,14 +143,15 @@ def render_execution(capability: Capability, directory: Path, *, request: dict[s
                               "fix the template") from None
         atomic_write(target, text, durable=False)
         written.append(target)
-    atomic_write(directory / "request.yaml", document, durable=False)
-    metadata = {"docket": 1, "request": request["name"], "version": request["version"],
+    atomic_write(layout.request_path, document, durable=False)
+    metadata = {"docket": procdir.METADATA_VERSION,
+                "request": request["name"], "version": request["version"],
                 "execution": request["execution"], "execution_number": request["number"],
                 "capability": capability.name, "parameters": parameters,
                 "directory": str(directory), "output_dir": request.get("output_dir"),
                 "created": request.get("created"), "files": names,
                 "version_source": request.get("version_source")}
-    atomic_write(directory / "metadata.json", json.dumps(metadata, indent=2, sort_keys=True),
+    atomic_write(layout.metadata_path, json.dumps(metadata, indent=2, sort_keys=True),
                  durable=False)
     dag_path = directory / WORKFLOW_FILE
     return Rendered(directory, dag_path, written, check_workflow(dag_path))

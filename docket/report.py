@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+from pathlib import Path
 from typing import Any
 
 from docket.store import Store
@@ -29,8 +30,34 @@ def status(store: Store, limit: int = 20, state: str | None = None) -> dict[str,
             "requests": [dict(r) for r in rows]}
 
 
-def stages(stage_specs: list[Any], nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each stage's state from its nodes: waiting, running, done or failed."""
+def planned_nodes(directory: str | Path | None) -> list[str]:
+    """The node names of an execution's rendered DAG ([] when it cannot be read).
+
+    A stage is done only when every node of it in the DAG is: a node that has not been
+    submitted yet (a throttle, or a slow engine) has no events, and without the DAG a stage
+    whose first node finished would read as done while the rest had not started.
+    """
+    if not directory:
+        return []
+    from docket.dag import DagError, read_dag
+    from docket.render import WORKFLOW_FILE
+
+    try:
+        return list(read_dag(Path(directory) / WORKFLOW_FILE).nodes)
+    except (DagError, OSError):
+        return []
+
+
+def stages(stage_specs: list[Any], nodes: list[dict[str, Any]],
+           planned: list[str] | None = None) -> list[dict[str, Any]]:
+    """Each stage's state from its nodes: waiting, running, done or failed.
+
+    ``planned``: every node name of the DAG (``planned_nodes``); those without a record yet
+    count as waiting.
+    """
+    seen = {n["node"] for n in nodes}
+    nodes = [*nodes, *({"node": name, "state": "waiting"} for name in planned or ()
+                       if name not in seen)]
     out = []
     for spec in stage_specs:
         mine = [n for n in nodes if any(fnmatch.fnmatchcase(n["node"], pat)
@@ -102,7 +129,7 @@ def show(store: Store, name: str, stage_specs: list[Any] | None = None,
             "SELECT node, state, attempts, exit_code, signal, hold_code, hold_subcode, reason,"
             " host, started, finished FROM nodes WHERE execution=? ORDER BY node", e["id"])]
         if stage_specs is not None:
-            item["stages"] = stages(stage_specs, item["nodes"])
+            item["stages"] = stages(stage_specs, item["nodes"], planned_nodes(e["directory"]))
         item["attempts"] = attempts(store, e["id"])
         executions.append(item)
     history = [dict(r) for r in store.all(

@@ -13,7 +13,11 @@ polling ``condor_q``:
 - ``<dag>.dagman.out``  DAGMan's own account, read for failed nodes when there is no
   status file, and for the last error when DAGMan exits without metrics;
 - ``<dag>.halt``        written by docket to pause: DAGMan's halt file (HTCondor manual,
-  "Suspending a Running DAG"): no new node job is submitted, running ones finish.
+  "Suspending a Running DAG"; dag.cpp checks it before each submit cycle): no new node
+  job is submitted and no PRE script runs; running jobs and POST scripts finish, then
+  DAGMan writes a rescue DAG and exits with DAG status 6 (halted). A DAG with a FINAL
+  node would run it at that point (dagman_main.cpp, main_shutdown_rescue), so such a DAG
+  is paused by holding its DAGMan job instead.
 
 Node job events come from ``<dag>.nodes.log`` (DAGMan's default node log), read by
 ``docket.monitor`` exactly as for the local engine.
@@ -453,7 +457,24 @@ class HTCondorEngine:
 
     def resume(self, dag: Path) -> str:
         """Submit the DAG again; DAGMan runs its rescue DAG, skipping nodes already done."""
+        if _halted(self._metrics(dag)):
+            return self._resubmit_halted(dag)
         return self.submit(dag)
+
+    def _resubmit_halted(self, dag: Path) -> str:
+        """Submit a DAG that exited halted, then set its metrics aside: until they move,
+        the watcher still sees a halted DAG. Submit.from_dag removes a halt file (as
+        condor_submit_dag does), so a refused submission puts it back."""
+        files = condor_files(dag)
+        paused_by = files["halt"].read_text() if files["halt"].exists() else None
+        try:
+            engine_id = self.submit(dag)
+        except DocketError:
+            if paused_by is not None:
+                atomic_write(files["halt"], paused_by)
+            raise
+        os.replace(files["metrics"], dag.with_name(f"{dag.name}.metrics.halted"))
+        return engine_id
 
     def started(self, dag: Path) -> bool:
         return condor_files(dag)["condor.json"].exists()
@@ -494,11 +515,20 @@ class HTCondorEngine:
         """True while docket's halt file stands (DAGMan may have ended, halted, meanwhile)."""
         return condor_files(dag)["halt"].exists()
 
+    def _resume_owed(self, dag: Path) -> bool:
+        """A DAG that exited halted and is owed a resubmission: paused (resume submits
+        it), or resumed while DAGMan was already on its way out (it reads the halt file
+        once per cycle and exits later in that cycle), unless it was cancelled since."""
+        record = self._record(dag)
+        return (record.get("state") != "cancelled"
+                and (self.paused(dag) or bool(record.get("resumed"))))
+
     def alive(self, dag: Path) -> bool:
         files = condor_files(dag)
         record = self._record(dag)
         if files["metrics"].exists():
-            # a DAG halted by docket's pause waits for resume, which submits it again
+            # a DAG halted by docket's pause waits for resume, which submits it again; one
+            # resumed as it exited is not alive, and the watcher resumes it (self.resume)
             return (_halted(self._metrics(dag)) and self.paused(dag)
                     and record.get("state") != "cancelled")
         if record.get("state") == "cancelled":
@@ -537,11 +567,13 @@ class HTCondorEngine:
         except json.JSONDecodeError:
             return {"engine": self.name, "exitcode": 1, "status": "failed",
                     "failed_nodes": {}, "reason": f"{files['metrics'].name} is not valid JSON"}
-        if metrics is not None and _halted(metrics) and self.paused(dag):
-            if record.get("state") != "cancelled":
-                return None  # paused: resume submits it again
-            return {"engine": self.name, "exitcode": 2, "status": "removed",
-                    "failed_nodes": {}, "reason": "cancelled while paused"}
+        if metrics is not None and _halted(metrics):
+            if self._resume_owed(dag):
+                return None  # paused, or resumed as it exited: it is submitted again
+            if record.get("state") == "cancelled" and (self.paused(dag)
+                                                       or record.get("resumed")):
+                return {"engine": self.name, "exitcode": 2, "status": "removed",
+                        "failed_nodes": {}, "reason": "cancelled while paused"}
         if metrics is not None:
             return translate_metrics(metrics, self.failed_nodes(dag))
         if record.get("state") == "cancelled":
@@ -579,7 +611,7 @@ class HTCondorEngine:
         if not record or record.get("state") == "cancelled":
             return
         if metrics_file(dag).exists():
-            if _halted(self._metrics(dag)) and self.paused(dag):
+            if _halted(self._metrics(dag)) and self._resume_owed(dag):
                 record["state"] = "cancelled"  # nothing runs: a paused DAG that halted
                 self._save(dag, record)
             return
@@ -593,36 +625,56 @@ class HTCondorEngine:
             record["state"] = "cancelled"
             self._save(dag, record)
 
+    def _has_final_node(self, dag: Path) -> bool:
+        from docket.dag import DagError, read_dag
+
+        try:
+            return read_dag(dag).final is not None
+        except (DagError, OSError):
+            return False
+
     def hold(self, dag: Path, reason: str = "paused by docket") -> None:
         """Pause: write DAGMan's halt file. DAGMan submits no new node job and runs no PRE
         script; running jobs and POST scripts finish. Once they have, DAGMan writes a
         rescue DAG and exits halted, and ``release`` submits it again. Unlike holding
         the DAGMan job, this needs no schedd, and nothing waits out the schedd's
-        SCHEDULER_UNIVERSE_COOL_DOWN_DURATION (300 s) on resume."""
+        SCHEDULER_UNIVERSE_COOL_DOWN_DURATION (300 s) on resume. A halted DAG with a
+        FINAL node runs that node before it exits, so that DAG's DAGMan job is held
+        instead: the same pause, at the price of the cool-down on resume."""
+        if self._has_final_node(dag):
+            if self._act(dag, "Hold", reason) is None:
+                raise Invalid(f"{dag}: its DAGMan job is not known yet",
+                              "pause it again once it has been submitted")
+            record = self._record(dag)
+            record["held_to_pause"] = True
+            self._save(dag, record)
+            return
         atomic_write(condor_files(dag)["halt"], f"{reason}\n")
 
     def release(self, dag: Path) -> None:
         """Resume: remove the halt file (a running DAGMan carries on); a DAG that ended
-        halted meanwhile is submitted again and runs its rescue DAG. A DAGMan job held by
-        hand (condor_hold) is released, which the schedd delays by its cool-down."""
+        halted meanwhile is submitted again and runs its rescue DAG. A held DAGMan job
+        (a DAG with a FINAL node, or condor_hold by hand) is released, which the schedd
+        delays by its cool-down."""
         files = condor_files(dag)
         metrics = self._metrics(dag)
         if _halted(metrics):
-            # submitted first: until the metrics move aside, the watcher still sees a
-            # paused DAG. Submit.from_dag removes a halt file (as condor_submit_dag does),
-            # so a refused submission puts it back: the DAG stays paused
-            paused_by = (files["halt"].read_text() if files["halt"].exists()
-                         else "paused by docket\n")
-            try:
-                self.submit(dag)
-            except DocketError:
-                atomic_write(files["halt"], paused_by)
-                raise
-            os.replace(files["metrics"], dag.with_name(f"{dag.name}.metrics.halted"))
+            self._resubmit_halted(dag)
+        elif metrics is None and files["halt"].exists():
+            # DAGMan may have read the halt file already and be exiting halted: then
+            # the watcher submits it again (result None, not alive) instead of failing it
+            record = self._record(dag)
+            if record:
+                record["resumed"] = True
+                self._save(dag, record)
         with contextlib.suppress(FileNotFoundError):
             files["halt"].unlink()
-        if metrics is None and self.job_state(dag)["state"] == "held":
+        record = self._record(dag)
+        if metrics is None and (record.get("held_to_pause")
+                                or self.job_state(dag)["state"] == "held"):
             self._act(dag, "Release", None)
+            record.pop("held_to_pause", None)
+            self._save(dag, record)
 
     def remove_node_job(self, dag: Path, cluster: int, proc: int | None = None,
                         reason: str = "removed by docket's failure policy") -> dict[str, Any]:

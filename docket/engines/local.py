@@ -7,6 +7,7 @@ is alive (by its lock, never by a PID guess), reads its result and stops it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -38,9 +39,31 @@ class LocalEngine:
 
     def submit(self, dag: Path) -> str:
         self.reap()
+        # Take the DAG's lock here and hand it to the runner: the lock is held from this
+        # moment on, so a watcher pass that looks while the runner is still starting sees
+        # it alive (and does not "resume" a runner that is merely slow to start). When a
+        # runner holds it already, the new one finds that out and exits (code 7).
+        lock_fd = os.open(dag_files(dag)["lock"], os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.ftruncate(lock_fd, 0)  # an earlier runner's PID is not this one's
+            handed = [f"--lock-fd={lock_fd}"]
+        except BlockingIOError:
+            handed = []
+        try:
+            child = self._start(dag, lock_fd if handed else None, handed)
+            if handed:  # what cancel and hold signal (the runner writes it again)
+                os.pwrite(lock_fd, f"{child.pid}\n".encode(), 0)
+        finally:
+            os.close(lock_fd)  # the runner keeps its own copy (the same open file)
+        self._children[dag] = child
+        return f"local:{child.pid}"
+
+    def _start(self, dag: Path, lock_fd: int | None, extra: list[str]
+               ) -> subprocess.Popen[bytes]:
         with open(dag.with_name(f"{dag.name}.lib.err"), "ab") as err:
-            child = subprocess.Popen(
-                [sys.executable, "-m", "docket.engines.localdag", str(dag),
+            return subprocess.Popen(
+                [sys.executable, "-m", "docket.engines.localdag", str(dag), *extra,
                  "--max-jobs", str(self.max_jobs),
                  *(f"--limit={k}={v}" for k, v in sorted(self.limits.items())),
                  *([] if self.shared_filesystem else ["--no-shared-filesystem"]),
@@ -48,9 +71,7 @@ class LocalEngine:
                  # run) marks the nodes that are done, as condor_submit_dag's auto-rescue
                  *(["--rescue"] if rescue_files(dag) else [])],
                 cwd=dag.parent, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                start_new_session=True)
-        self._children[dag] = child
-        return f"local:{child.pid}"
+                start_new_session=True, pass_fds=() if lock_fd is None else (lock_fd,))
 
     resume = submit
 
@@ -85,7 +106,7 @@ class LocalEngine:
         files = dag_files(dag)
         if not lock_is_held(files["lock"]):
             return False
-        with contextlib.suppress(ValueError, OSError):
+        with contextlib.suppress(ValueError, IndexError, OSError):
             os.kill(int(files["lock"].read_text().split()[0]), signum)
             return True
         return False
@@ -99,10 +120,7 @@ class LocalEngine:
 
     def cancel(self, dag: Path) -> None:
         files = dag_files(dag)
-        if lock_is_held(files["lock"]):
-            with contextlib.suppress(ValueError, OSError):
-                pid = int(files["lock"].read_text().split()[0])
-                os.kill(pid, signal.SIGTERM)
+        if self._signal_runner(dag, signal.SIGTERM) or lock_is_held(files["lock"]):
             return
         if not files["metrics"].exists():
             # nothing runs it: stop what a killed runner left behind, and record the

@@ -80,6 +80,19 @@ def dag_files(dag_path: Path) -> dict[str, Path]:
             for name in ("nodes.log", "dagman.out", "progress", "metrics", "lock")}
 
 
+def _holds_lock(fd: int, lock_path: Path) -> bool:
+    """True if ``fd`` is the DAG's lock file and this process holds the lock through it."""
+    try:
+        mine, there = os.fstat(fd), os.stat(lock_path)
+        same = (mine.st_dev, mine.st_ino) == (there.st_dev, there.st_ino)
+        if same:
+            # on the same open file description a second flock succeeds at once
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return same
+    except OSError:
+        return False
+
+
 def lock_is_held(lock_path: Path) -> bool:
     """True while a runner holds the DAG's lock (no PID guessing)."""
     try:
@@ -305,8 +318,13 @@ class DagRun:
     def __init__(self, dag_path: Path, max_jobs: int,
                  kill_grace_s: float = KILL_GRACE_S,
                  limits: dict[str, float] | None = None, shared_filesystem: bool = True,
-                 rescue: bool = False, max_submitted: int = 0) -> None:
+                 rescue: bool = False, max_submitted: int = 0,
+                 lock_fd: int | None = None) -> None:
         self.kill_grace_s = kill_grace_s
+        # the DAG's lock, taken by the launcher before it started us (LocalEngine.submit):
+        # held without a gap from submission on, so no watcher pass sees "no runner" while
+        # this process is still starting
+        self.lock_fd = lock_fd
         # False: a pool without a shared filesystem; every vanilla job is sandboxed
         self.shared_filesystem = shared_filesystem
         # run the newest rescue DAG of a failed run, as condor_submit_dag does
@@ -393,9 +411,14 @@ class DagRun:
     # the run ----------------------------------------------------------------
 
     def run(self) -> int:
-        lock_fd = os.open(self.files["lock"], os.O_RDWR | os.O_CREAT, 0o644)
+        if self.lock_fd is not None and _holds_lock(self.lock_fd, self.files["lock"]):
+            lock_fd, inherited = self.lock_fd, True
+            # jobs must not inherit it: a job outliving a killed runner would hold the lock
+            os.set_inheritable(lock_fd, False)
+        else:
+            lock_fd, inherited = os.open(self.files["lock"], os.O_RDWR | os.O_CREAT, 0o644), False
         deadline = time.monotonic() + LOCK_WAIT_S
-        while True:
+        while not inherited:
             try:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
@@ -1577,6 +1600,8 @@ def main(argv: list[str] | None = None) -> int:
                              "DAGMAN_MAX_JOBS_SUBMITTED, else no limit)")
     parser.add_argument("--rescue", action="store_true",
                         help="after a failed run, run again from the newest rescue DAG")
+    parser.add_argument("--lock-fd", type=int, default=None, metavar="FD",
+                        help=argparse.SUPPRESS)  # the DAG's lock, taken by the launcher
     parser.add_argument("--no-shared-filesystem", dest="shared_filesystem",
                         action="store_false",
                         help="sandbox every vanilla job, as a pool without a shared "
@@ -1591,7 +1616,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--limit {item!r}: give NAME=NUMBER")
     return DagRun(args.dag, args.max_jobs, args.kill_grace_s, limits,
                   shared_filesystem=args.shared_filesystem, rescue=args.rescue,
-                  max_submitted=args.max_submitted).run()
+                  max_submitted=args.max_submitted, lock_fd=args.lock_fd).run()
 
 
 if __name__ == "__main__":

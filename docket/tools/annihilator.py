@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from docket.errors import Invalid, UsageError
-from docket.tools.markers import ACTIVE_MARKER, QA_FAILED_MARKER
+from docket.procdir import ACTIVE_MARKER, QA_FAILED_MARKER
 
 __all__ = [
     "Area",

@@ -24,20 +24,17 @@ means the latest version.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import hashlib
 import json
-import os
 import re
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from docket.errors import DocketError, Invalid, Locked, NotFound
+from docket.errors import Invalid, NotFound
 from docket.fileio import atomic_write
+from docket.locks import held
 
 __all__ = [
     "CATALOG_NAME",
@@ -276,27 +273,7 @@ def catalog_lock(root: Path, timeout_s: float = 60.0) -> Iterator[None]:
     flock is released by the kernel when the process dies, so a crashed ingest never
     leaves the archive locked.
     """
-    root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    # e.g. Lustre mounted without -o flock: refuse rather than risk
-                    # two ingests overwriting each other's catalog.
-                    raise DocketError(f"cannot lock archive {root}: {exc.strerror}",
-                                      "put the archive on a filesystem with flock "
-                                      "(Lustre: mount with -o flock)") from exc
-                if time.monotonic() >= deadline:
-                    raise Locked(f"archive {root} is locked by another ingest "
-                                 f"(waited {timeout_s:g} s)",
-                                 "wait for it to finish, or raise ingest.lock_timeout_s"
-                                 ) from exc
-                time.sleep(0.05)
+    with held(root / LOCK_NAME, timeout_s,
+              busy=f"archive {root} is locked by another ingest (waited {timeout_s:g} s)",
+              fix="wait for it to finish, or raise ingest.lock_timeout_s"):
         yield
-    finally:
-        os.close(fd)

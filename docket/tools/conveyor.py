@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import logging
 import os
@@ -37,17 +36,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from docket.errors import Invalid, Locked, NotFound
+from docket.errors import Invalid, NotFound
 from docket.fileio import atomic_write, fsync_dir
-from docket.tools.markers import QA_FAILED_MARKER
+from docket.locks import held
+from docket.procdir import METADATA_FILE, PARTS, PRODUCTS, Metadata
 
 __all__ = [
-    "PARTS",
     "IMAGE_PARTS",
-    "QA_FAILED_MARKER",
-    "RunMetadata",
     "ConveyorResult",
-    "read_metadata",
     "qa_area_from_config",
     "to_qa",
     "from_qa",
@@ -56,29 +52,12 @@ __all__ = [
 
 log = logging.getLogger("docket.tools.conveyor")
 
-PARTS = ("rawdata", "working", "products")
-IMAGE_PARTS = ("products",)
+IMAGE_PARTS = (PRODUCTS,)
 # What conveyor itself puts in a QA folder, beside the moved parts.
-_QA_META = "metadata.json"
+_QA_META = METADATA_FILE
 _QA_BACKLINK = "processing"
 
 Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class RunMetadata:
-    """The fields of ``metadata.json`` that conveyor relies on."""
-
-    path: Path
-    request: str
-    version: int
-    execution: int
-    directory: Path  # where metadata.json actually is; see read_metadata
-    raw: dict[str, Any]
-
-    @property
-    def qa_name(self) -> str:
-        return f"{self.request}.v{self.version}.e{self.execution}"
 
 
 @dataclass
@@ -105,44 +84,6 @@ class ConveyorResult:
         }
 
 
-def read_metadata(path: Path) -> RunMetadata:
-    """Read and check ``metadata.json``.
-
-    The processing directory is taken to be the folder that holds the file, not its
-    ``directory`` field: on a cluster node the same directory can be mounted under
-    another path than the one the watcher wrote.
-    """
-    if not path.is_file():
-        raise NotFound(f"metadata file {path} does not exist",
-                       "give the metadata.json of a processing directory")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise Invalid(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno} "
-                      f"column {exc.colno}", "fix or regenerate metadata.json") from exc
-    if not isinstance(data, dict):
-        raise Invalid(f"{path} must hold a JSON object", "fix or regenerate metadata.json")
-    if data.get("docket") != 1:
-        raise Invalid(f"{path} is not a docket metadata file (no \"docket\": 1)",
-                      "give the metadata.json that docket wrote")
-    for key in ("request", "version", "execution"):
-        if key not in data:
-            raise Invalid(f"{path} has no {key!r}", "fix or regenerate metadata.json")
-    request = data["request"]
-    if (not isinstance(request, str) or not request or request.startswith(".")
-            or "/" in request or any(ord(c) < 32 or c == "\x7f" for c in request)):
-        raise Invalid(f"{path}: request {request!r} cannot name a folder",
-                      "use a name without '/', control characters or a leading dot")
-    for key in ("version", "execution"):
-        value = data[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise Invalid(f"{path}: {key} {value!r} is not a whole number",
-                          "fix or regenerate metadata.json")
-    return RunMetadata(path=path, request=request, version=data["version"],
-                       execution=data["execution"], directory=path.absolute().parent,
-                       raw=data)
-
-
 def qa_area_from_config(config: dict[str, Any]) -> Path:
     value = config.get("qa_area")
     if not value:
@@ -157,16 +98,9 @@ def qa_area_from_config(config: dict[str, Any]) -> Path:
 @contextlib.contextmanager
 def _locked(directory: Path) -> Iterator[None]:
     """One conveyor at a time per processing directory (flock on the folder itself)."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise Locked(f"another conveyor is working on {directory}",
-                         "wait for it to finish, then run this again") from None
+    with held(directory, 0, busy=f"another conveyor is working on {directory}",
+              fix="wait for it to finish, then run this again"):
         yield
-    finally:
-        os.close(fd)
 
 
 def _exists(path: Path) -> bool:
@@ -335,13 +269,13 @@ def _part_from_qa(d: Path, q: Path, part: str, progress: Progress | None) -> str
     return "retrieved"
 
 
-def _open_qa_dir(meta: RunMetadata, qa_area: Path) -> Path:
-    q = qa_area / meta.qa_name
+def _open_qa_dir(meta: Metadata, qa_area: Path) -> Path:
+    q = qa_area / meta.label
     q.mkdir(exist_ok=True)
     atomic_write(q / _QA_META, json.dumps(meta.raw, indent=2, sort_keys=True) + "\n")
     backlink = q / _QA_BACKLINK
-    if not backlink.is_symlink() or Path(os.readlink(backlink)) != meta.directory:
-        _link(backlink, meta.directory)
+    if not backlink.is_symlink() or Path(os.readlink(backlink)) != meta.directory.root:
+        _link(backlink, meta.directory.root)
     return q
 
 
@@ -362,20 +296,20 @@ def _close_qa_dir(q: Path, result: ConveyorResult) -> None:
     result.qa_dir_removed = True
 
 
-def _check_not_failed(meta: RunMetadata) -> None:
-    marker = meta.directory / QA_FAILED_MARKER
+def _check_not_failed(meta: Metadata) -> None:
+    marker = meta.directory.qa_failed_marker
     if _exists(marker):
-        raise Invalid(f"{meta.directory} failed QA ({marker} exists)",
+        raise Invalid(f"{meta.directory.root} failed QA ({marker} exists)",
                       "a failed run waits for the annihilator; start a new execution instead")
 
 
-def to_qa(meta: RunMetadata, qa_area: Path, parts: tuple[str, ...] = PARTS,
+def to_qa(meta: Metadata, qa_area: Path, parts: tuple[str, ...] = PARTS,
           progress: Progress | None = None) -> ConveyorResult:
     """``--deliver`` / ``--deliver-img``: move ``parts`` into the QA area, leave links."""
-    d = meta.directory
+    d = meta.directory.root
     with _locked(d):
         _check_not_failed(meta)
-        q = qa_area / meta.qa_name
+        q = qa_area / meta.label
         if not any(_exists(where / name) for p in parts for where, name in (
                 (d, p), (q, p), (d, f".{p}.copied"), (d, f".{p}.moved"))):
             raise NotFound(f"{d} has none of {', '.join(p + '/' for p in parts)}",
@@ -387,12 +321,12 @@ def to_qa(meta: RunMetadata, qa_area: Path, parts: tuple[str, ...] = PARTS,
     return result
 
 
-def from_qa(meta: RunMetadata, qa_area: Path, parts: tuple[str, ...] = PARTS,
+def from_qa(meta: Metadata, qa_area: Path, parts: tuple[str, ...] = PARTS,
             progress: Progress | None = None) -> ConveyorResult:
     """``--retrieve`` / ``--retrieve-img``: move ``parts`` back, remove the links."""
-    d = meta.directory
+    d = meta.directory.root
     with _locked(d):
-        q = qa_area / meta.qa_name
+        q = qa_area / meta.label
         result = ConveyorResult("retrieve", d, q)
         for part in parts:
             result.parts[part] = _part_from_qa(d, q, part, progress)
@@ -400,16 +334,16 @@ def from_qa(meta: RunMetadata, qa_area: Path, parts: tuple[str, ...] = PARTS,
     return result
 
 
-def qa_fail(meta: RunMetadata, qa_area: Path,
+def qa_fail(meta: Metadata, qa_area: Path,
             progress: Progress | None = None) -> ConveyorResult:
     """``--qa-fail``: bring everything back and mark the run for the annihilator."""
-    d = meta.directory
+    d = meta.directory.root
     with _locked(d):
-        q = qa_area / meta.qa_name
+        q = qa_area / meta.label
         result = ConveyorResult("qa-fail", d, q)
         for part in PARTS:
             result.parts[part] = _part_from_qa(d, q, part, progress)
-        marker = d / QA_FAILED_MARKER
+        marker = meta.directory.qa_failed_marker
         if not _exists(marker):  # a second --qa-fail keeps the first date
             atomic_write(marker, json.dumps({
                 "request": meta.request, "version": meta.version,

@@ -26,6 +26,7 @@ from urllib.parse import quote
 
 from docket.errors import DocketError, Invalid, NotFound, UsageError
 from docket.fileio import fsync_dir, safe_join
+from docket.procdir import PRODUCTS, RAWDATA, ProcessingDirectory
 
 __all__ = [
     "AlreadyDelivered",
@@ -42,8 +43,6 @@ log = logging.getLogger("docket.tools.deliver")
 
 SUMS_NAME = "SHA256SUMS"
 _CHUNK = 1 << 20
-# The subfolders that make a directory a docket processing directory.
-_PROCESSING_PARTS = ("rawdata", "working", "products")
 
 Progress = Callable[[str], None]
 
@@ -150,12 +149,11 @@ def select_source(source_dir: Path, rawdata: bool) -> Path:
     if not source_dir.is_dir():
         raise NotFound(f"source directory {source_dir} does not exist",
                        "give the processing directory or a folder of products")
-    part = "rawdata" if rawdata else "products"
+    part = RAWDATA if rawdata else PRODUCTS
     chosen = source_dir / part
     if chosen.is_dir():  # follows a conveyor link into the QA area, on purpose
         return chosen
-    if any((source_dir / p).exists() or (source_dir / p).is_symlink()
-           for p in _PROCESSING_PARTS):
+    if ProcessingDirectory(source_dir).has_parts():
         raise NotFound(f"{chosen} does not exist",
                        "is the run still in the QA area? run conveyor --retrieve first"
                        if chosen.is_symlink() else

@@ -12,7 +12,6 @@ returns a ``NullResult`` that says what the CLI should do last (signal, exit cod
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import signal
@@ -25,6 +24,7 @@ from typing import Any
 
 from docket.errors import Invalid, NotFound, UsageError
 from docket.fileio import safe_join
+from docket.locks import held
 
 __all__ = [
     "WriteSpec",
@@ -165,10 +165,8 @@ def count_run(state_file: Path) -> int:
     each get their own number. The count only grows, so the new digits always cover
     the old ones and a crash mid-write cannot leave a shorter, wrong number behind.
     """
-    state_file.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(state_file, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    # no deadline: every retry waits its turn, and each holds the lock for microseconds
+    with held(state_file, None, write=True) as fd:
         raw = b""
         while chunk := os.read(fd, 4096):
             raw += chunk
@@ -182,8 +180,6 @@ def count_run(state_file: Path) -> int:
         os.ftruncate(fd, len(data))
         os.fsync(fd)
         return count
-    finally:
-        os.close(fd)  # closing releases the lock
 
 
 def write_output(path: str, size_bytes: int | None) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from docket.engines.container import ContainerUnavailable, container_command, find_runtime
+from docket.procdir import PRODUCTS
 from docket.tools.taskqueue import MAX_EVENT_BYTES, QUEUE_FILE, Event, EventQueue
 
 __all__ = ["seed", "work", "collect", "PLAN_FILE", "LEASE_S", "main"]
@@ -234,7 +235,7 @@ def collect(directory: Path) -> int:
         taken: set[str] = set()
         written = 0
         for row in queue.public_outputs():
-            folder = directory / "products" / row["queue"]
+            folder = directory / PRODUCTS / row["queue"]
             folder.mkdir(parents=True, exist_ok=True)
             name = Path(row["origin"] or f"event-{row['id']}").name
             if name in taken or (folder / name).exists():

@@ -1,13 +1,7 @@
 """The CASA envoy's foundation: the processing directory, its documents, CASA's environment.
 
-A processing directory, as docket's core writes it::
-
-    <dir>/metadata.json   {"docket": 1, "request": ..., "version": ..., "execution": ...,
-                           "capability": ..., "parameters": {...}, "directory": "<abs>",
-                           "output_dir": null, "created": "<ISO-8601>"}
-    <dir>/request.yaml    apiVersion docket/v1, kind CapabilityRequest, metadata.name,
-                          spec.capability, spec.parameters
-    <dir>/rawdata/  <dir>/working/  <dir>/products/
+The processing directory is ``docket.procdir``'s contract; the envoy needs its
+``metadata.json`` with ``capability``, ``parameters`` and ``directory`` (``NEEDS``).
 
 The run may happen somewhere else than ``metadata.json``'s ``directory`` (a cluster
 node's scratch directory): paths in the parameters that start with the recorded
@@ -17,7 +11,6 @@ directory are corrected to the directory the envoy runs in.
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import os
 import shutil
@@ -29,15 +22,13 @@ from typing import Any
 
 from docket.errors import Invalid, NotFound
 from docket.fileio import atomic_write
+from docket.procdir import ProcessingDirectory, read_metadata, root_of
 
 __all__ = [
-    "METADATA_FILE",
-    "REQUEST_FILE",
+    "NEEDS",
     "SITE_DIR",
-    "ProcessingDirectory",
     "Foundation",
     "locate",
-    "load_metadata",
     "load_request",
     "merge_parameters",
     "correct_paths",
@@ -48,57 +39,14 @@ __all__ = [
 
 log = logging.getLogger("docket.envoys.casa")
 
-METADATA_FILE = "metadata.json"
-REQUEST_FILE = "request.yaml"
+# The fields of metadata.json the envoy reads, beyond those that name the run.
+NEEDS = ("capability", "parameters", "directory")
 SITE_DIR = "casa-site"
 # casaconfig treats a measurespath as (unmaintained, legacy) casarundata, and says so at
 # INFO, only when all of these directories exist; otherwise it logs SEVERE lines on
 # every run, which would make every good run look failed.
 _CASARUNDATA_DIRS = ("alma", "catalogs", "demo", "ephemerides", "geodetic", "gui", "nrao")
-_METADATA_FIELDS: dict[str, tuple[type, str]] = {
-    "docket": (int, "an integer"),
-    "request": (str, "a string"),
-    "version": (int, "an integer"),
-    "execution": (int, "an integer"),
-    "capability": (str, "a string"),
-    "parameters": (dict, "a mapping"),
-    "directory": (str, "a string"),
-}
-_FIX_METADATA = "metadata.json is written by docket's core; restore it or rerun the request"
 _FIX_REQUEST = "fix request.yaml (it is the request document docket's core copied here)"
-
-
-@dataclass(frozen=True)
-class ProcessingDirectory:
-    root: Path
-    part: str = ""  # one part of a fanned-out recipe works in working/<part>/
-
-    @property
-    def rawdata(self) -> Path:
-        return self.root / "rawdata"
-
-    @property
-    def working(self) -> Path:
-        return self.root / "working" / self.part if self.part else self.root / "working"
-
-    @property
-    def products(self) -> Path:
-        return self.root / "products"
-
-    @property
-    def metadata_path(self) -> Path:
-        return self.root / METADATA_FILE
-
-    @property
-    def request_path(self) -> Path:
-        return self.root / REQUEST_FILE
-
-    def relative(self, path: Path) -> str:
-        """``path`` relative to the processing directory when inside it (for reports)."""
-        try:
-            return str(Path(path).relative_to(self.root))
-        except ValueError:
-            return str(path)
 
 
 @dataclass
@@ -117,8 +65,7 @@ class Foundation:
 
 def locate(path: Path) -> ProcessingDirectory:
     """The processing directory at ``path`` (the directory, or its metadata.json)."""
-    path = Path(path).absolute()
-    root = path.parent if path.name == METADATA_FILE else path
+    root = root_of(path)
     if not root.is_dir():
         raise NotFound(f"processing directory {root} does not exist",
                        "give the processing directory or its metadata.json")
@@ -136,38 +83,6 @@ def locate(path: Path) -> ProcessingDirectory:
                           f"move it aside; the envoy needs {sub.name}/ as a directory")
         sub.mkdir(parents=True, exist_ok=True)
     return directory
-
-
-def load_metadata(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise Invalid(f"{path.name} is not valid JSON: {exc.msg} at line {exc.lineno} "
-                      f"column {exc.colno}", _FIX_METADATA) from exc
-    if not isinstance(data, dict):
-        raise Invalid(f"{path.name} must be a JSON object", _FIX_METADATA)
-    for name, (kind, described) in _METADATA_FIELDS.items():
-        if name not in data:
-            raise Invalid(f"{path.name}: field '{name}' is missing", _FIX_METADATA)
-        value = data[name]
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise Invalid(f"{path.name}: field '{name}' must be {described}, got {value!r}",
-                          _FIX_METADATA)
-    if data["docket"] != 1:
-        raise Invalid(f"{path.name}: field 'docket' is {data['docket']!r}; this envoy reads "
-                      "version 1", "use a casa-envoy as new as the docket that wrote it")
-    if not Path(data["directory"]).is_absolute():
-        raise Invalid(f"{path.name}: field 'directory' must be an absolute path, got "
-                      f"{data['directory']!r}", _FIX_METADATA)
-    output_dir = data.get("output_dir")
-    if output_dir is not None and not isinstance(output_dir, str):
-        raise Invalid(f"{path.name}: field 'output_dir' must be a path or null, got "
-                      f"{output_dir!r}", _FIX_METADATA)
-    created = data.get("created")
-    if created is not None and not isinstance(created, str):
-        raise Invalid(f"{path.name}: field 'created' must be an ISO-8601 string, got "
-                      f"{created!r}", _FIX_METADATA)
-    return data
 
 
 def load_request(path: Path) -> dict[str, Any]:
@@ -357,7 +272,7 @@ def prepare(path: Path, part: str = "") -> Foundation:
 
         directory = dataclasses.replace(directory, part=part)
         directory.working.mkdir(parents=True, exist_ok=True)
-    metadata = load_metadata(directory.metadata_path)
+    metadata = read_metadata(directory.metadata_path, NEEDS).raw
     request = load_request(directory.request_path)
     parameters, sources = merge_parameters(metadata, request)
     foundation = Foundation(directory, metadata, request, parameters, sources)

@@ -13,8 +13,8 @@ from typing import Any
 
 from docket.errors import DocketError, Invalid, NotFound
 from docket.fileio import inside, safe_join
+from docket.procdir import PRODUCTS, RAWDATA, ProcessingDirectory
 from docket.tools.casajob import FAIL_MODES
-from envoys.casa.foundation import ProcessingDirectory
 
 __all__ = ["MODES", "MODE_TASKS", "EnvoyParameters", "parse_parameters"]
 
@@ -140,7 +140,7 @@ class _Reader:
                            exc.hint) from exc
 
     def rawdata_path(self, key: str, value: Any) -> Path:
-        path = self.path_under(key, value, self.directory.rawdata, "rawdata")
+        path = self.path_under(key, value, self.directory.rawdata, RAWDATA)
         if not path.exists():
             raise NotFound(f"{self.where(key)} names {self.directory.relative(path)}, which "
                            "does not exist",
@@ -235,5 +235,5 @@ def parse_parameters(params: dict[str, Any], sources: dict[str, str], mode: str,
         raise r.bad("expected_products", f"must be a list of paths under products/, got "
                                          f"{extra!r}")
     values["expected_products"] = tuple(
-        r.path_under("expected_products", p, directory.products, "products") for p in extra)
+        r.path_under("expected_products", p, directory.products, PRODUCTS) for p in extra)
     return EnvoyParameters(**values)

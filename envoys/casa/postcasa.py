@@ -40,8 +40,9 @@ from typing import Any
 
 from docket.errors import Invalid, NotFound
 from docket.fileio import atomic_write, safe_join, sha256_file
+from docket.procdir import ProcessingDirectory, read_metadata, root_of
 from envoys.casa.auditor import REPORT_FILE
-from envoys.casa.foundation import METADATA_FILE, ProcessingDirectory, load_metadata
+from envoys.casa.foundation import NEEDS
 from envoys.casa.imagestats import find_components, image_stats, read_fits
 
 __all__ = ["PROVENANCE_FILE", "RESULTS_FILE", "FETCH_REPORT", "run_post", "qa_verdict"]
@@ -100,12 +101,11 @@ def _rows(prefix: str, value: Any) -> list[tuple[str, str]]:
 def run_post(path: Path, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Do the post-CASA work in the processing directory at ``path``; return a summary."""
     say = progress or (lambda _line: None)
-    root = Path(path).absolute()
-    directory = ProcessingDirectory(root.parent if root.name == METADATA_FILE else root)
+    directory = ProcessingDirectory(root_of(path))
     if not directory.metadata_path.is_file():
         raise NotFound(f"{directory.metadata_path} does not exist",
                        "give a processing directory written by docket's core")
-    metadata = load_metadata(directory.metadata_path)
+    metadata = read_metadata(directory.metadata_path, NEEDS).raw
     directory.products.mkdir(exist_ok=True)
     from envoys.casa.recipe import RECIPE_FILE, load_recipe
 

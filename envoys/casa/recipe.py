@@ -33,8 +33,8 @@ from typing import Any
 
 from docket.errors import DocketError, Invalid, NotFound
 from docket.fileio import safe_join
+from docket.procdir import ProcessingDirectory
 from docket.tools.casajob import FAIL_MODES, CasaTask
-from envoys.casa.foundation import ProcessingDirectory
 
 __all__ = ["RECIPE_FILE", "RECIPE_VERSION", "Recipe", "load_recipe"]
 

@@ -6,8 +6,8 @@ weblog kept), writes the manifest there, then calls ``docket.tools.ingest``.
 """
 
 from envoys.ingest.envoy import EnvoyResult, build_manifest, run_envoy
-from envoys.ingest.processing import ProcessingDirectory, read_processing_directory
+from envoys.ingest.processing import read_processing_directory
 from envoys.ingest.staging import KINDS, Staged, stage_products
 
-__all__ = ["KINDS", "EnvoyResult", "ProcessingDirectory", "Staged", "build_manifest",
+__all__ = ["KINDS", "EnvoyResult", "Staged", "build_manifest",
            "read_processing_directory", "run_envoy", "stage_products"]

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from docket.procdir import Metadata
 from docket.tools import ingest as ingest_lib
 from docket.tools.config import load_tool_config
-from envoys.ingest.processing import ProcessingDirectory, read_processing_directory
+from envoys.ingest.processing import read_processing_directory
 from envoys.ingest.staging import KINDS, Staged, stage_products
 
 __all__ = ["EnvoyResult", "build_manifest", "run_envoy"]
@@ -43,7 +44,7 @@ class EnvoyResult:
                 "tarred": self.staged.tarred, **self.ingest.to_json()}
 
 
-def build_manifest(run: ProcessingDirectory, kind: str, staged: Staged,
+def build_manifest(run: Metadata, kind: str, staged: Staged,
                    staging: Path) -> ingest_lib.Manifest:
     """One product named after the request; ingest versions it by content."""
     from docket.fileio import sha256_file
@@ -74,13 +75,13 @@ def run_envoy(directory: Path, kind: str, *, config: Path | None = None,
     ingest_settings = ingest_lib.load_settings(config, archive_root=archive_root)
     run = read_processing_directory(directory)
     envoy_settings = load_tool_config("ingest-envoy", config, {"staging_root": staging_root})
-    root = Path(envoy_settings.get("staging_root") or run.working / "ingest-staging")
+    root = Path(envoy_settings.get("staging_root") or run.directory.working / "ingest-staging")
     staging = root.absolute() / f"{run.label}.{kind}"
     if staging.exists():
         log.info("emptying the staging folder %s left by an earlier attempt", staging)
         shutil.rmtree(staging)
 
-    staged = stage_products(run.products, staging, kind, run.request)
+    staged = stage_products(run.directory.products, staging, kind, run.request)
     manifest_path = staging / "manifest.json"
     ingest_lib.write_manifest(manifest_path, build_manifest(run, kind, staged, staging))
     result = ingest_lib.ingest(staging, ingest_settings.archive_root,
@@ -90,5 +91,5 @@ def run_envoy(directory: Path, kind: str, *, config: Path | None = None,
                                progress=progress)
     if not keep_staging:
         shutil.rmtree(staging)
-    return EnvoyResult(kind, str(run.path), str(staging), str(manifest_path), staged,
+    return EnvoyResult(kind, str(run.directory.root), str(staging), str(manifest_path), staged,
                        keep_staging, result)

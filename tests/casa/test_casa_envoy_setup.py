@@ -89,9 +89,9 @@ def test_metadata_field_missing(pdir: Path, field: str) -> None:
     edit_metadata(pdir, **{field: ...})
     proc, _ = envoy("--imaging", pdir)
     assert proc.returncode == 8
-    assert error_line(proc) == (f"Error: metadata.json: field '{field}' is missing — "
-                                "metadata.json is written by docket's core; restore it or "
-                                "rerun the request")
+    assert error_line(proc) == (f"Error: {pdir / 'metadata.json'}: field '{field}' is "
+                                "missing — metadata.json is written by docket's core; "
+                                "restore it or rerun the request")
 
 
 def test_metadata_field_of_wrong_type(pdir: Path) -> None:
@@ -99,16 +99,16 @@ def test_metadata_field_of_wrong_type(pdir: Path) -> None:
     proc, _ = envoy("--imaging", pdir)
     assert proc.returncode == 8
     assert error_line(proc).startswith(
-        "Error: metadata.json: field 'version' must be an integer, got 'one' — ")
+        f"Error: {pdir / 'metadata.json'}: field 'version' must be an integer, got 'one' — ")
 
 
 def test_metadata_not_json(pdir: Path) -> None:
     (pdir / "metadata.json").write_text('{"docket": 1,\n  oops}')
     proc, _ = envoy("--imaging", pdir)
     assert proc.returncode == 8
-    assert error_line(proc).startswith("Error: metadata.json is not valid JSON: Expecting "
-                                       "property name enclosed in double quotes at line 2 "
-                                       "column 3")
+    assert error_line(proc).startswith(f"Error: {pdir / 'metadata.json'} is not valid JSON: "
+                                       "Expecting property name enclosed in double quotes at "
+                                       "line 2 column 3")
 
 
 def test_request_yaml_syntax_error_names_line_and_column(pdir: Path) -> None:

@@ -63,6 +63,10 @@ def test_init_makes_a_complete_home(tmp_path):
     shipped = made["capabilities"]
     assert shipped == sorted(shipped) and {"demo", "null", "calibration", "quicklook"} <= set(
         shipped)
+    # only what a DA can request is offered; the rest is named with the reason
+    assert "casa_workflow" not in shipped and "tasks" not in shipped
+    assert made["not_requestable"]["casa_workflow"] == "disabled"
+    assert made["not_requestable"]["tasks"].startswith("built in")
     for sub in ("spool/incoming", "spool/accepted", "spool/rejected", "spool/attachments",
                 "state", "work"):
         assert (target / sub).is_dir(), sub

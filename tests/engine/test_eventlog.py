@@ -232,3 +232,24 @@ def test_reading_event_by_event_sees_each_exactly_once(tmp_path):
 def test_no_log_yet_means_no_events_and_the_cursor_is_kept(tmp_path):
     assert read_node_events(tmp_path / "workflow.dag", None) == ([], None)
     assert read_node_events(tmp_path / "workflow.dag", b"kept") == ([], b"kept")
+
+
+def test_a_log_that_cannot_be_read_is_a_named_error_for_its_execution_only(tmp_path):
+    """The saved read position names the log's path: with the processing directory moved
+    away under a running watcher, reading fails with docket's own error (which the
+    launcher reports for that execution alone, then goes on with the others), not the
+    bindings' exception out of the whole pass."""
+    from docket.monitor import NodeLogUnreadable
+
+    first = tmp_path / "first"
+    log = write(first / "w.dag.nodes.log", "")
+    writer = EventLogWriter(log)
+    writer.submitted(7, 0, "fetch")
+    writer.close()
+    events, cursor = read_node_events(first / "w.dag", None)
+    assert [e["node"] for e in events] == ["fetch"]
+    moved = tmp_path / "moved"
+    shutil.move(first, moved)
+    with pytest.raises(NodeLogUnreadable, match=r"moved/w\.dag\.nodes\.log: cannot read the "
+                                                r"node event log"):
+        read_node_events(moved / "w.dag", cursor)

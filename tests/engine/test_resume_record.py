@@ -8,10 +8,10 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from tests.conftest import REPO, drop, request_doc
+from tests.loopback import wait_for
 
 # the watcher, with the engine's resume wrapped so the process dies the instant the new
 # runner has started: the moment a resume used to be lost
@@ -41,17 +41,8 @@ def _lock_pid(directory: Path) -> int | None:
     lock = directory / "workflow.dag.lock"
     if not lock_is_held(lock):
         return None
-    return int(lock.read_text().split()[0])
-
-
-def _wait(predicate, what: str, timeout_s: float = 60):  # noqa: ANN001, ANN202
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    pid = lock.read_text().split()
+    return int(pid[0]) if pid else None  # the launcher writes it just after the start
 
 
 def test_a_watcher_killed_right_after_resuming_a_runner_still_recorded_it(home, docket):
@@ -61,15 +52,15 @@ def test_a_watcher_killed_right_after_resuming_a_runner_still_recorded_it(home, 
         execution, directory = conn.execute(
             "SELECT id, directory FROM executions").fetchone()
     directory = Path(directory)
-    first = _wait(lambda: _lock_pid(directory), "the first runner")
+    first = wait_for(lambda: _lock_pid(directory), what="the first runner")
     os.kill(first, signal.SIGKILL)
-    _wait(lambda: _lock_pid(directory) is None, "the first runner to die")
+    wait_for(lambda: _lock_pid(directory) is None, what="the first runner to die")
 
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     watcher = subprocess.run([sys.executable, "-c", KILLED_AFTER_RESUME, str(home)],
                              env=env, capture_output=True, text=True, timeout=120)
     assert watcher.returncode == -signal.SIGKILL, watcher.stderr
-    second = _wait(lambda: _lock_pid(directory), "the resumed runner")
+    second = wait_for(lambda: _lock_pid(directory), what="the resumed runner")
     assert second != first
     try:
         with _db(home) as conn:
@@ -86,4 +77,29 @@ def test_a_watcher_killed_right_after_resuming_a_runner_still_recorded_it(home, 
         cancelled = docket("cancel", "slow", "--reason", "test over")
         assert cancelled.code == 0, cancelled.err
         docket("tick")
-        _wait(lambda: _lock_pid(directory) is None, "the runner to stop")
+        wait_for(lambda: _lock_pid(directory) is None, what="the runner to stop")
+
+
+def test_a_runner_still_starting_is_alive_to_the_next_pass(tmp_path):
+    """A watcher pass right after another pass started a runner must not take the
+    still-starting runner for a dead one (and "resume" it: a second runner, and one of
+    the few resumes an execution is allowed spent for nothing)."""
+    from docket.engines.local import LocalEngine
+    from docket.engines.localdag import lock_is_held
+
+    (tmp_path / "sleep.sub").write_text("executable = /bin/sleep\narguments = 30\n"
+                                        "universe = vanilla\nqueue\n")
+    dag = tmp_path / "workflow.dag"
+    dag.write_text("JOB a sleep.sub\n")
+    starter = LocalEngine(max_jobs=1)
+    starter.submit(dag)
+    try:
+        # another process's engine knows nothing of the child: only the lock tells it
+        assert LocalEngine().alive(dag)
+        pid = wait_for(lambda: _lock_pid(tmp_path), what="the runner's PID")
+        assert pid == starter._children[dag].pid
+    finally:
+        LocalEngine().cancel(dag)
+        wait_for(lambda: not lock_is_held(tmp_path / "workflow.dag.lock"),
+                 what="the runner to stop")
+        starter.reap()

@@ -1,9 +1,11 @@
 """Helpers for the HTCondor-side tests: render shipped templates, stand in for
 condor_dagman, replay node events into a real store, keep unmarked tests away from any
-live pool, and remove every job a pool test submitted."""
+live pool, remove every job a pool test submitted, and say why the pool tests cannot run
+here (``pool_missing``)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("CONDOR_CONFIG", "/dev/null")
-import htcondor2  # noqa: E402,F401 - imported once here, as the code under test does
+import htcondor2  # noqa: E402 - after CONDOR_CONFIG, as the code under test does
 
 from docket.capabilities import load_capability, resolve_parameters  # noqa: E402
 from docket.render import Rendered, render_execution  # noqa: E402
@@ -42,19 +44,36 @@ def stub_dagman(directory: Path) -> Path:
     return path
 
 
-def render(name: str, directory: Path, given: dict[str, Any], request: str = "run-1"
+def render(name: str, directory: Path, given: dict[str, Any], request: str = "run-1",
+           output_dir: str | None = None, home: Path | None = None
            ) -> tuple[Rendered, dict[str, Any]]:
     """Render shipped capability ``name`` with ``given`` parameters, as the launcher does."""
     capability = load_capability(TEMPLATES, name)
     parameters, problems = resolve_parameters(capability, given)
     assert not problems, [str(p) for p in problems]
     meta = {"name": request, "version": 1, "execution": 1, "number": 1,
-            "capability": name, "priority": 0, "output_dir": None,
+            "capability": name, "priority": 0, "output_dir": output_dir,
             "created": "2025-03-01T10:00:00.000000Z", "labels": {}}
     document = json.dumps({"metadata": {"name": request}, "spec": {"parameters": given}})
     rendered = render_execution(capability, directory, request=meta, parameters=parameters,
-                                document=document, tools_dir=TOOLS)
+                                document=document, tools_dir=TOOLS, home_dir=home)
     return rendered, parameters
+
+
+def check_rendered(directory: Path) -> list[Path]:
+    """Every node's submit file parses with htcondor2.Submit and passes docket's checks;
+    the submit files, sorted."""
+    from docket.dag import read_dag
+    from docket.submit import check_submit
+
+    dag = read_dag(directory / "workflow.dag")
+    submits = sorted({directory / n.submit_file for n in dag.nodes.values()})
+    assert submits
+    for path in submits:
+        description = htcondor2.Submit(path.read_text())  # raises on what it refuses
+        assert "executable" in description
+        assert check_submit(path) == [], path
+    return submits
 
 
 def replay(database: Path, events: list[dict[str, Any]], execution: int = 1,
@@ -139,3 +158,24 @@ def removing_jobs(engine: Any, dag: Path) -> Iterator[None]:
         yield
     finally:
         remove_jobs(engine.schedd(), dagman_clusters(dag.parent))
+
+
+HOW_TO_RUN = ("run them on a pool's access point (a personal pool will do: the 'minicondor' "
+              "package, or 'condor_master' with a one-host configuration) as a user the "
+              "schedd accepts jobs from: 'pytest -m condor tests/htcondor'; they put their "
+              "processing directories under /var/tmp (stock DAGMan refuses node logs in "
+              "/tmp), and DOCKET_POOL_TIMEOUT_S (default 600) bounds each wait")
+
+
+@functools.cache
+def pool_missing() -> str | None:
+    """Why the pool tests cannot run on this machine, or None when a schedd answers."""
+    if shutil.which("condor_submit_dag") is None:
+        return f"no HTCondor pool here: condor_submit_dag is not on PATH; {HOW_TO_RUN}"
+    try:
+        htcondor2.Schedd().query(constraint="false", projection=["ClusterId"], limit=1)
+    except Exception as exc:  # HTCondorIOError / HTCondorLocateError, by version
+        return (f"condor_submit_dag is on PATH but this machine's schedd does not answer "
+                f"({exc}); start HTCondor (condor_master) or set CONDOR_CONFIG, then "
+                f"{HOW_TO_RUN}")
+    return None

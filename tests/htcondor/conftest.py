@@ -1,5 +1,7 @@
 """Tests not marked ``condor`` never reach a real schedd: HTCondor is configured with
-nothing around each of them (see ``condorkit.no_pool_reachable``)."""
+nothing around each of them (see ``condorkit.no_pool_reachable``). Tests marked
+``condor`` need a live pool; where there is none they skip, saying what is missing and
+how to run them (``pool_missing``)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.htcondor.condorkit import no_pool_reachable
+from tests.htcondor.condorkit import no_pool_reachable, pool_missing
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("condor") is not None:
+        reason = pool_missing()
+        if reason:
+            pytest.skip(reason)
 
 
 @pytest.fixture(autouse=True)

@@ -212,13 +212,10 @@ def test_cancel_of_a_finished_dag_is_a_no_op(tmp_path):
 
 # a real pool ---------------------------------------------------------------------------
 
-needs_pool = pytest.mark.skipif(shutil.which("condor_submit_dag") is None,
-                                reason="condor_submit_dag is not on PATH: no HTCondor pool "
-                                       "on this machine")
+# marked condor: skipped, saying why, where no pool runs (conftest.py)
 
 
 @pytest.mark.condor
-@needs_pool
 def test_null_runs_on_the_local_pool():
     with outside_tmp() as scratch:
         rendered, _ = render("null", scratch / "e1", {"sleep_s": 1, "outputs": ["r.txt"]})
@@ -236,7 +233,6 @@ def test_null_runs_on_the_local_pool():
 
 
 @pytest.mark.condor
-@needs_pool
 def test_cancel_removes_dagman_on_the_local_pool():
     with outside_tmp() as scratch:
         rendered, _ = render("null", scratch / "e1", {"sleep_s": 300})
@@ -292,6 +288,17 @@ class _Schedd:
         return {"TotalSuccess": 1}
 
 
+def _submitted_and_paused(scratch: Path, request: str = "run-1"
+                          ) -> tuple[Path, HTCondorEngine, _Schedd]:
+    """A null DAG submitted to a stand-in schedd, then paused by docket."""
+    rendered, _ = render("null", scratch / "e1", {"sleep_s": 1}, request=request)
+    schedd = _Schedd()
+    engine = HTCondorEngine(dagman_path=str(stub_dagman(scratch)), schedd=schedd)
+    engine.submit(rendered.dag)
+    engine.hold(rendered.dag)
+    return rendered.dag, engine, schedd
+
+
 def test_pause_writes_the_halt_file_and_resume_removes_it(tmp_path):
     dag = _dag_dir(tmp_path / "e1", dagman_log="running.dagman.log")
     schedd = _Schedd()
@@ -307,12 +314,7 @@ def test_pause_writes_the_halt_file_and_resume_removes_it(tmp_path):
 
 def test_a_dag_that_halted_while_paused_waits_and_resume_runs_its_rescue_dag():
     with outside_tmp() as scratch:
-        rendered, _ = render("null", scratch / "e1", {"sleep_s": 1}, request="paused-1")
-        dag = rendered.dag
-        schedd = _Schedd()
-        engine = HTCondorEngine(dagman_path=str(stub_dagman(scratch)), schedd=schedd)
-        engine.submit(dag)
-        engine.hold(dag)
+        dag, engine, schedd = _submitted_and_paused(scratch, "paused-1")
         # DAGMan finished the running jobs, wrote a rescue DAG and exited halted (status 6)
         metrics = {"DagStatus": 6, "exitcode": 1, "dagman_id": "2077", "jobs": 1}
         dag.with_name("workflow.dag.metrics").write_text(json.dumps(metrics))
@@ -346,12 +348,7 @@ def test_resume_releases_a_dagman_job_held_by_hand(tmp_path):
 
 def test_a_resume_the_schedd_refuses_leaves_the_dag_paused():
     with outside_tmp() as scratch:
-        rendered, _ = render("null", scratch / "e1", {"sleep_s": 1})
-        dag = rendered.dag
-        schedd = _Schedd()
-        engine = HTCondorEngine(dagman_path=str(stub_dagman(scratch)), schedd=schedd)
-        engine.submit(dag)
-        engine.hold(dag)
+        dag, engine, schedd = _submitted_and_paused(scratch)
         dag.with_name("workflow.dag.metrics").write_text(json.dumps({"DagStatus": 6,
                                                                      "exitcode": 1}))
 
@@ -364,3 +361,51 @@ def test_a_resume_the_schedd_refuses_leaves_the_dag_paused():
         # Submit.from_dag removed the halt file, as condor_submit_dag does; it is back
         assert dag.with_name("workflow.dag.halt").read_text() == "paused by docket\n"
         assert engine.alive(dag) is True and engine.result(dag) is None  # still paused
+
+
+def test_a_resume_as_dagman_exits_halted_is_resubmitted_not_failed():
+    """DAGMan reads the halt file at the start of a cycle and exits halted later in that
+    cycle (dagman_main.cpp, condor_event_timer): a resume in between must not fail it."""
+    with outside_tmp() as scratch:
+        dag, engine, schedd = _submitted_and_paused(scratch, "race-1")
+        engine.release(dag)  # DAGMan still running: only the halt file goes
+        assert not dag.with_name("workflow.dag.halt").exists()
+        # ... but it had already decided: a rescue DAG, metrics with DAG status 6
+        metrics = {"DagStatus": 6, "exitcode": 1, "dagman_id": "2077"}
+        dag.with_name("workflow.dag.metrics").write_text(json.dumps(metrics))
+        # not an ending, and not alive: the watcher resumes it (launch.follow)
+        assert engine.result(dag) is None
+        assert engine.alive(dag) is False
+        assert engine.resume(dag) == "condor:local:2077"
+        assert json.loads(dag.with_name("workflow.dag.metrics.halted").read_text()) == metrics
+        assert engine.alive(dag) and engine.result(dag) is None  # running again
+        assert [c[0] for c in schedd.calls] == ["submit", "submit"]
+
+
+def test_a_dag_halted_by_hand_still_fails_with_its_status(tmp_path):
+    """Halted without docket's pause (a halt file or `htcondor dag halt` by hand): the
+    execution ends, and says why."""
+    dag = _dag_dir(tmp_path / "e1")
+    dag.with_name("workflow.dag.metrics").write_text(json.dumps({"DagStatus": 6,
+                                                                 "exitcode": 1}))
+    engine = HTCondorEngine(schedd=_Schedd())
+    assert engine.alive(dag) is False
+    result = engine.result(dag)
+    assert (result["status"], result["dag_status"]) == ("failed", "halted")
+    assert result["reason"] == "DAGMan ended with exit code 1 (DAG status: halted)"
+
+
+def test_a_dag_with_a_final_node_is_paused_by_holding_its_dagman_job(tmp_path):
+    """A halted DAG runs its FINAL node before it exits (main_shutdown_rescue): pausing
+    one that way would run it early, so its DAGMan job is held and released instead."""
+    dag = _dag_dir(tmp_path / "e1", dagman_log="running.dagman.log")
+    dag.write_text("JOB fetch fetch.sub\nFINAL tidy tidy.sub\n")
+    schedd = _Schedd()
+    engine = HTCondorEngine(schedd=schedd)
+    engine.hold(dag, "paused by a user")
+    assert not dag.with_name("workflow.dag.halt").exists()
+    assert engine.alive(dag) and engine.result(dag) is None
+    engine.release(dag)  # the held event may not be in the DAGMan log yet
+    assert schedd.calls == [("Hold", "2041", "paused by a user"), ("Release", "2041", None)]
+    engine.release(dag)  # once released, a second resume does not act again
+    assert len(schedd.calls) == 2

@@ -1,125 +1,45 @@
-"""On a real HTCondor pool (marked ``condor``; they skip where ``condor_submit_dag`` is not
-on PATH, as here): docket's watcher runs the shipped capabilities through this machine's
-schedd, and what a DA sees is checked. Every test removes every job it submitted, whatever
-happened (``pool_home`` below).
+"""On a real HTCondor pool (marked ``condor``; where no pool runs, as here, they skip and
+say what is missing and how to run them, see conftest.py): docket's watcher runs the
+shipped capabilities through this machine's schedd, and what a DA sees is checked. Every
+test removes every job it submitted, whatever happened (``poolkit.pool_home_at``).
 
-Run them on a personal pool (``minicondor``) with the processing directories outside /tmp:
-``pytest -m condor tests/htcondor/test_pool.py``. Written against HTCondor 25.13.2 as
-recorded in data/pool/; ``DOCKET_POOL_TIMEOUT_S`` (default 600) bounds each wait.
+Written against HTCondor 25.13.2 as recorded in ../shared/pool-recordings/ (the same runs
+drive test_recordings.py here); the capabilities that landed later are in
+test_pool_workflows.py.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, CURRENT_USER, run_docket
-from tests.htcondor.condorkit import (
-    DATA,
-    TEMPLATES,
-    dagman_clusters,
-    outside_tmp,
-    remove_jobs,
+from tests.conftest import BIN, run_docket
+from tests.htcondor.poolkit import (
+    bindings,
+    directory,
+    docket,
+    home_clusters,
+    node_cluster,
+    nodes,
+    pool_home_at,
+    state,
+    submit,
+    until,
 )
 
-pytestmark = [pytest.mark.condor,
-              pytest.mark.skipif(shutil.which("condor_submit_dag") is None,
-                                 reason="condor_submit_dag is not on PATH: no HTCondor pool "
-                                        "on this machine")]
-
-WAIT_S = float(os.environ.get("DOCKET_POOL_TIMEOUT_S", "600"))
-
-
-def _schedd():  # noqa: ANN202
-    import htcondor2
-
-    return htcondor2, htcondor2.Schedd()
-
-
-def _dagman_clusters(home: Path) -> set[int]:
-    return dagman_clusters(home / "work")
+pytestmark = pytest.mark.condor  # skipped, saying why, where no pool runs (conftest.py)
 
 
 @pytest.fixture
-def pool_home() -> Iterator[Path]:
-    with outside_tmp() as root:
-        shutil.copytree(TEMPLATES, root / "templates")
-        shutil.copytree(DATA / "capabilities" / "memhog", root / "templates" / "memhog")
-        (root / "spool" / "incoming").mkdir(parents=True)
-        (root / "analysts.yaml").write_text(
-            f"analysts:\n  {CURRENT_USER}:\n    roles: [da, aod, operator]\n")
-        (root / "sites.yaml").write_text("default: [pool]\nsites:\n  - name: pool\n"
-                                         "    schedd: local\n")
-        try:
-            yield root
-        finally:  # every job submitted from this home, and its node jobs
-            remove_jobs(_schedd()[1], _dagman_clusters(root))
-
-
-def submit(home: Path, name: str, capability: str, declared: list | None = None,
-           **parameters: object) -> None:
-    """Drop a request; ``declared``: the outputs its spec declares."""
-    import yaml
-
-    doc = {"apiVersion": "docket/v1", "kind": "CapabilityRequest",
-           "metadata": {"name": name},
-           "spec": {"capability": capability, "parameters": parameters}}
-    if declared:
-        doc["spec"]["outputs"] = declared
-    path = home / "spool" / "incoming" / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(doc))
-
-
-def docket(home: Path, *args: str) -> dict:
-    result = run_docket(*args, "--home", str(home), "--json")
-    assert result.code == 0, result.err
-    return result.json()
-
-
-def until(home: Path, what: Callable[[], bool], ticking: bool = True) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        if ticking:
-            run_docket("tick", "--home", str(home))
-        if what():
-            return
-        assert time.monotonic() < deadline, "the pool did not get there in time"
-        time.sleep(2)
-
-
-def state(home: Path, name: str) -> str:
-    return docket(home, "show", name)["request"]["state"]
-
-
-def nodes(home: Path, name: str) -> dict[str, dict]:
-    """The node table as ``docket inspect --json`` gives it (with each job's cluster)."""
-    return {n["node"]: n for n in docket(home, "inspect", name)["nodes"]}
-
-
-def directory(home: Path, name: str) -> Path:
-    return Path(docket(home, "show", name)["executions"][0]["directory"])
-
-
-def node_cluster(home: Path, name: str, node: str, states: tuple[str, ...]) -> int:
-    found: dict = {}
-
-    def there() -> bool:
-        row = nodes(home, name).get(node)
-        if row and row.get("state") in states and row.get("cluster") is not None:
-            found["cluster"] = int(row["cluster"])
-            return True
-        return False
-
-    until(home, there)
-    return found["cluster"]
+def pool_home():  # noqa: ANN201
+    with pool_home_at() as home:
+        yield home
 
 
 def test_demo_nodes_and_stages(pool_home):
@@ -187,7 +107,7 @@ def test_a_memory_hold_is_retried_with_more_memory(pool_home):
 def test_a_user_hold_fails_the_execution_with_its_code(pool_home):
     submit(pool_home, "held-1", "null", sleep_s=300)
     cluster = node_cluster(pool_home, "held-1", "run", ("running", "idle"))
-    htcondor2, schedd = _schedd()
+    htcondor2, schedd = bindings()
     schedd.act(htcondor2.JobAction.Hold, str(cluster), "held by the test")
     until(pool_home, lambda: state(pool_home, "held-1") in ("complete", "failed"))
     assert state(pool_home, "held-1") == "failed"
@@ -205,8 +125,8 @@ def test_cancel_removes_the_dag(pool_home):
     until(pool_home, lambda: docket(pool_home, "show", "cancel-1")["executions"][0][
         "engine_state"] == "done")
     assert state(pool_home, "cancel-1") == "cancelled"
-    _, schedd = _schedd()
-    clusters = _dagman_clusters(pool_home)
+    _, schedd = bindings()
+    clusters = home_clusters(pool_home)
     assert not schedd.query(constraint=" || ".join(
         f"ClusterId == {c} || DAGManJobId == {c}" for c in clusters), projection=["ClusterId"])
 
@@ -225,9 +145,41 @@ def test_pause_and_resume_never_hold_the_dagman_job(pool_home):
     # DAGMan job; the halt file never holds it
     from docket.engines.htcondor import htc_read_events
 
-    htcondor2, _ = _schedd()
+    htcondor2, _ = bindings()
     log = directory(pool_home, "pause-1") / "workflow.dag.dagman.log"
     assert all(e["type"] != htcondor2.JobEventType.JOB_HELD for e in htc_read_events(log))
+    # DAGMan saw docket's file (dag.cpp, SubmitReadyNodes, checks it every cycle)
+    out = (directory(pool_home, "pause-1") / "workflow.dag.dagman.out").read_text()
+    assert "DAG is halted because halt file " in out and "workflow.dag.halt exists" in out
+
+
+def test_a_dag_that_halts_while_paused_runs_only_what_is_left_on_resume(pool_home):
+    submit(pool_home, "halt-1", "demo", targets=["m31", "m33"], sleep_s=5)
+    node_cluster(pool_home, "halt-1", "fetch", ("running", "idle"))
+    assert run_docket("pause", "halt-1", "--home", str(pool_home)).code == 0
+    folder = directory(pool_home, "halt-1")
+    metrics = folder / "workflow.dag.metrics"
+    # the running job finishes; DAGMan writes a rescue DAG and exits halted
+    until(pool_home, metrics.exists)
+    assert json.loads(metrics.read_text())["DagStatus"] == 6
+    assert (folder / "workflow.dag.rescue001").is_file()
+    assert "Exiting because DAG is halted and no jobs or scripts are running" in (
+        folder / "workflow.dag.dagman.out").read_text()
+    for _ in range(3):  # the watcher leaves a paused DAG that ended halted alone
+        run_docket("tick", "--home", str(pool_home))
+        time.sleep(2)
+    shown = docket(pool_home, "show", "halt-1")["executions"][0]
+    assert (shown["engine_state"], shown["held"]) == ("running", True)
+    assert nodes(pool_home, "halt-1").get("deliver", {}).get("cluster") is None
+    assert len(home_clusters(pool_home)) == 1
+    assert run_docket("resume", "halt-1", "--home", str(pool_home)).code == 0
+    until(pool_home, lambda: state(pool_home, "halt-1") in ("complete", "failed"))
+    assert state(pool_home, "halt-1") == "complete"
+    # a second DAGMan job ran the rescue DAG: nothing done before ran again
+    assert len(home_clusters(pool_home)) == 2
+    table = nodes(pool_home, "halt-1")
+    assert {n: (r["state"], r["attempts"]) for n, r in table.items()} == {
+        n: ("done", 1) for n in ("fetch", "process_0", "process_1", "deliver")}
 
 
 def test_a_restarted_watcher_re_attaches_to_its_dag(pool_home):
@@ -235,7 +187,7 @@ def test_a_restarted_watcher_re_attaches_to_its_dag(pool_home):
     watch = subprocess.Popen([str(BIN / "docket"), "watch", "--home", str(pool_home)],
                              stderr=subprocess.DEVNULL)
     try:
-        until(pool_home, lambda: bool(_dagman_clusters(pool_home)), ticking=False)
+        until(pool_home, lambda: bool(home_clusters(pool_home)), ticking=False)
         watch.send_signal(signal.SIGKILL)
         watch.wait()
         watch = subprocess.Popen([str(BIN / "docket"), "watch", "--home", str(pool_home)],
@@ -246,7 +198,7 @@ def test_a_restarted_watcher_re_attaches_to_its_dag(pool_home):
         watch.terminate()
         watch.wait(timeout=30)
     assert state(pool_home, "attach-1") == "complete"
-    assert len(_dagman_clusters(pool_home)) == 1  # one DAGMan job in all
+    assert len(home_clusters(pool_home)) == 1  # one DAGMan job in all
 
 
 def test_declared_outputs_are_checked_and_hashed(pool_home):
@@ -259,7 +211,7 @@ def test_declared_outputs_are_checked_and_hashed(pool_home):
         "complete", "failed"})
     assert state(pool_home, "out-1") == "complete"
     made = directory(pool_home, "out-1") / "r.txt"
-    products = json.loads(docket(pool_home, "show", "out-1")["executions"][0]["products"])
+    products = docket(pool_home, "show", "out-1")["executions"][0]["products"]
     assert [(p["path"], p["size_bytes"], p["sha256"]) for p in products] == [
         ("r.txt", made.stat().st_size, hashlib.sha256(made.read_bytes()).hexdigest())]
     assert state(pool_home, "out-2") == "failed"

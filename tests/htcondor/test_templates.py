@@ -14,9 +14,9 @@ from docket.dag import read_dag
 from docket.policy import apply_adjustments
 from docket.quoting import quote
 from docket.sites import apply_site
-from docket.submit import check_submit, expand_submit
+from docket.submit import expand_submit
 from schemas.sites import Site
-from tests.htcondor.condorkit import SHIPPED, TEMPLATES, render, stub_dagman
+from tests.htcondor.condorkit import SHIPPED, TEMPLATES, check_rendered, render, stub_dagman
 
 HOSTILE = [
     'say "hi"', "it's", "$HOME", "$(JOB)", "$(DOLLAR", "100%", "a  b\tc", "back\\slash",
@@ -54,18 +54,6 @@ HOSTILE_CASES = [_case(name, label, given) for name in SHIPPED
                  for label, given in _hostile_parameters(name)]
 
 
-def _check_directory(directory: Path) -> list[Path]:
-    dag = read_dag(directory / "workflow.dag")
-    submits = sorted({directory / n.submit_file for n in dag.nodes.values()})
-    assert submits
-    for path in submits:
-        text = path.read_text()
-        description = htcondor2.Submit(text)  # raises on what the bindings refuse
-        assert "executable" in description
-        assert check_submit(path) == [], path
-    return submits
-
-
 def _argv(directory: Path) -> dict[str, list[list[str]]]:
     """Each node's argv per proc, expanded as HTCondor would (VARS, $(JOB), $(DOLLAR))."""
     dag = read_dag(directory / "workflow.dag")
@@ -82,13 +70,13 @@ def test_every_shipped_capability_is_covered():
 @pytest.mark.parametrize(("name", "example"), EXAMPLES, ids=[n for n, _ in EXAMPLES])
 def test_example_parameters_render_to_valid_submit_files(tmp_path, name, example):
     rendered, _ = render(name, tmp_path / "e1", example)
-    _check_directory(rendered.directory)
+    check_rendered(rendered.directory)
 
 
 @pytest.mark.parametrize(("name", "label", "given"), HOSTILE_CASES)
 def test_hostile_values_stay_one_literal_argument(tmp_path, name, label, given):
     rendered, parameters = render(name, tmp_path / "e1", given)
-    _check_directory(rendered.directory)
+    check_rendered(rendered.directory)
     argv = _argv(rendered.directory)
     (pname, value), = given.items()
     values = value if isinstance(value, list) else [value]
@@ -126,7 +114,7 @@ def test_site_attributes_and_policy_adjustments_keep_files_valid(tmp_path, name)
     node = sorted(dag.nodes)[-1]
     apply_adjustments(rendered.directory, {"nodes": {node: {
         "request_memory_mb": 4096, "avoid_hosts": ["node7.example.org", 'we"ird']}}})
-    submits = _check_directory(rendered.directory)
+    submits = check_rendered(rendered.directory)
     for path in submits:
         text = path.read_text()
         assert text.count("# docket:site begin") == 1

@@ -11,23 +11,13 @@ import hashlib
 import hmac
 import json
 import threading
-import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from tests.loopback import LoopbackHTTP, wait_for
+
 __all__ = ["Webhook", "Post", "SmtpRecorder", "wait_for"]
-
-
-def wait_for(predicate: Any, timeout_s: float = 60.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something true (generous: a loaded machine)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
 
 
 @dataclass
@@ -42,7 +32,9 @@ class Post:
 
 
 @dataclass
-class Webhook:
+class Webhook(LoopbackHTTP):
+    METHODS = ("POST",)
+
     secret: bytes
     fail_first: int = 0           # answer 503 to the first N POSTs
     hang: str = "never"           # never, first, always: hold the connection unanswered
@@ -59,30 +51,6 @@ class Webhook:
     def keys(self) -> list[str]:
         with self._lock:
             return [p.headers.get("Idempotency-Key", "") for p in self.posts]
-
-    def __enter__(self) -> Webhook:
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                owner._serve(self)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever,
-                                       kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
 
     def _serve(self, h: BaseHTTPRequestHandler) -> None:
         body = h.rfile.read(int(h.headers.get("Content-Length", "0")))

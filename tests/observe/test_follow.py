@@ -46,14 +46,21 @@ def test_submit_follow_through_a_watcher_restart_to_complete(home, tmp_path):
         "metadata": {"name": "survey-1"},
         "spec": {"capability": "demo", "parameters": {"targets": ["a", "b", "c"],
                                                       "sleep_s": 1.0}}}))
+    # one job at a time: the process stage's later nodes are not submitted until the
+    # first has finished, and the stage must not read as left before they ran
+    (home / "docket.yaml").write_text("local_max_jobs: 1\n")
     watcher = _watch(home, log)
     follower = subprocess.Popen(
         [str(BIN / "docket"), "submit", "--follow", "--json", str(doc), "--home", str(home)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out = Lines(follower)
     try:
-        wait_for(lambda: out.seen('"stage.entered"') and out.seen("node fetch started"), 120,
-                 "the fetch stage to start")
+        try:
+            wait_for(lambda: out.seen('"stage.entered"') and out.seen("node fetch started"),
+                     120, "the fetch stage to start")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the follower printed {out.lines}; the watcher "
+                                 f"logged {log.read_text()}") from None
         watcher.send_signal(signal.SIGTERM)  # the watcher goes away mid-run ...
         assert watcher.wait(timeout=120) == 0
         watcher = _watch(home, log)  # ... and a new one carries on
@@ -84,6 +91,11 @@ def test_submit_follow_through_a_watcher_restart_to_complete(home, tmp_path):
     assert stages == [("stage.entered", "fetch"), ("stage.left", "fetch"),
                       ("stage.entered", "process"), ("stage.left", "process"),
                       ("stage.entered", "deliver"), ("stage.left", "deliver")]
+    left_process = next(i for i, e in enumerate(events) if e["type"] == "stage.left"
+                        and e["data"]["stage"] == "process")
+    last_process_node = max(i for i, e in enumerate(events) if e["type"] == "node.finished"
+                            and e["data"]["node"].startswith("process_"))
+    assert left_process > last_process_node
     # every line says in words what happened, for people reading a log of it
     assert all(e["text"] for e in events[:-1])
 

@@ -150,15 +150,20 @@ def test_each_pex_carries_its_closure_and_nothing_else(pex_files: dict[str, Path
             deps = " ".join(m for m in listed if m.startswith(".deps/"))
             assert not [p for p in ENGINE_ONLY if f".deps/{p}" in deps.replace("-", "_")], name
     assert manifest(pex_files["productfetcher"])["modules"] == [
-        "cli", "cli.common", "cli.productfetcher", "cli.progress", "docket", "docket.errors",
-        "docket.fileio", "docket.tools", "docket.tools.archive", "docket.tools.config",
-        "docket.tools.productfetcher"]
+        "cli", "cli.common", "cli.productfetcher", "cli.progress", "cli.toolshell", "docket",
+        "docket.errors", "docket.fileio", "docket.locks", "docket.tools", "docket.tools.archive",
+        "docket.tools.config", "docket.tools.productfetcher"]
     # load_tool_config imports yaml inside a function: the closure still sees it
     assert any(r.startswith("pyyaml==") for r in manifest(pex_files["productfetcher"])[
         "requirements"])
     assert {"cli.vela", "envoys.casa.casa_script"} <= set(
         manifest(pex_files["casa-envoy"])["modules"])
     assert "docket.engines.localdag" in manifest(pex_files["docket"])["modules"]
+    # the processing-directory contract and the lock reach each tool that reads or locks
+    for name in ("docket", "conveyor", "deliver", "annihilator", "casa-envoy", "ingest-envoy"):
+        assert "docket.procdir" in manifest(pex_files[name])["modules"], name
+    for name in ("docket", "conveyor", "null", "ingest", "ingest-envoy"):
+        assert "docket.locks" in manifest(pex_files[name])["modules"], name
     # left out on purpose (see pex-build/tools.toml); sqlite_utils still imports
     assert not [m for m in members(pex_files["docket"]) if m.startswith((".deps/pip-",
                                                                         ".deps/tzdata-"))]

@@ -112,20 +112,28 @@ def test_a_cycle_is_refused(home: Path, docket) -> None:  # noqa: ANN001
 
 def test_cancel_stops_the_taskforces(home: Path, docket) -> None:  # noqa: ANN001
     write_events(home, 3)
-    request = two_task_chain(first_args="sh -c 'sleep 60; cp {{INFILE}} {{OUTFILE}}'")
+    # room for all three workers at once: on a 2-core machine the default (one job a
+    # core) can leave the second worker of the first taskforce waiting for a slot
+    (home / "docket.yaml").write_text("local_max_jobs: 4\n")
+    # each event takes far longer than the test: an event marked done can only come
+    # from a worker that the cancel failed to stop
+    request = two_task_chain(first_args="sh -c 'sleep 600; cp {{INFILE}} {{OUTFILE}}'")
     (home / "slow.json").write_text(dumps(request))
     docket("submit", str(home / "slow.json"))
     docket("tick")
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     directory = None
+    leased = 0
     while time.monotonic() < deadline:
         execution = docket("show", "slow", "--json").json()["executions"][0]
         directory = Path(execution["directory"] or ".")
-        if (directory / "events.sqlite").exists() and len(queue_rows(
-                directory, "SELECT 1 FROM events WHERE state='leased'")) == 2:
-            break  # both workers are in the middle of an event
+        if (directory / "events.sqlite").exists():
+            leased = len(queue_rows(directory, "SELECT 1 FROM events WHERE state='leased'"))
+            if leased == 2:
+                break  # both workers are in the middle of an event
         docket("tick")
         time.sleep(0.3)
+    assert leased == 2, f"only {leased} of the 2 workers took an event within 120 s"
     assert docket("cancel", "slow").code == 0
     assert docket("tick", "--wait").code == 0
     execution = docket("show", "slow", "--json").json()["executions"][0]

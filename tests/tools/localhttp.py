@@ -12,9 +12,10 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
+
+from tests.loopback import LoopbackHTTP
 
 __all__ = ["Route", "LocalServer"]
 
@@ -33,7 +34,9 @@ class Seen:
 
 
 @dataclass
-class LocalServer:
+class LocalServer(LoopbackHTTP):
+    HANDLER_TIMEOUT_S = 10
+
     root: Path | None = None
     routes: dict[str, Route] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
@@ -50,32 +53,6 @@ class LocalServer:
 
     def hits(self, path: str) -> list[Seen]:
         return [s for s in self.seen if s.path == path]
-
-    def __enter__(self) -> LocalServer:
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            timeout = 10  # a stuck client cannot hold a server thread for long
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                owner._serve(self)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever,
-                                       kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
 
     # -- serving ----------------------------------------------------------------------
     def _serve(self, h: BaseHTTPRequestHandler) -> None:

@@ -278,8 +278,8 @@ def test_errors(tmp_path: Path, run_dir: Path, qa: Path) -> None:
            "conveyor.qa_area\n")
     proc = conveyor("--deliver", str(tmp_path / "missing.json"), qa=qa)
     assert (proc.returncode, proc.stderr) == (
-        3, f"Error: metadata file {tmp_path}/missing.json does not exist — give the "
-           "metadata.json of a processing directory\n")
+        3, f"Error: {tmp_path}/missing.json does not exist — give the metadata.json of a "
+           "processing directory that docket created\n")
     proc = conveyor("--deliver", "--retrieve", meta, qa=qa)
     assert (proc.returncode, proc.stderr) == (
         2, "Error: give exactly one of --deliver, --retrieve, --deliver-img, --retrieve-img, "
@@ -288,8 +288,8 @@ def test_errors(tmp_path: Path, run_dir: Path, qa: Path) -> None:
     bad.write_text('{"docket": 1, "request": ')
     proc = conveyor("--deliver", str(bad), qa=qa)
     assert (proc.returncode, proc.stderr) == (
-        8, f"Error: {bad} is not valid JSON: Expecting value at line 1 column 26 — fix or "
-           "regenerate metadata.json\n")
+        8, f"Error: {bad} is not valid JSON: Expecting value at line 1 column 26 — "
+           "metadata.json is written by docket's core; restore it or rerun the request\n")
     bad.write_text('{"docket": 1, "request": "../x", "version": 1, "execution": 1}')
     proc = conveyor("--deliver", str(bad), qa=qa)
     assert (proc.returncode, proc.stderr) == (

@@ -181,14 +181,15 @@ def test_tar_is_reproducible(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("breakage", "code", "message"), [
-    ("no-metadata", 3, "Error: {d}/metadata.json does not exist — give a processing "
-                       "directory that docket created\n"),
-    ("bad-json", 8, "Error: {d}/metadata.json is not valid JSON (Expecting value: line 1 "
-                    "column 1 (char 0)) — restore metadata.json as docket wrote it\n"),
-    ("no-request", 8, "Error: {d}/metadata.json lacks request — restore metadata.json as "
-                      "docket wrote it\n"),
-    ("docket-2", 8, "Error: {d}/metadata.json: \"docket\" is 2, expected 1 — this envoy "
-                    "reads metadata.json written by docket 1\n"),
+    ("no-metadata", 3, "Error: {d}/metadata.json does not exist — give the metadata.json of "
+                       "a processing directory that docket created\n"),
+    ("bad-json", 8, "Error: {d}/metadata.json is not valid JSON: Expecting value at line 1 "
+                    "column 1 — metadata.json is written by docket's core; restore it or "
+                    "rerun the request\n"),
+    ("no-request", 8, "Error: {d}/metadata.json: field 'request' is missing — metadata.json "
+                      "is written by docket's core; restore it or rerun the request\n"),
+    ("docket-2", 8, "Error: {d}/metadata.json: field 'docket' is 2; this tool reads version "
+                    "1 — use a tool as new as the docket that wrote it\n"),
     ("no-products", 3, "Error: {d}/products does not exist — the run wrote no products; "
                        "check its logs before ingesting\n"),
     ("empty-products", 8, "Error: {d}/products holds nothing to ingest — check that the run "

@@ -26,7 +26,12 @@ def _ingest(source: Path, archive: Path, name: str, files: list[str]) -> str:
 @pytest.fixture(scope="session")
 def fake_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An archive with a stand-in demo-vlass observation (vela only needs a directory)."""
-    root = tmp_path_factory.mktemp("fake-archive")
+    return fake_archive_at(tmp_path_factory.mktemp("fake-archive"))
+
+
+def fake_archive_at(root: Path) -> Path:
+    """The stand-in demo-vlass observation and its reimaging resources, ingested into an
+    archive under ``root`` (also by the pool tests, whose jobs must see it)."""
     source = root / "observation"
     ms = source / "demo-vlass.ms"
     ms.mkdir(parents=True)
@@ -57,3 +62,25 @@ def tools_config(home: Path, archive: Path) -> Path:
                     f"productfetcher:\n  catalog: {archive}\n"
                     f"conveyor:\n  qa_area: {home / 'qa'}\n")
     return path
+
+
+def fetch_back(locator: str, into: Path, config: Path | None = None) -> Path:
+    """productfetcher brings ``locator`` back from the archive into ``into``, as a user
+    would (``config``: the tools.yaml, else DOCKET_TOOLS_CONFIG)."""
+    extra = ["--config", str(config)] if config else []
+    proc = subprocess.run([str(BIN / "productfetcher"), "-q", "-l", locator, "-o", str(into),
+                           *extra], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return into
+
+
+# what seci_split_measurement_sets makes of demo-vlass split into two pieces
+SPLIT_OF_TWO = {"split": ["demo-vlass.0.ms", "demo-vlass.1.ms"],
+                "pieces": ["demo-vlass.0.fits", "demo-vlass.1.fits"]}
+
+
+def split_outputs(directory: Path) -> dict[str, list[str]]:
+    """The split measurement sets and the piece images a split run left in products/."""
+    products = directory / "products"
+    return {kind: sorted(p.name for p in (products / kind).iterdir())
+            for kind in ("split", "pieces")}

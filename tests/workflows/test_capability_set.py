@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from docket.capabilities import CapabilityError, load_capability, resolve_parameters
-from envoys.casa.foundation import ProcessingDirectory
+from docket.procdir import ProcessingDirectory
 from envoys.casa.recipe import load_recipe
 from tests.htcondor.condorkit import TEMPLATES, render
 

@@ -10,7 +10,13 @@ import pytest
 import yaml
 
 from tests.conftest import drop
-from tests.workflows.conftest import BIN, tools_config
+from tests.workflows.conftest import (
+    BIN,
+    SPLIT_OF_TWO,
+    fetch_back,
+    split_outputs,
+    tools_config,
+)
 
 DEMO = {"locator": "uid://docket/observation/demo-vlass/v1", "ms": "demo-vlass/demo-vlass.ms"}
 
@@ -76,10 +82,7 @@ def test_calibration_qa_pass_ingests_records_the_locator_and_delivers(vhome, doc
     locator = mine["results"]["archive_locator"]
     assert locator == "uid://docket/calibration/cal-1/v1"
     # fetchable back from the archive by productfetcher
-    fetched = tmp_path / "fetched"
-    proc = subprocess.run([str(BIN / "productfetcher"), "-q", "-l", locator, "-o",
-                           str(fetched)], capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, proc.stderr
+    fetched = fetch_back(locator, tmp_path / "fetched")
     assert (fetched / "cal-1" / "cal-1.caltables.tgz").is_file()
     # and delivered into output_dir: the products, with checksums, not the processing dir
     delivered = vhome / "work" / "deliveries" / "cal-1"
@@ -231,11 +234,7 @@ def test_split_fans_out_one_node_per_piece(vhome, docket):
     stages = {s["description"]: (s["state"], s["done"], s["nodes"])
               for s in execution["stages"]}
     assert stages["running CASA"] == ("done", 3, 3)  # the split and one node per piece
-    products = Path(execution["directory"]) / "products"
-    assert sorted(p.name for p in (products / "split").iterdir()) == [
-        "demo-vlass.0.ms", "demo-vlass.1.ms"]
-    assert sorted(p.name for p in (products / "pieces").iterdir()) == [
-        "demo-vlass.0.fits", "demo-vlass.1.fits"]
+    assert split_outputs(Path(execution["directory"])) == SPLIT_OF_TWO
     shown = docket("show", "split-1").out
     assert "stage running-casa (running CASA): done (3/3 nodes)" in shown
 
