@@ -9,17 +9,24 @@ the line and column, or the field path, of what is wrong.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from docket.fileio import is_disk_error
-from schemas.documents import API_VERSION, KINDS
+from schemas.documents import API_VERSION, KINDS, NAME_PATTERN, CapabilityRequest
+from schemas.tasks import TaskWorkflow
+from schemas.work import WorkDocument
 
-__all__ = ["DocumentError", "Problem", "ParsedDocument", "parse_document", "load_yaml",
-           "load_model_file"]
+__all__ = ["DocumentError", "Problem", "ParsedDocument", "Outcome", "parse_document",
+           "parse_json_document", "load_yaml", "load_model_file", "spec_sha256",
+           "capability_request"]
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -64,6 +71,40 @@ class ParsedDocument:
                 return self.marks[key]
             key = key[:-1]
         return (None, None)
+
+
+@dataclass
+class Outcome:
+    """What became of one document: accepted, duplicate, applied (a decision) or rejected."""
+
+    file: str
+    status: str  # accepted, duplicate, applied, rejected
+    request: str | None = None
+    version: int | None = None
+    execution: int | None = None
+    reasons: list[str] = field(default_factory=list)
+    moved_to: str | None = None
+    document: str | None = None  # metadata.name of an applied decision
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v not in (None, [])}
+
+
+def spec_sha256(spec: dict[str, Any]) -> str:
+    """The identity of a request's content: the same spec is the same version."""
+    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def capability_request(name: str, spec: dict[str, Any],
+                       labels: dict[str, str] | None = None) -> tuple[CapabilityRequest, str]:
+    """A request made by docket itself (a follow-up), through the same model as a spool
+    document's: the validated model and its YAML text, so that the same document dropped
+    in the spool hashes the same (``spec_sha256(model.spec.model_dump(mode="json"))``)."""
+    document = {"apiVersion": API_VERSION, "kind": "CapabilityRequest",
+                "metadata": {"name": name, "labels": labels or {}}, "spec": spec}
+    model = CapabilityRequest.model_validate(document)
+    return model, yaml.safe_dump(document, sort_keys=False)
 
 
 def _mark(node: yaml.Node) -> tuple[int, int]:
@@ -138,15 +179,15 @@ def _check_tree(root: yaml.Node, max_nodes: int) -> dict[tuple[Any, ...], tuple[
         total, height = 1, 0
         children: list[yaml.Node] = []
         if isinstance(node, yaml.MappingNode):
-            seen: dict[str, int] = {}
+            seen: dict[str, yaml.Node] = {}  # the node, not its mark: made only for an error
             for key, value in node.value:
                 if isinstance(key, yaml.ScalarNode):
-                    if key.value in seen:
+                    first = seen.setdefault(key.value, key)
+                    if first is not key:
                         line, col = _mark(key)
                         raise DocumentError([Problem(
-                            f"duplicate key {key.value!r} (first on line {seen[key.value]})",
+                            f"duplicate key {key.value!r} (first on line {_mark(first)[0]})",
                             line=line, column=col)])
-                    seen[key.value] = _mark(key)[0]
                 children += (key, value)
         elif isinstance(node, yaml.SequenceNode):
             children = node.value
@@ -360,11 +401,71 @@ def parse_document(raw: bytes, *, max_bytes: int = 1_048_576,
     """Parse and validate one spool document; raise ``DocumentError`` with every reason."""
     if filename is not None and filename.endswith(".json"):
         # an EWMS workflow request or CHIME work, as their users write them
-        from docket.tasks import parse_json_document
-
         return parse_json_document(raw, filename, max_bytes=max_bytes, max_nodes=max_nodes)
     data, marks = load_yaml(raw, max_bytes=max_bytes, max_nodes=max_nodes)
     return validate_data(data, marks)
+
+
+def _pointer(loc: tuple[Any, ...]) -> str:
+    return "/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in loc)
+
+
+def parse_json_document(raw: bytes, filename: str, *, max_bytes: int = 1_048_576,
+                        max_nodes: int = 100_000) -> ParsedDocument:
+    """An EWMS workflow request JSON; the request is named after the file."""
+    if len(raw) > max_bytes:
+        raise DocumentError([Problem(f"the document is {len(raw)} bytes, over the limit of "
+                                     f"{max_bytes} bytes")])
+    try:
+        data = json.loads(raw)
+    except UnicodeDecodeError:
+        raise DocumentError([Problem("the document is not UTF-8 text")]) from None
+    except json.JSONDecodeError as exc:
+        raise DocumentError([Problem(f"invalid JSON: {exc.msg}", line=exc.lineno,
+                                     column=exc.colno)]) from None
+    except RecursionError:
+        raise DocumentError([Problem("the JSON is nested too deeply to be a request")]
+                            ) from None
+    try:  # JSON is YAML: the YAML reader gives line numbers and refuses duplicate keys
+        _, marks = load_yaml(raw, max_bytes=max_bytes, max_nodes=max_nodes)
+    except DocumentError as exc:
+        if any("duplicate key" in p.message or "YAML nodes" in p.message
+               for p in exc.problems):
+            raise
+        marks = {}
+    except RecursionError:
+        raise DocumentError([Problem("the JSON is nested too deeply to be a request")]
+                            ) from None
+    if not isinstance(data, dict):
+        raise DocumentError([Problem("a .json spool file is an EWMS workflow request (an "
+                                     "object with 'tasks' and 'public_queue_aliases') or a "
+                                     "CHIME work (an object with 'pipeline')", path="/")])
+    kind, model_cls = ("Work", WorkDocument) if "pipeline" in data else (
+        "TaskWorkflow", TaskWorkflow)
+    stem = Path(filename).name.rsplit(".", 1)[0].lower().replace(" ", "-")
+    if not re.match(NAME_PATTERN, stem):
+        raise DocumentError([Problem(
+            f"the request is named after its file, and {stem!r} is not a valid name: rename "
+            "the file to lower-case letters, digits, '.', '_' and '-' (at most 63 "
+            "characters) with .json at the end")])
+    document = {"apiVersion": "docket/v1", "kind": kind, "metadata": {"name": stem},
+                "spec": data}
+    try:
+        model = model_cls.model_validate(document)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])[1:]  # drop "spec": the JSON is the spec
+            key = loc
+            while key and key not in marks:
+                key = key[:-1]
+            line, col = marks.get(key, (None, None))
+            message = ("this field is required" if err["type"] == "missing" else
+                       "unknown field (check the spelling)" if err["type"] ==
+                       "extra_forbidden" else err["msg"].removeprefix("Value error, "))
+            problems.append(Problem(message, path=_pointer(loc), line=line, column=col))
+        raise DocumentError(problems) from None
+    return ParsedDocument(kind=kind, model=model, data=document, marks=marks)
 
 
 def load_model_file(path: Any, model: type[BaseModel], error: type[Exception],

@@ -157,7 +157,7 @@ def submit_files(home: Home, files: list[Path], actor: str, *, wait: bool = Fals
                     home, p, mark), f"{item['file']}", timeout_s))
             else:
                 item.update(_await(home, spooled, lambda p=spooled, n=item["name"]:
-                                   _decision_outcome(home, n, p), f"{item['file']}",
+                                   _decision_outcome(home, n, p, mark), f"{item['file']}",
                                    timeout_s))
         result["ok"] = all(i["status"] != "rejected" for i in submitted)
     return result
@@ -168,8 +168,7 @@ def _refusal(home: Home, document: dict[str, Any], actor: str) -> str | None:
     if document["kind"] != "CapabilityRequest":
         return None  # decisions are judged against the state when applied
     from docket.capabilities import CapabilityCache
-    from docket.documents import parse_document
-    from docket.intake import spec_sha256
+    from docket.documents import parse_document, spec_sha256
     from docket.rules import Rules
     from docket.store import Store
 
@@ -197,7 +196,7 @@ def _last_event(home: Home) -> int:
         return 0
     store = Store.open_readonly(home.database)
     try:
-        return int(store.one("SELECT coalesce(max(id), 0) AS n FROM events")["n"])
+        return store.last_event_id()
     finally:
         store.close()
 
@@ -205,29 +204,27 @@ def _last_event(home: Home) -> int:
 def _request_outcome(home: Home, path: Path, after_event: int) -> dict[str, Any] | None:
     """Intake's verdict on the request spooled as ``path``, once it has left the spool:
     the first event about that file name recorded after ``after_event``."""
-    import json
-
     from docket.store import Store
 
     if path.exists() or not home.database.exists():
         return None
     store = Store.open_readonly(home.database)
     try:
-        row = store.one(
-            "SELECT type, request, version, data FROM events WHERE id > ? AND ("
-            "(type='version.accepted' AND json_extract(data, '$.source_file')=?) OR "
-            "(type IN ('document.duplicate', 'document.rejected') AND "
-            "json_extract(data, '$.file')=?)) ORDER BY id LIMIT 1",
-            after_event, path.name, path.name)
+        found = [e for e in (
+            store.first_event(("version.accepted",), after_event, source_file=path.name),
+            store.first_event(("document.duplicate", "document.rejected"), after_event,
+                              file=path.name)) if e is not None]
     finally:
         store.close()
-    if row is None:
+    if not found:
         return None
-    if row["type"] == "version.accepted":
-        return {"status": "accepted", "request": row["request"], "version": row["version"]}
-    if row["type"] == "document.duplicate":
-        return {"status": "duplicate", "request": row["request"], "version": row["version"]}
-    return {"status": "rejected", "reasons": json.loads(row["data"]).get("reasons", [])}
+    event = min(found, key=lambda e: e["id"])
+    if event["type"] == "version.accepted":
+        return {"status": "accepted", "request": event["request"], "version": event["version"]}
+    if event["type"] == "document.duplicate":
+        return {"status": "duplicate", "request": event["request"],
+                "version": event["version"]}
+    return {"status": "rejected", "reasons": event["data"].get("reasons", [])}
 
 
 def _await(home: Home, path: Path, outcome_of: Any, what: str,
@@ -270,7 +267,7 @@ def _watcher_parts(home: Home) -> tuple[Any, Any]:
 def cancel_request(home: Home, name: str, reason: str, actor: str) -> dict[str, Any]:
     store, rules = _watcher_parts(home)
     try:
-        if store.one("SELECT 1 FROM requests WHERE name=?", name) is None:
+        if store.request(name) is None:
             raise NotFound(f"no request named {name!r}", "see 'docket status' for the names")
         from docket.analysts import load_analysts
         from docket.decisions import Refused, cancel_executions, check_may_change
@@ -384,25 +381,25 @@ def _apply_here(home: Home, filename: str) -> None:
             watcher.close()
 
 
-def _decision_outcome(home: Home, name: str, path: Path) -> dict[str, Any] | None:
-    import json
-
+def _decision_outcome(home: Home, name: str, path: Path, after_event: int = 0
+                      ) -> dict[str, Any] | None:
+    """Intake's verdict on the decision ``name`` spooled as ``path``, from the events."""
     from docket.store import Store
 
     if path.exists() or not home.database.exists():
         return None
     store = Store.open_readonly(home.database)
     try:
-        row = store.one("SELECT data FROM events WHERE type='decision.applied' AND "
-                        "json_extract(data, '$.name')=?", name)
+        applied = store.first_event(("decision.applied",), name=name)
+        rejected = None if applied else store.first_event(("document.rejected",),
+                                                          after_event, file=path.name)
     finally:
         store.close()
-    if row is not None:
-        return {"status": "applied", "outcome": json.loads(row["data"])["outcome"]}
-    error = home.rejected / f"{path.name}.error"
-    if error.exists():
-        lines = [ln[4:] for ln in error.read_text().splitlines() if ln.startswith("  - ")]
-        return {"status": "rejected", "reason": "; ".join(lines), "error_file": str(error)}
+    if applied is not None:
+        return {"status": "applied", "outcome": applied["data"]["outcome"]}
+    if rejected is not None:
+        return {"status": "rejected", "reason": "; ".join(rejected["data"]["reasons"]),
+                "error_file": str(home.rejected / f"{path.name}.error")}
     return None
 
 
@@ -416,40 +413,32 @@ def mediate(home: Home, name: str, state: str, reason: str, actor: str) -> dict[
                          "not one", "ask an operator, or 'docket analysts add' one")
     store, rules = _watcher_parts(home)
     try:
-        request = store.one("SELECT * FROM requests WHERE name=?", name)
-        if request is None:
+        request = store.request(name)
+        execution = (store.execution(request.current_execution)
+                     if request and request.current_execution else None)
+        if execution is None:
             raise NotFound(f"no request named {name!r}", "see 'docket status' for the names")
-        execution = store.one("SELECT * FROM executions WHERE id=?",
-                              request["current_execution"])
-        machine = rules.machine_for(execution["capability"])
+        machine = rules.machine_for(execution.capability)
         if state not in machine.states:
-            raise Invalid(f"{state!r} is not a state of {execution['capability']!r}",
+            raise Invalid(f"{state!r} is not a state of {execution.capability!r}",
                           f"states: {', '.join(machine.states)}")
-        store.record("execution.mediated", request=name, version=execution["version"],
-                     execution=execution["id"], actor=actor, to=state, reason=reason,
-                     **{"from": execution["state"]})
-        return {"request": name, "execution": execution["id"], "from": execution["state"],
+        store.record("execution.mediated", request=name, version=execution.version,
+                     execution=execution.id, actor=actor, to=state, reason=reason,
+                     **{"from": execution.state})
+        return {"request": name, "execution": execution.id, "from": execution.state,
                 "to": state, "reason": reason}
     finally:
         store.close()
 
 
 def history(home: Home, name: str) -> dict[str, Any]:
-    import json
-
     from docket.store import Store
 
     store = Store.open_readonly(home.database)
     try:
-        rows = store.all("SELECT id, time, type, version, execution, actor, data FROM events "
-                         "WHERE request=? ORDER BY id", name)
-        if not rows:
+        events = store.history(name)
+        if not events:
             raise NotFound(f"no request named {name!r}", "see 'docket status' for the names")
-        events = []
-        for r in rows:
-            item = dict(r)
-            item["data"] = json.loads(item["data"])
-            events.append(item)
         return {"request": name, "events": events}
     finally:
         store.close()
@@ -458,31 +447,33 @@ def history(home: Home, name: str) -> dict[str, Any]:
 def hold_execution(home: Home, name: str, reason: str, actor: str,
                    release: bool = False) -> dict[str, Any]:
     """Pause (hold) or resume (release) the running workflow of a request."""
+    from docket.records import EngineState
     from docket.render import WORKFLOW_FILE
     from docket.watcher import Watcher
 
     watcher = Watcher(home)
     try:
         watcher.load_sites()
-        row = watcher.store.one("SELECT e.* FROM executions e JOIN requests r ON "
-                                "r.current_execution=e.id WHERE r.name=?", name)
+        request = watcher.store.request(name)
+        row = (watcher.store.execution(request.current_execution)
+               if request and request.current_execution else None)
         if row is None:
             raise NotFound(f"no request named {name!r}", "see 'docket status' for the names")
-        if row["engine_state"] != "running":
-            raise Invalid(f"{name}: execution {row['id']} is not running "
-                          f"({row['engine_state']})", "only a running workflow can be "
+        if row.engine_state != EngineState.RUNNING:
+            raise Invalid(f"{name}: execution {row.id} is not running "
+                          f"({row.engine_state})", "only a running workflow can be "
                           "paused or resumed")
-        engine = watcher.engines.for_site(row["site"])
-        dag = Path(row["directory"]) / WORKFLOW_FILE
+        engine = watcher.engines.for_site(row.site)
+        dag = Path(str(row.directory)) / WORKFLOW_FILE
         if release:
             engine.release(dag)
         else:
             engine.hold(dag, reason)
         kind = "execution.released" if release else "execution.held"
-        watcher.store.record(kind, request=name, version=row["version"],
-                             execution=row["id"], actor=actor, reason=reason,
+        watcher.store.record(kind, request=name, version=row.version,
+                             execution=row.id, actor=actor, reason=reason,
                              engine=engine.name)
-        return {"request": name, "execution": row["id"],
+        return {"request": name, "execution": row.id,
                 "action": "released" if release else "held", "engine": engine.name}
     finally:
         watcher.close()

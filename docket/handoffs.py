@@ -113,14 +113,14 @@ def run_pending(store: Store, home: Any) -> int:
     started = 0
     blocked: set[int] = set()
     _reap()
-    for item in store.all("SELECT * FROM handoffs WHERE state != 'done' ORDER BY requested"):
+    for item in store.open_handoffs():
         execution = item["execution"]
         if item["state"] == "failed" or execution in blocked:
             blocked.add(execution)  # its later hand-offs wait for it
             continue
-        row = store.one("SELECT request, version FROM executions WHERE id=?", execution)
-        common = {"request": row["request"] if row else None,
-                  "version": row["version"] if row else None, "execution": execution,
+        row = store.execution(execution)
+        common = {"request": row.request if row else None,
+                  "version": row.version if row else None, "execution": execution,
                   "requested": item["requested"], "action": item["action"]}
         base = runs / f"{item['requested']}.{item['attempts'] + 1}"
         if item["state"] == "running":

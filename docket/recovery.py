@@ -28,12 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from docket.capabilities import CapabilityCache, CapabilityError, resolve_parameters
-from docket.documents import DocumentError, parse_document
+from docket.documents import DocumentError, parse_document, spec_sha256
 from docket.engines.registry import Engines
 from docket.errors import DocketError, Invalid
 from docket.home import Home
-from docket.intake import DECISIONS_DIR, spec_sha256
+from docket.intake import DECISIONS_DIR
 from docket.launch import Launcher
+from docket.records import EngineState, Execution
 from docket.render import WORKFLOW_FILE
 from docket.rules import Rules
 from docket.sites import LOCAL_SITE
@@ -271,8 +272,8 @@ class _Replay:
                          capability=capability.name, sha256=spec_sha256(spec), spec=spec,
                          document=raw.decode(), source_file=source.get("source_file"),
                          source_identity=None, recovered_from=str(path))
-            for row in store.all("SELECT * FROM executions WHERE request=? AND version<? AND "
-                                 "engine_state='none'", request, number):
+            for row in store.executions(request, before_version=number,
+                                        engine_states=(EngineState.NONE,)):
                 self.rules.feed(row, "supersede", reason=f"superseded by version {number}")
             self.report.versions += 1
             if not mine:
@@ -297,22 +298,22 @@ class _Replay:
             return  # its version could not be read back (reported)
         store = self.store
         directory, _meta = self.directories[execution]
-        row = store.one("SELECT * FROM executions WHERE id=?", execution)
+        row = _execution(store, execution)
         with store.transaction():
             refusal = self.rules.transition(row, "start", site="local",
                                             site_reason="rebuilt from its directory")
             if refusal is None:
-                store.record("execution.submitted", request=row["request"],
-                             version=row["version"], execution=execution, engine="local",
+                store.record("execution.submitted", request=row.request,
+                             version=row.version, execution=execution, engine="local",
                              engine_id="recovered")
         if refusal is not None:
             self.problems.append(f"execution {execution} ran in {directory}, but its state "
                                  f"machine does not start it now ({refusal}); left as it is")
             return
-        row = store.one("SELECT * FROM executions WHERE id=?", execution)
-        if Path(row["directory"]) != directory:
+        row = _execution(store, execution)
+        if Path(str(row.directory)) != directory:
             self.problems.append(f"execution {execution} ran in {directory}, but this home "
-                                 f"would use {row['directory']} (work_dir or output_dir "
+                                 f"would use {row.directory} (work_dir or output_dir "
                                  "changed?); it is recorded there, so its files are not found")
         dag = directory / WORKFLOW_FILE
         if self.engine.result(dag) is None:
@@ -394,6 +395,11 @@ def _create(store: Store, rules: Rules, capability: Any, request: str, version: 
                  tags=spec.get("tags", []), group=spec.get("group"),
                  events=spec.get("events", []),
                  timeout_s=spec.get("timeout_s") or definition.timeout_s, attempt=attempt)
-    row = store.one("SELECT * FROM executions WHERE id=?", execution)
-    rules.feed(row, "accept", actor=actor)
-    return store.one("SELECT * FROM executions WHERE id=?", execution)
+    rules.feed(_execution(store, execution), "accept", actor=actor)
+    return _execution(store, execution)
+
+
+def _execution(store: Store, execution: int) -> Execution:
+    found = store.execution(execution)
+    assert found is not None  # recorded by this rebuild
+    return found

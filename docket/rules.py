@@ -15,13 +15,14 @@ recovered by looking at the state (``engine_state='starting'`` means "launch me"
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from docket.capabilities import Capability, CapabilityCache, CapabilityError, load_machine
+from docket.documents import capability_request, spec_sha256
 from docket.handoffs import HANDOFFS
+from docket.records import ACTIVE_ENGINE_STATES, EngineState, Execution
 from docket.sites import engine_name
 from docket.statemachine import Machine
 from docket.store import Store
@@ -79,9 +80,8 @@ class Rules:
     # versions -------------------------------------------------------------------
 
     def find_duplicate(self, request: str, sha256: str) -> Duplicate | None:
-        row = self.store.one("SELECT number, created FROM versions WHERE request=? AND "
-                             "sha256=?", request, sha256)
-        return Duplicate(request, row["number"], row["created"]) if row else None
+        found = self.store.version_with(request, sha256)
+        return Duplicate(request, found.number, str(found.created)) if found else None
 
     def refusal(self, capability: Capability, request: str, actor: str,
                 duplicate: bool = False) -> str | None:
@@ -89,10 +89,9 @@ class Rules:
         None. Intake rejects with it; ``docket submit`` asks it before spooling. A
         duplicate changes nothing, so only the checks before it apply to one."""
         definition = capability.definition
-        existing = self.store.one("SELECT capability, sealed, passed_version FROM requests "
-                                  "WHERE name=?", request)
-        if existing is not None and existing["capability"] != capability.name:
-            return (f"spec.capability: request {request!r} is a {existing['capability']!r} "
+        existing = self.store.request(request)
+        if existing is not None and existing.capability != capability.name:
+            return (f"spec.capability: request {request!r} is a {existing.capability!r} "
                     f"request; a new version cannot change it to {capability.name!r} (use a "
                     "new metadata.name)")
         _max_jobs, _paused, enabled = self.queue_settings(capability.name)
@@ -107,8 +106,8 @@ class Rules:
                         f"requests (allowed: {', '.join(definition.submitters) or 'nobody'})")
         if duplicate or existing is None:
             return None
-        if existing["sealed"]:
-            passed = existing["passed_version"]
+        if existing.sealed:
+            passed = existing.passed_version
             return (f"metadata.name: request {request!r} is sealed"
                     + (f" (version {passed} passed QA)" if passed else "")
                     + "; it takes no new versions — submit a new request name")
@@ -123,22 +122,20 @@ class Rules:
                actor: str | None, **source: Any) -> Accepted:
         """Record a new version and its first execution, superseding queued older ones."""
         store = self.store
-        last = store.one("SELECT max(number) AS n FROM versions WHERE request=?", request)
-        number = (last["n"] or 0) + 1
+        number = store.last_version_number(request) + 1
         store.record("version.accepted", request=request, version=number, actor=actor,
                      capability=capability.name, sha256=sha256, spec=spec, document=document,
                      source_file=source_file, source_identity=source_identity, **source)
         superseded = []
-        older = [] if number == 1 else store.all(
-            "SELECT * FROM executions WHERE request=? AND version<? AND engine_state='none'",
-            request, number)
+        older = [] if number == 1 else store.executions(
+            request, before_version=number, engine_states=(EngineState.NONE,))
         for row in older:
             if self.feed(row, "supersede", reason=f"superseded by version {number}",
                          actor=actor):
-                superseded.append(row["id"])
+                superseded.append(row.id)
         if number > 1 and capability.definition.on_new_version == "cancel":
-            for row in store.all("SELECT * FROM executions WHERE request=? AND version<? AND "
-                                 "engine_state IN ('starting', 'running')", request, number):
+            for row in store.executions(request, before_version=number,
+                                        engine_states=ACTIVE_ENGINE_STATES):
                 self.feed(row, "cancel", reason=f"cancelled: version {number} arrived",
                           actor=actor)
         execution = self.create_execution(capability, request, number, parameters, spec,
@@ -150,14 +147,11 @@ class Rules:
                          actor: str | None, attempt: int | None = None,
                          first_of_version: bool = False) -> int:
         store = self.store
-        top = store.one("SELECT max(id) AS n FROM executions")
-        execution = (top["n"] or 0) + 1
-        count = {"n": 0} if first_of_version else store.one(
-            "SELECT count(*) AS n FROM executions WHERE request=? AND version=?",
-            request, version)
+        execution = store.next_execution_id()
+        count = 0 if first_of_version else store.execution_count(request, version)
         definition = capability.definition
         store.record("execution.created", request=request, version=version,
-                     execution=execution, actor=actor, number=count["n"] + 1,
+                     execution=execution, actor=actor, number=count + 1,
                      capability=capability.name,
                      state=definition.start_state or capability.machine.initial,
                      priority=spec.get("priority", 0), parameters=parameters,
@@ -165,13 +159,14 @@ class Rules:
                      events=spec.get("events", []),
                      timeout_s=spec.get("timeout_s") or definition.timeout_s,
                      attempt=attempt or 1)
-        row = store.one("SELECT * FROM executions WHERE id=?", execution)
-        self.feed(row, "accept", actor=actor)
+        created = store.execution(execution)
+        assert created is not None  # recorded just above, in this transaction
+        self.feed(created, "accept", actor=actor)
         return execution
 
     # state machine --------------------------------------------------------------
 
-    def feed(self, execution: Any, event: str, *, reason: str | None = None,
+    def feed(self, execution: Execution, event: str, *, reason: str | None = None,
              actor: str | None = None, roles: set[str] | None = None,
              **fields: Any) -> bool:
         """Give ``event`` to the execution's machine; record the transition or the refusal.
@@ -182,14 +177,14 @@ class Rules:
         return self.transition(execution, event, reason=reason, actor=actor, roles=roles,
                                **fields) is None
 
-    def transition(self, execution: Any, event: str, *, reason: str | None = None,
+    def transition(self, execution: Execution, event: str, *, reason: str | None = None,
                    actor: str | None = None, roles: set[str] | None = None,
                    **fields: Any) -> str | None:
         """Like ``feed``, but returns the reason of a refusal (None when it was taken)."""
-        machine = self.machine_for(execution["capability"])
-        state = execution["state"]
-        common = {"request": execution["request"], "version": execution["version"],
-                  "execution": execution["id"], "actor": actor}
+        machine = self.machine_for(execution.capability)
+        state = execution.state
+        common = {"request": execution.request, "version": execution.version,
+                  "execution": execution.id, "actor": actor}
         transition = machine.on(state, event, fields)
         refusal = None
         if transition is None:
@@ -218,94 +213,88 @@ class Rules:
                                   site=site, site_reason=fields.get("site_reason"))
             elif word == "notify":
                 self.store.record("notification", **common,
-                                  message=f"{execution['request']} v{execution['version']} "
+                                  message=f"{execution.request} v{execution.version} "
                                           f"is now {transition.target}")
             elif word == "run-workflow":
                 self._follow_up(execution, argument, actor)
-            elif word in HANDOFFS and execution["directory"]:
+            elif word in HANDOFFS and execution.directory:
                 # run after the commit by docket.handoffs.run_pending
                 self.store.record("handoff.requested", **common, action=action,
-                                  directory=execution["directory"],
+                                  directory=execution.directory,
                                   output_dir=self.output_dir(execution))
             # enqueue: waiting is the state itself; kill: see Launcher.stop_cancelled
         if (transition.target in machine.waiting_states()
-                and execution["engine_state"] == "done"):
+                and execution.engine_state == EngineState.DONE):
             self.store.record("execution.requeued", **common, reason=reason)
         if event == "qa-pass":
             self._seal_on_pass(execution, actor)
         return None
 
-    def _seal_on_pass(self, execution: Any, actor: str | None) -> None:
+    def _seal_on_pass(self, execution: Execution, actor: str | None) -> None:
         """Workspaces' rule: one version passes; the others fail; the request is sealed."""
-        request, version = execution["request"], execution["version"]
+        request, version = execution.request, execution.version
         self.store.record("request.sealed", request=request, version=version, actor=actor,
-                          passed_version=version, execution=execution["id"],
+                          passed_version=version, execution=execution.id,
                           reason=f"version {version} passed QA")
-        for row in self.store.all("SELECT * FROM executions WHERE request=? AND id!=?",
-                                  request, execution["id"]):
-            machine = self.machine_for(row["capability"])
-            if row["state"] in machine.final or "failed" not in machine.states:
+        for row in self.store.executions(request):
+            if row.id == execution.id:
                 continue
-            self.store.record("execution.transition", request=request, version=row["version"],
-                              execution=row["id"], actor=actor, event="version-passed",
+            machine = self.machine_for(row.capability)
+            if row.state in machine.final or "failed" not in machine.states:
+                continue
+            self.store.record("execution.transition", request=request, version=row.version,
+                              execution=row.id, actor=actor, event="version-passed",
                               to="failed", final=True, actions=["kill"],
                               reason=f"version {version} passed QA",
-                              **{"from": row["state"]})
+                              **{"from": row.state})
 
-    def _follow_up(self, execution: Any, capability_name: str, actor: str | None) -> None:
+    def _follow_up(self, execution: Execution, capability_name: str, actor: str | None) -> None:
         """``run-workflow X``: a new request of capability X about this execution's work."""
         from docket.capabilities import resolve_parameters
 
         capability = self.capabilities.get(capability_name)
-        offered = {"source_request": execution["request"],
-                   "source_version": execution["version"],
+        offered = {"source_request": execution.request,
+                   "source_version": execution.version,
                    "source_directory": str(self.processing_dir(execution))}
         wanted = {k: v for k, v in offered.items() if k in capability.definition.parameters}
         parameters, problems = resolve_parameters(capability, wanted)
-        name = f"{execution['request']}-{capability_name}"[:63].rstrip("-._")
-        spec = {"capability": capability_name, "parameters": wanted, "priority": 0,
-                "files": [], "output_dir": None, "tags": [], "group": None, "events": [],
-                "timeout_s": None}
+        name = f"{execution.request}-{capability_name}"[:63].rstrip("-._")
         if problems:
-            self.store.record("notification", request=execution["request"],
-                              version=execution["version"], execution=execution["id"],
+            self.store.record("notification", request=execution.request,
+                              version=execution.version, execution=execution.id,
                               actor=actor, message=f"run-workflow {capability_name} not "
                               f"started: {problems[0]}")
             return
-        import yaml
-
-        document = yaml.safe_dump({"apiVersion": "docket/v1", "kind": "CapabilityRequest",
-                                   "metadata": {"name": name, "labels": {
-                                       "follow-up-of": execution["request"]}},
-                                   "spec": {"capability": capability_name,
-                                            "parameters": wanted}}, sort_keys=False)
-        from docket.intake import spec_sha256
-
+        # built as a spool document is: dropped in the spool, the same follow-up is a
+        # duplicate of this version, not a new one
+        model, document = capability_request(
+            name, {"capability": capability_name, "parameters": wanted},
+            labels={"follow-up-of": execution.request})
+        spec = model.spec.model_dump(mode="json")
         sha = spec_sha256(spec)
         if self.find_duplicate(name, sha) is None:
             self.accept(capability, name, spec, parameters, sha, document,
-                        f"run-workflow from execution {execution['id']}", None, actor)
+                        f"run-workflow from execution {execution.id}", None, actor)
 
-    def output_dir(self, execution: Any) -> str | None:
+    def output_dir(self, execution: Execution) -> str | None:
         """Where the request wants its delivered results (absolute), or None."""
-        row = self.store.one("SELECT spec FROM versions WHERE request=? AND number=?",
-                             execution["request"], execution["version"])
-        output_dir = (json.loads(row["spec"]) if row else {}).get("output_dir")
+        version = self.store.version(execution.request, execution.version)
+        output_dir = (version.spec if version else {}).get("output_dir")
         if not output_dir:
             return None
         path = Path(output_dir)
         return str(path if path.is_absolute() else self.work_dir / path)
 
-    def processing_dir(self, execution: Any) -> Path:
+    def processing_dir(self, execution: Execution) -> Path:
         """A fresh directory under the work area for each attempt of each execution: a
         request's output_dir receives its delivered products, never the processing
         itself (a reused directory would hand an old run's files to the new one)."""
-        attempt = int(execution["attempt"] or 1)
+        attempt = int(execution.attempt or 1)
         leaf = f"e{self._number(execution)}" + (f".{attempt}" if attempt > 1 else "")
-        return self.work_dir / execution["request"] / f"v{execution['version']}" / leaf
+        return self.work_dir / execution.request / f"v{execution.version}" / leaf
 
-    def _number(self, execution: Any) -> int:
-        return int(execution["number"])
+    def _number(self, execution: Execution) -> int:
+        return int(execution.number)
 
     # queues -----------------------------------------------------------------
 
@@ -315,71 +304,51 @@ class Rules:
             max_jobs, paused, enabled = q.max_jobs, q.paused, q.enabled
         except CapabilityError:
             max_jobs, paused, enabled = 0, True, False
-        row = self.store.one("SELECT * FROM queues WHERE capability=?", capability)
-        if row is not None:
-            max_jobs = row["max_jobs"] if row["max_jobs"] is not None else max_jobs
-            paused = bool(row["paused"]) if row["paused"] is not None else paused
-            enabled = bool(row["enabled"]) if row["enabled"] is not None else enabled
-        return max_jobs, paused, enabled
+        set_max_jobs, set_paused, set_enabled = self.store.queue_override(capability)
+        return (max_jobs if set_max_jobs is None else set_max_jobs,
+                paused if set_paused is None else set_paused,
+                enabled if set_enabled is None else set_enabled)
 
     def schedule(self) -> list[int]:
         """Start what the queues allow: priority first, then arrival. Returns started ids."""
         started: list[int] = []
-        waiting_caps = [r["capability"] for r in self.store.all(
-            "SELECT DISTINCT capability FROM executions WHERE engine_state='none'")]
-        for capability in waiting_caps:
+        for capability in self.store.waiting_capabilities():
             max_jobs, paused, enabled = self.queue_settings(capability)
             if paused or not enabled:
                 continue
-            running = self.store.one(
-                "SELECT count(*) AS n FROM executions WHERE capability=? AND engine_state IN "
-                "('starting', 'running')", capability)["n"]
-            slots = max_jobs - running
+            slots = max_jobs - self.store.active_count(capability)
             if slots <= 0:
                 continue
             states = self.machine_for(capability).waiting_states()
-            marks = ",".join("?" * len(states))
-            # an older version still running holds the next one back (on_new_version: wait)
-            rows = self.store.all(
-                f"SELECT * FROM executions AS e WHERE capability=? AND engine_state='none' AND "
-                f"state IN ({marks}) AND NOT EXISTS (SELECT 1 FROM executions AS o WHERE "
-                f"o.request=e.request AND o.engine_state IN ('starting', 'running')) "
-                f"ORDER BY priority DESC, id ASC LIMIT ?",
-                capability, *states, slots)
-            for row in rows:
+            for row in self.store.startable(capability, states, slots):
                 site, why = self._choose_site(row)
                 if site is None:
                     continue
                 if self.feed(row, "start", site=site, site_reason=why):
-                    started.append(row["id"])
+                    started.append(row.id)
         return started
 
-    def _choose_site(self, row: Any) -> tuple[str | None, str]:
+    def _choose_site(self, row: Execution) -> tuple[str | None, str]:
         """The site an execution goes to: the first enabled one under its limit among the
         request's (or capability's) cluster_locations. None leaves it waiting."""
         if self.sites is None:
             return "local", "no sites.yaml: the local engine"
         from docket.sites import NoSite, choose_site
 
-        version = self.store.one("SELECT spec FROM versions WHERE request=? AND number=?",
-                                 row["request"], row["version"])
-        wanted = json.loads(version["spec"]).get("cluster_locations") if version else None
+        version = self.store.version(row.request, row.version)
+        wanted = version.spec.get("cluster_locations") if version else None
         if not wanted:
             try:
-                wanted = list(self.capabilities.get(row["capability"]).definition
+                wanted = list(self.capabilities.get(row.capability).definition
                               .cluster_locations)
             except CapabilityError:
                 wanted = []
-        running = {r["site"]: r["n"] for r in self.store.all(
-            "SELECT site, count(*) AS n FROM executions WHERE engine_state IN "
-            "('starting', 'running') GROUP BY site")}
-        choice = choose_site(wanted, self.sites, running)
+        choice = choose_site(wanted, self.sites, self.store.active_by_site())
         if isinstance(choice, NoSite):
-            said = self.store.one("SELECT data FROM events WHERE execution=? AND "
-                                  "type='site.unavailable' ORDER BY id DESC LIMIT 1", row["id"])
-            if said is None or json.loads(said["data"]).get("reason") != choice.reason:
-                self.store.record("site.unavailable", request=row["request"],
-                                  version=row["version"], execution=row["id"],
+            said = self.store.last_event_of(row.id, "site.unavailable")
+            if said is None or said.get("reason") != choice.reason:
+                self.store.record("site.unavailable", request=row.request,
+                                  version=row.version, execution=row.id,
                                   reason=choice.reason, wait=choice.wait)
             return None, choice.reason
         order = ", ".join(wanted) if wanted else "the default sites"
@@ -389,22 +358,14 @@ class Rules:
         self.store.record("queue.changed", actor=actor, capability=capability, **changes)
 
     def queues(self) -> list[QueueView]:
-        names = {r["capability"] for r in self.store.all(
-            "SELECT DISTINCT capability FROM executions")}
-        names |= {r["capability"] for r in self.store.all("SELECT capability FROM queues")}
+        names = self.store.known_queues()
         from docket.capabilities import list_capabilities
 
         names |= set(list_capabilities(self.capabilities.templates_dir))
         views = []
         for name in sorted(names):
             max_jobs, paused, enabled = self.queue_settings(name)
-            waiting = json.dumps(self.machine_for(name).waiting_states())
-            counts = self.store.one(
-                "SELECT sum(engine_state IN ('starting','running')) AS running, "
-                "sum(engine_state='none' AND state IN (SELECT value FROM json_each(?))) "
-                "AS waiting, min(CASE WHEN engine_state='none' AND state IN (SELECT value "
-                "FROM json_each(?)) THEN created END) AS oldest "
-                "FROM executions WHERE capability=?", waiting, waiting, name)
-            views.append(QueueView(name, max_jobs, paused, enabled, counts["running"] or 0,
-                                   counts["waiting"] or 0, counts["oldest"]))
+            running, waiting, oldest = self.store.queue_counts(
+                name, self.machine_for(name).waiting_states())
+            views.append(QueueView(name, max_jobs, paused, enabled, running, waiting, oldest))
         return views

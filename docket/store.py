@@ -17,6 +17,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from docket.records import (
+    ACTIVE_ENGINE_STATES,
+    EngineState,
+    Execution,
+    Node,
+    NodeState,
+    Request,
+    Version,
+)
+
 __all__ = ["Store", "SCHEMA_VERSION", "STATE_TABLES", "now"]
 
 # Each entry migrates from version i to i + 1.
@@ -110,6 +120,16 @@ MIGRATIONS: list[str] = [
         directory TEXT NOT NULL, output_dir TEXT, state TEXT NOT NULL DEFAULT 'pending',
         attempts INTEGER NOT NULL DEFAULT 0, reason TEXT);
     CREATE INDEX handoffs_state ON handoffs (state, execution, requested);
+    """,
+    # 6: intake's bookkeeping (not state: never rebuilt). Homes of older dockets already
+    # have these tables, created by intake itself, hence IF NOT EXISTS.
+    """
+    CREATE TABLE IF NOT EXISTS intake_files (
+        identity TEXT PRIMARY KEY, status TEXT NOT NULL, request TEXT, version INTEGER,
+        error TEXT, time TEXT);
+    CREATE TABLE IF NOT EXISTS git_files (
+        path TEXT PRIMARY KEY, blob TEXT NOT NULL, commit_sha TEXT, status TEXT, request TEXT,
+        time TEXT);
     """,
 ]
 
@@ -278,7 +298,7 @@ class Store:
             out[table] = sorted(tuple(r) for r in rows)
         return out
 
-    # reads used by the rules ------------------------------------------------
+    # raw reads (the observability views' ad-hoc queries) ------------------------
 
     def one(self, sql: str, *args: Any) -> sqlite3.Row | None:
         return self.conn.execute(sql, args).fetchone()
@@ -286,9 +306,263 @@ class Store:
     def all(self, sql: str, *args: Any) -> list[sqlite3.Row]:
         return self.conn.execute(sql, args).fetchall()
 
+    # requests and versions -------------------------------------------------------
+
+    def request(self, name: str) -> Request | None:
+        row = self.one("SELECT * FROM requests WHERE name=?", name)
+        return Request.from_row(row) if row else None
+
+    def version(self, request: str, number: int) -> Version | None:
+        row = self.one("SELECT * FROM versions WHERE request=? AND number=?", request, number)
+        return Version.from_row(row) if row else None
+
+    def version_with(self, request: str, sha256: str) -> Version | None:
+        """The version of ``request`` whose spec hashes to ``sha256`` (a duplicate's)."""
+        row = self.one("SELECT * FROM versions WHERE request=? AND sha256=?", request, sha256)
+        return Version.from_row(row) if row else None
+
+    def version_from(self, source_identity: str) -> Version | None:
+        """The version a spool file (by its identity) became."""
+        row = self.one("SELECT * FROM versions WHERE source_identity=?", source_identity)
+        return Version.from_row(row) if row else None
+
+    def versions_since(self, since: str) -> list[Version]:
+        return [Version.from_row(r) for r in self.all("SELECT * FROM versions WHERE "
+                                                      "created >= ?", since)]
+
+    def last_version_number(self, request: str) -> int:
+        """The request's highest version number; 0 for a new request."""
+        return int(self.one("SELECT coalesce(max(number), 0) FROM versions WHERE request=?",
+                            request)[0])
+
+    def submitters(self, request: str) -> list[str]:
+        """Who submitted the request's versions, sorted."""
+        return [r[0] for r in self.all("SELECT DISTINCT actor FROM versions WHERE request=? "
+                                       "AND actor IS NOT NULL ORDER BY actor", request)]
+
+    # executions and nodes ----------------------------------------------------------
+
+    def execution(self, execution: int) -> Execution | None:
+        row = self.one("SELECT * FROM executions WHERE id=?", execution)
+        return Execution.from_row(row) if row else None
+
+    def executions(self, request: str | None = None, *, version: int | None = None,
+                   before_version: int | None = None, capability: str | None = None,
+                   engine_states: tuple[EngineState, ...] | None = None,
+                   order: str = "id") -> list[Execution]:
+        """Executions matching every filter given, ordered by ``id`` or ``priority``
+        (higher first, then arrival)."""
+        where, args = [], []
+        for column, op, value in (("request", "=", request), ("version", "=", version),
+                                  ("version", "<", before_version),
+                                  ("capability", "=", capability)):
+            if value is not None:
+                where.append(f"{column}{op}?")
+                args.append(value)
+        if engine_states is not None:
+            where.append(f"engine_state IN ({','.join('?' * len(engine_states))})")
+            args.extend(engine_states)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        by = {"id": "id", "priority": "priority DESC, id"}[order]
+        return [Execution.from_row(r) for r in self.all(
+            f"SELECT * FROM executions {clause} ORDER BY {by}", *args)]
+
+    def latest_execution(self, request: str, version: int) -> Execution | None:
+        row = self.one("SELECT * FROM executions WHERE request=? AND version=? ORDER BY id "
+                       "DESC LIMIT 1", request, version)
+        return Execution.from_row(row) if row else None
+
+    def next_execution_id(self) -> int:
+        return int(self.one("SELECT coalesce(max(id), 0) + 1 FROM executions")[0])
+
+    def execution_count(self, request: str, version: int) -> int:
+        return int(self.one("SELECT count(*) FROM executions WHERE request=? AND version=?",
+                            request, version)[0])
+
+    def nodes(self, execution: int, states: tuple[NodeState, ...] | None = None
+              ) -> list[Node]:
+        where, args = "execution=?", [execution]
+        if states is not None:
+            where += f" AND state IN ({','.join('?' * len(states))})"
+            args.extend(states)
+        return [Node.from_row(r) for r in self.all(f"SELECT * FROM nodes WHERE {where} "
+                                                   "ORDER BY node", *args)]
+
+    # queues: what the scheduler and ``docket queue`` read ---------------------------------
+
+    def queue_override(self, capability: str) -> tuple[int | None, bool | None, bool | None]:
+        """An operator's (max_jobs, paused, enabled) for the queue; None where unchanged."""
+        row = self.one("SELECT * FROM queues WHERE capability=?", capability)
+        if row is None:
+            return None, None, None
+        return (row["max_jobs"], None if row["paused"] is None else bool(row["paused"]),
+                None if row["enabled"] is None else bool(row["enabled"]))
+
+    def waiting_capabilities(self) -> list[str]:
+        """Capabilities with an execution not yet started."""
+        return [r[0] for r in self.all("SELECT DISTINCT capability FROM executions WHERE "
+                                       "engine_state=?", EngineState.NONE)]
+
+    def known_queues(self) -> set[str]:
+        """Every capability with an execution or an operator's queue change."""
+        return {r[0] for r in self.all("SELECT capability FROM executions UNION "
+                                       "SELECT capability FROM queues")}
+
+    def active_count(self, capability: str | None = None) -> int:
+        """Executions started and not ended (of one capability, or of all)."""
+        sql = "SELECT count(*) FROM executions WHERE engine_state IN (?, ?)"
+        args: list[Any] = list(ACTIVE_ENGINE_STATES)
+        if capability is not None:
+            sql += " AND capability=?"
+            args.append(capability)
+        return int(self.one(sql, *args)[0])
+
+    def active_by_site(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in self.all(
+            "SELECT site, count(*) FROM executions WHERE engine_state IN (?, ?) GROUP BY site",
+            *ACTIVE_ENGINE_STATES)}
+
+    def startable(self, capability: str, states: list[str], limit: int) -> list[Execution]:
+        """The next executions of the queue to start: waiting in one of ``states``, no
+        other execution of their request running (an older version holds the next one
+        back), priority first, then arrival."""
+        marks = ",".join("?" * len(states))
+        rows = self.all(
+            f"SELECT * FROM executions AS e WHERE capability=? AND engine_state=? AND "
+            f"state IN ({marks}) AND NOT EXISTS (SELECT 1 FROM executions AS o WHERE "
+            f"o.request=e.request AND o.engine_state IN (?, ?)) "
+            f"ORDER BY priority DESC, id ASC LIMIT ?",
+            capability, EngineState.NONE, *states, *ACTIVE_ENGINE_STATES, limit)
+        return [Execution.from_row(r) for r in rows]
+
+    def queue_counts(self, capability: str, waiting_states: list[str]
+                     ) -> tuple[int, int, str | None]:
+        """(running, waiting, oldest waiting's creation) of one queue."""
+        waiting = json.dumps(waiting_states)
+        row = self.one(
+            "SELECT sum(engine_state IN (?, ?)), sum(engine_state=? AND state IN "
+            "(SELECT value FROM json_each(?))), min(CASE WHEN engine_state=? AND state IN "
+            "(SELECT value FROM json_each(?)) THEN created END) FROM executions WHERE "
+            "capability=?", *ACTIVE_ENGINE_STATES, EngineState.NONE, waiting,
+            EngineState.NONE, waiting, capability)
+        return row[0] or 0, row[1] or 0, row[2]
+
+    # events ----------------------------------------------------------------------
+
+    def events_of(self, execution: int, type: str) -> list[dict[str, Any]]:
+        """The data of the execution's events of one type, oldest first."""
+        return [json.loads(r[0]) for r in self.all(
+            "SELECT data FROM events WHERE execution=? AND type=? ORDER BY id", execution,
+            type)]
+
+    def last_event_of(self, execution: int, type: str) -> dict[str, Any] | None:
+        row = self.one("SELECT data FROM events WHERE execution=? AND type=? ORDER BY id "
+                       "DESC LIMIT 1", execution, type)
+        return json.loads(row[0]) if row else None
+
+    def first_event(self, types: tuple[str, ...], after: int = 0, **data: Any
+                    ) -> dict[str, Any] | None:
+        """The first event after id ``after`` of one of ``types`` whose data has the given
+        values (``file="a.yaml"``), its data decoded; None when there is none yet."""
+        where = [f"type IN ({','.join('?' * len(types))})", "id > ?"]
+        args: list[Any] = [*types, after]
+        for key, value in data.items():
+            where.append(f"json_extract(data, '$.{key}')=?")
+            args.append(value)
+        row = self.one(f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY id "
+                       "LIMIT 1", *args)
+        if row is None:
+            return None
+        event = dict(row)
+        event["data"] = json.loads(event["data"])
+        return event
+
+    def history(self, request: str) -> list[dict[str, Any]]:
+        """Every event about the request, oldest first, data decoded."""
+        events = []
+        for row in self.all("SELECT id, time, type, version, execution, actor, data FROM "
+                            "events WHERE request=? ORDER BY id", request):
+            event = dict(row)
+            event["data"] = json.loads(event["data"])
+            events.append(event)
+        return events
+
+    def last_event_id(self) -> int:
+        return int(self.one("SELECT coalesce(max(id), 0) FROM events")[0])
+
+    def decision_applied(self, name: str) -> bool:
+        return self.one("SELECT 1 FROM decisions WHERE name=?", name) is not None
+
+    def open_handoffs(self) -> list[sqlite3.Row]:
+        """Hand-offs not yet done (failed ones too: they block their execution's next)."""
+        return self.all("SELECT * FROM handoffs WHERE state != 'done' ORDER BY requested")
+
+    # intake's bookkeeping (not state: never rebuilt) ---------------------------------
+
+    def owed(self, identity: str) -> sqlite3.Row | None:
+        """The decision on a spool file whose move is still owed, or None."""
+        return self.one("SELECT * FROM intake_files WHERE identity=?", identity)
+
+    def owe(self, identity: str, status: str, request: str | None, version: int | None,
+            reasons: list[str]) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO intake_files (identity, status, request, version, error,"
+            " time) VALUES (?, ?, ?, ?, ?, ?)",
+            (identity, status, request, version, json.dumps(reasons), now()))
+
+    def settle(self, identities: list[str]) -> None:
+        """The files are moved: forget what was owed. Losing this in a power cut is
+        harmless (the rows name files that are gone), so it need not wait for an fsync."""
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            with self.transaction():
+                self.conn.executemany("DELETE FROM intake_files WHERE identity=?",
+                                      [(i,) for i in identities])
+        finally:
+            self.conn.execute("PRAGMA synchronous=FULL")
+
+    def git_blobs(self) -> dict[str, str]:
+        """Each committed path's blob that docket last decided."""
+        return {r[0]: r[1] for r in self.all("SELECT path, blob FROM git_files")}
+
+    def git_request(self, path: str) -> str | None:
+        row = self.one("SELECT request FROM git_files WHERE path=?", path)
+        return row[0] if row else None
+
+    def note_git_file(self, path: str, blob: str, commit: str | None, status: str,
+                      request: str | None) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO git_files (path, blob, commit_sha, status, "
+                          "request, time) VALUES (?, ?, ?, ?, ?, ?)",
+                          (path, blob, commit, status, request, now()))
+
+    def forget_git_file(self, path: str) -> None:
+        self.conn.execute("DELETE FROM git_files WHERE path=?", (path,))
+
+    # savepoints -----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def savepoint(self, name: str) -> Iterator[None]:
+        """A part of the caller's transaction that rolls back alone when it raises."""
+        self.conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            # SQLite itself may have rolled back the whole transaction (a full disk): the
+            # caller's error is the one to see, not "no such savepoint"
+            if self.conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute(f"ROLLBACK TO {name}")
+                    self.conn.execute(f"RELEASE {name}")
+            raise
+        self.conn.execute(f"RELEASE {name}")
+
     def cursor_position(self, execution: int) -> bytes | None:
         row = self.one("SELECT position FROM cursors WHERE execution=?", execution)
         return bytes(row[0]) if row else None
+
+    def forget_cursor(self, execution: int) -> None:
+        """The next attempt's event log is read from its start."""
+        self.conn.execute("DELETE FROM cursors WHERE execution=?", (execution,))
 
     def save_cursor(self, execution: int, position: bytes) -> None:
         self.conn.execute("INSERT INTO cursors (execution, position) VALUES (?, ?) "

@@ -23,84 +23,19 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from docket.documents import DocumentError, ParsedDocument, Problem, load_yaml
+from docket.documents import Outcome, ParsedDocument, Problem, spec_sha256
 from docket.errors import Invalid
 from docket.fileio import safe_join
-from schemas.documents import NAME_PATTERN
+from docket.records import EngineState, Execution
 from schemas.tasks import TaskWorkflow, TaskWorkflowSpec, parse_size_mb
-from schemas.work import WorkDocument
 
-__all__ = ["CAPABILITY", "parse_json_document", "plan", "accept_workflow", "describe",
+__all__ = ["CAPABILITY", "plan", "accept_workflow", "describe",
            "TASK_RETRIES"]
 
 CAPABILITY = "tasks"
 # A taskforce whose worker died (killed, evicted) is submitted again this many times; its
 # events are not lost meanwhile: leases of dead workers expire and others take them.
 TASK_RETRIES = 2
-
-
-def _pointer(loc: tuple[Any, ...]) -> str:
-    return "/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in loc)
-
-
-def parse_json_document(raw: bytes, filename: str, *, max_bytes: int = 1_048_576,
-                        max_nodes: int = 100_000) -> ParsedDocument:
-    """An EWMS workflow request JSON; the request is named after the file."""
-    if len(raw) > max_bytes:
-        raise DocumentError([Problem(f"the document is {len(raw)} bytes, over the limit of "
-                                     f"{max_bytes} bytes")])
-    try:
-        data = json.loads(raw)
-    except UnicodeDecodeError:
-        raise DocumentError([Problem("the document is not UTF-8 text")]) from None
-    except json.JSONDecodeError as exc:
-        raise DocumentError([Problem(f"invalid JSON: {exc.msg}", line=exc.lineno,
-                                     column=exc.colno)]) from None
-    except RecursionError:
-        raise DocumentError([Problem("the JSON is nested too deeply to be a request")]
-                            ) from None
-    try:  # JSON is YAML: the YAML reader gives line numbers and refuses duplicate keys
-        _, marks = load_yaml(raw, max_bytes=max_bytes, max_nodes=max_nodes)
-    except DocumentError as exc:
-        if any("duplicate key" in p.message or "YAML nodes" in p.message
-               for p in exc.problems):
-            raise
-        marks = {}
-    except RecursionError:
-        raise DocumentError([Problem("the JSON is nested too deeply to be a request")]
-                            ) from None
-    if not isinstance(data, dict):
-        raise DocumentError([Problem("a .json spool file is an EWMS workflow request (an "
-                                     "object with 'tasks' and 'public_queue_aliases') or a "
-                                     "CHIME work (an object with 'pipeline')", path="/")])
-    kind, model_cls = ("Work", WorkDocument) if "pipeline" in data else (
-        "TaskWorkflow", TaskWorkflow)
-    stem = Path(filename).name.rsplit(".", 1)[0].lower().replace(" ", "-")
-    if not re.match(NAME_PATTERN, stem):
-        raise DocumentError([Problem(
-            f"the request is named after its file, and {stem!r} is not a valid name: rename "
-            "the file to lower-case letters, digits, '.', '_' and '-' (at most 63 "
-            "characters) with .json at the end")])
-    document = {"apiVersion": "docket/v1", "kind": kind, "metadata": {"name": stem},
-                "spec": data}
-    try:
-        model = model_cls.model_validate(document)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])[1:]  # drop "spec": the JSON is the spec
-            key = loc
-            while key and key not in marks:
-                key = key[:-1]
-            line, col = marks.get(key, (None, None))
-            message = ("this field is required" if err["type"] == "missing" else
-                       "unknown field (check the spelling)" if err["type"] ==
-                       "extra_forbidden" else err["msg"].removeprefix("Value error, "))
-            problems.append(Problem(message, path=_pointer(loc), line=line, column=col))
-        raise DocumentError(problems) from None
-    return ParsedDocument(kind=kind, model=model, data=document, marks=marks)
 
 
 def _directive_id(task: dict[str, Any]) -> str:
@@ -164,7 +99,6 @@ def accept_workflow(intake: Any, name: str, parsed: ParsedDocument, raw: bytes,
     """Intake of a task workflow, in the pass's transaction: a version of a ``tasks``
     request, or a duplicate, or a rejection naming each problem."""
     from docket.capabilities import CapabilityError
-    from docket.intake import Outcome, spec_sha256
 
     model: TaskWorkflow = parsed.model  # type: ignore[assignment]
     request = model.metadata.name
@@ -179,10 +113,10 @@ def accept_workflow(intake: Any, name: str, parsed: ParsedDocument, raw: bytes,
     except CapabilityError as exc:
         return intake._reject(name, [f"task workflows need the built-in '{CAPABILITY}' "
                                      f"capability in the home's templates/: {exc}"], actor)
-    existing = intake.store.one("SELECT * FROM requests WHERE name=?", request)
-    if existing is not None and existing["capability"] != CAPABILITY:
+    existing = intake.store.request(request)
+    if existing is not None and existing.capability != CAPABILITY:
         return intake._reject(name, [
-            f"metadata.name: request {request!r} is a {existing['capability']!r} request; "
+            f"metadata.name: request {request!r} is a {existing.capability!r} request; "
             "a task workflow needs a new name"], actor)
     spec: dict[str, Any] = {"capability": CAPABILITY, "priority": model.spec.priority,
                             "workflow": model.spec.model_dump(mode="json")}
@@ -201,24 +135,23 @@ def accept_workflow(intake: Any, name: str, parsed: ParsedDocument, raw: bytes,
         return Outcome(name, "duplicate", request, duplicate.version, reasons=[
             f"duplicate: identical to {request} version {duplicate.version} (accepted "
             f"{duplicate.accepted_at}); nothing changed"])
-    if existing is not None and existing["sealed"]:
+    if existing is not None and existing.sealed:
         return intake._reject(name, [f"metadata.name: request {request!r} is sealed"], actor)
     accepted = intake.rules.accept(capability, request, spec, {"workflow": workflow}, sha,
                                    raw.decode(), name, identity, actor, **(source or {}))
     return Outcome(name, "accepted", request, accepted.version, accepted.execution)
 
 
-def describe(store: Any, execution: Any) -> dict[str, Any] | None:
+def describe(store: Any, execution: Execution) -> dict[str, Any] | None:
     """Directives and taskforces of one task-workflow execution, with live counts."""
-    parameters = json.loads(execution["parameters"] or "{}")
-    workflow = parameters.get("workflow")
+    workflow = execution.parameters.get("workflow")
     if not isinstance(workflow, dict):
         return None
     counts: dict[str, Any] = {"taskforces": {}, "queues": {}}
-    if execution["directory"]:
+    if execution.directory:
         from docket.tools.taskqueue import QUEUE_FILE, EventQueue
 
-        db = Path(execution["directory"]) / QUEUE_FILE
+        db = Path(execution.directory) / QUEUE_FILE
         if db.is_file():
             queue = EventQueue(db, readonly=True)
             try:
@@ -233,7 +166,7 @@ def describe(store: Any, execution: Any) -> dict[str, Any] | None:
     for tf in workflow["taskforces"]:
         seen = counts["taskforces"].get(tf["taskforce"], {})
         workers = dict(seen.get("workers", {}))
-        if execution["engine_state"] == "done":
+        if execution.engine_state == EngineState.DONE:
             # the workflow ended (or was cancelled): a worker still marked running was
             # stopped with its DAG, without the chance to say so
             workers["stopped"] = workers.pop("running", 0)
@@ -259,6 +192,6 @@ def describe(store: Any, execution: Any) -> dict[str, Any] | None:
 def add_to_show(store: Any, shown: dict[str, Any]) -> None:
     """Put each task-workflow execution's directives and taskforces into ``docket show``."""
     for item in shown["executions"]:
-        row = store.one("SELECT * FROM executions WHERE id=?", item["id"])
-        if row is not None and row["capability"] == CAPABILITY:
+        row = store.execution(item["id"])
+        if row is not None and row.capability == CAPABILITY:
             item["task_workflow"] = describe(store, row)

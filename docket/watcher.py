@@ -187,8 +187,7 @@ class Watcher:
                     else:
                         total[key] = (total.get(key, 0) + value if isinstance(value, int)
                                       else total.get(key, []) + value)
-                busy = self.store.one("SELECT count(*) AS n FROM executions WHERE "
-                                      "engine_state IN ('starting', 'running')")["n"]
+                busy = self.store.active_count()
                 busy += handoffs_active(self.store)  # hand-offs run beside the passes
                 if not wait or (busy == 0 and not report["started"]
                                 and not report["waiting_files"]):

@@ -239,7 +239,7 @@ def query(store: Store, *, pipeline: str | None = None, status: str | None = Non
 def deposit_document(intake: Any, name: str, parsed: Any, raw: bytes, identity: str,
                      actor: str, source: dict[str, Any] | None = None) -> Any:
     """Intake of a ``kind: Work`` document (or a CHIME work JSON): one deposited work."""
-    from docket.intake import Outcome
+    from docket.documents import Outcome
 
     work: Work = parsed.model.spec
     try:

@@ -22,6 +22,8 @@ from schemas.home import HomeConfig
 from schemas.notifications import NotificationsFile
 from schemas.policy import FailurePolicy
 from schemas.sites import SitesFile
+from schemas.tasks import TaskWorkflow, TaskWorkflowSpec
+from schemas.work import Work, WorkDocument
 
 __all__ = [
     "API_VERSION",
@@ -60,16 +62,9 @@ SCHEMA_FILES = {
     "sites.schema.json": SitesFile,
     "failure-policy.schema.json": FailurePolicy,
     "notifications.schema.json": NotificationsFile,
+    "TaskWorkflow.schema.json": TaskWorkflow,
+    "ewms-workflow-request.schema.json": TaskWorkflowSpec,
+    "Work.schema.json": WorkDocument,
+    "chime-work.schema.json": Work,
 }
 
-
-def _task_schemas() -> None:
-    from schemas.tasks import TaskWorkflow, TaskWorkflowSpec
-    from schemas.work import Work, WorkDocument
-
-    SCHEMA_FILES.update({"TaskWorkflow.schema.json": TaskWorkflow,
-                         "ewms-workflow-request.schema.json": TaskWorkflowSpec,
-                         "Work.schema.json": WorkDocument, "chime-work.schema.json": Work})
-
-
-_task_schemas()

@@ -4,42 +4,29 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints
+
+from schemas.metadata import (
+    API_VERSION,
+    NAME_PATTERN,
+    Metadata,
+    Name,
+    ParameterValue,
+    Strict,
+)
+from schemas.tasks import TaskWorkflow
+from schemas.work import WorkDocument
 
 __all__ = ["API_VERSION", "KINDS", "NAME_PATTERN", "Name", "Metadata", "CapabilityRequestSpec",
            "CapabilityRequest", "ParameterValue", "Decision", "Cancel", "Resubmit", "Seal",
            "QueueChange"]
 
-API_VERSION = "docket/v1"
-
-# Kubernetes-style names: they become folder names and DAG node names.
-NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
-Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
-
-Scalar = str | int | float | bool
-ParameterValue = Scalar | list[Scalar]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Metadata(_Strict):
-    name: Name = Field(description="Request name: lower-case letters, digits, '.', '_', '-'; "
-                                   "at most 63 characters. The same name with a changed spec "
-                                   "is a new version.")
-    labels: dict[Annotated[str, StringConstraints(max_length=63)],
-                 Annotated[str, StringConstraints(max_length=253)]] = Field(default_factory=dict)
-    submitter: str | None = Field(default=None,
-                                  description="Informational; the actor is the file owner.")
-
-
-class RequestOutput(_Strict):
+class RequestOutput(Strict):
     path: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
     min_size_bytes: int = Field(default=0, ge=0)
 
 
-class CapabilityRequestSpec(_Strict):
+class CapabilityRequestSpec(Strict):
     capability: Name = Field(description="A folder under templates/ (quote the name null).")
     parameters: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")],
                      ParameterValue] = Field(default_factory=dict)
@@ -66,7 +53,7 @@ class CapabilityRequestSpec(_Strict):
                                           "relative to the processing directory).")
 
 
-class CapabilityRequest(_Strict):
+class CapabilityRequest(Strict):
     apiVersion: Literal["docket/v1"]  # noqa: N815 - the document's own field name
     kind: Literal["CapabilityRequest"]
     metadata: Metadata
@@ -76,7 +63,7 @@ class CapabilityRequest(_Strict):
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
 
 
-class DecisionSpec(_Strict):
+class DecisionSpec(Strict):
     request: Name
     version: int | None = Field(default=None, ge=1,
                                 description="Default: the request's current version.")
@@ -84,7 +71,7 @@ class DecisionSpec(_Strict):
     reason: Reason
 
 
-class Decision(_Strict):
+class Decision(Strict):
     """A person's decision about a request version (QA pass/fail, approve/reject)."""
 
     apiVersion: Literal["docket/v1"]  # noqa: N815
@@ -93,20 +80,20 @@ class Decision(_Strict):
     spec: DecisionSpec
 
 
-class CancelSpec(_Strict):
+class CancelSpec(Strict):
     request: Name
     version: int | None = Field(default=None, ge=1, description="Default: every version.")
     reason: Reason
 
 
-class Cancel(_Strict):
+class Cancel(Strict):
     apiVersion: Literal["docket/v1"]  # noqa: N815
     kind: Literal["Cancel"]
     metadata: Metadata
     spec: CancelSpec
 
 
-class ResubmitSpec(_Strict):
+class ResubmitSpec(Strict):
     request: Name
     version: int | None = Field(default=None, ge=1,
                                 description="Default: the request's current version.")
@@ -116,7 +103,7 @@ class ResubmitSpec(_Strict):
         "run again."))
 
 
-class Resubmit(_Strict):
+class Resubmit(Strict):
     """A new execution of an existing version."""
 
     apiVersion: Literal["docket/v1"]  # noqa: N815
@@ -125,12 +112,12 @@ class Resubmit(_Strict):
     spec: ResubmitSpec
 
 
-class SealSpec(_Strict):
+class SealSpec(Strict):
     request: Name
     reason: Reason
 
 
-class Seal(_Strict):
+class Seal(Strict):
     """No further versions of the request are accepted."""
 
     apiVersion: Literal["docket/v1"]  # noqa: N815
@@ -139,14 +126,14 @@ class Seal(_Strict):
     spec: SealSpec
 
 
-class QueueChangeSpec(_Strict):
+class QueueChangeSpec(Strict):
     capability: Name
     action: Literal["pause", "resume", "limit", "enable", "disable"]
     max_jobs: int | None = Field(default=None, ge=0, description="For action: limit.")
     reason: Reason
 
 
-class QueueChange(_Strict):
+class QueueChange(Strict):
     """An operator's change to a capability queue."""
 
     apiVersion: Literal["docket/v1"]  # noqa: N815
@@ -158,17 +145,6 @@ class QueueChange(_Strict):
 # kind -> model; intake rejects any other kind with this list in the reason.
 KINDS: dict[str, type[BaseModel]] = {
     "CapabilityRequest": CapabilityRequest, "Decision": Decision, "Cancel": Cancel,
-    "Resubmit": Resubmit, "Seal": Seal, "QueueChange": QueueChange}
-
-
-def _register_task_kinds() -> None:
-    # imported here: these modules import Metadata from this one
-    from schemas.tasks import TaskWorkflow
-    from schemas.work import WorkDocument
-
-    KINDS.update({"TaskWorkflow": TaskWorkflow, "Work": WorkDocument})
-
-
-_register_task_kinds()
-
+    "Resubmit": Resubmit, "Seal": Seal, "QueueChange": QueueChange,
+    "TaskWorkflow": TaskWorkflow, "Work": WorkDocument}
 

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from schemas.documents import Metadata
+from schemas.metadata import Metadata
 
 __all__ = ["WorkerConfig", "PilotConfig", "Task", "QueueInputs", "TaskWorkflowSpec",
            "TaskWorkflow", "parse_size_mb", "SIZE_PATTERN"]

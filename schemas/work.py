@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from schemas.documents import Metadata
+from schemas.metadata import Metadata
 
 __all__ = ["Work", "WorkDocument", "WORK_STATUSES", "Precursor"]
 

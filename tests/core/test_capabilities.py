@@ -102,7 +102,7 @@ def test_an_event_a_state_does_not_accept_is_refused_and_recorded(home, docket):
 
     store = Store(home / "state" / "docket.db")
     rules = Rules(store, CapabilityCache(home / "templates"), home / "work")
-    row = store.one("SELECT * FROM executions")
+    (row,) = store.executions()  # the typed record the rules take
     assert rules.feed(row, "start") is False
     refused = store.one("SELECT data FROM events WHERE type='event.refused'")
     assert json.loads(refused["data"])["reason"] == (

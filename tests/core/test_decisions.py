@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pwd
@@ -315,6 +316,48 @@ def test_a_custom_machine_matches_event_fields_and_runs_a_follow_up(home, docket
     assert follow["request"]["capability"] == "demo"
     assert follow["request"]["state"] == "complete"
     assert follow["versions"][0]["source_file"] == "run-workflow from execution 2"
+
+
+def test_the_same_follow_up_is_a_duplicate_whether_docket_or_a_da_drops_it(home, docket):
+    folder = home / "templates" / "chained"
+    shutil.copytree(home / "templates" / "null", folder)
+    (folder / "example-request.yaml").unlink()
+    text = (folder / "capability.yaml").read_text().replace('name: "null"', "name: chained")
+    text = text.replace("state_machine: simple\n", """state_machine:
+  states: [submitted, queued, executing, complete, failed, cancelled]
+  initial: submitted
+  final: [complete, failed, cancelled]
+  transitions:
+    - "[submitted] -<accept>{enqueue}-> [queued]"
+    - "[queued] -<start>{run}-> [executing]"
+    - "[queued] -<cancel>-> [cancelled]"
+    - "[executing] -<succeed>{run-workflow demo}-> [complete]"
+    - "[executing] -<fail>-> [failed]"
+""")
+    (folder / "capability.yaml").write_text(text)
+    drop(home, "a.yaml", request_doc("src", "chained"))
+    docket("tick", "--wait")
+    made = docket("show", "src-demo", "--json").json()
+    assert [v["number"] for v in made["versions"]] == [1]
+
+    # the follow-up made a second time (the source ran again) is the same version
+    assert docket("resubmit", "src", "--reason", "again", "--wait").code == 0
+    docket("tick", "--wait")
+    assert len(docket("show", "src", "--json").json()["executions"]) == 2
+    assert [v["number"] for v in docket("show", "src-demo", "--json").json()["versions"]] == [1]
+
+    # and the document docket recorded for it, dropped in the spool, is a duplicate
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(home / "state" / "docket.db")) as db:
+        (document,) = db.execute("SELECT document FROM versions WHERE request='src-demo'"
+                                 ).fetchone()
+    assert "follow-up-of: src" in document
+    drop(home, "again.yaml", document)
+    tick = docket("tick", "--json").json()
+    assert tick["duplicates"] == 1 and tick["accepted"] == 0
+    assert "identical to src-demo version 1" in (
+        home / "spool" / "rejected" / "again.yaml.error").read_text()
 
 
 def test_an_unknown_follow_up_capability_is_an_error_at_load(home):

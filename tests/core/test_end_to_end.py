@@ -6,6 +6,8 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO, drop, request_doc
 
 
@@ -112,6 +114,44 @@ def test_a_lost_archive_copy_is_restored_from_the_database(home, docket):
     archived.unlink()
     docket("tick")  # a new watcher or tick restores recent ones by itself
     assert archived.read_text() == text
+
+
+@pytest.mark.parametrize("had_intake_tables", [True, False])
+def test_intake_tables_come_from_the_migrations_and_old_homes_keep_theirs(
+        home, docket, had_intake_tables):
+    from docket.store import MIGRATIONS, SCHEMA_VERSION
+
+    state = home / "state"
+    state.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(state / "docket.db")
+    for migration in MIGRATIONS[:5]:  # a home of schema 5, before intake's tables moved
+        for statement in migration.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+    conn.execute("INSERT INTO meta VALUES ('schema_version', '5')")
+    if had_intake_tables:  # as that docket's intake created them, with a move still owed
+        conn.execute("CREATE TABLE intake_files (identity TEXT PRIMARY KEY, status TEXT NOT "
+                     "NULL, request TEXT, version INTEGER, error TEXT, time TEXT)")
+        conn.execute("CREATE TABLE git_files (path TEXT PRIMARY KEY, blob TEXT NOT NULL, "
+                     "commit_sha TEXT, status TEXT, request TEXT, time TEXT)")
+        conn.execute("INSERT INTO intake_files VALUES ('1:2:3:4:abc', 'rejected', NULL, NULL,"
+                     " '[]', '2026-01-01T00:00:00Z')")
+        conn.execute("INSERT INTO git_files VALUES ('requests/a.yaml', 'b10b', 'c0ffee', "
+                     "'accepted', 'a', '2026-01-01T00:00:00Z')")
+    conn.commit()
+    conn.close()
+    drop(home, "new.yaml", request_doc("after-upgrade"))
+    result = docket("tick", "--json")
+    assert result.code == 0, result.err
+    assert result.json()["accepted"] == 1
+    conn = sqlite3.connect(state / "docket.db")
+    assert conn.execute("SELECT value FROM meta WHERE key='schema_version'"
+                        ).fetchone()[0] == str(SCHEMA_VERSION)
+    kept = conn.execute("SELECT identity FROM intake_files").fetchall()
+    gits = conn.execute("SELECT path, blob FROM git_files").fetchall()
+    conn.close()
+    assert kept == ([("1:2:3:4:abc",)] if had_intake_tables else [])
+    assert gits == ([("requests/a.yaml", "b10b")] if had_intake_tables else [])
 
 
 def test_a_database_from_an_older_docket_is_upgraded_and_read(home, docket):
