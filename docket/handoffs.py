@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from docket.store import Store
 
 __all__ = ["HANDOFFS", "MAX_ATTEMPTS", "RUNS_DIR", "active", "check_handoff", "handoff_command",
-           "run_pending"]
+           "run_pending", "started_pids"]
 
 log = logging.getLogger("docket.handoffs")
 
@@ -157,6 +157,12 @@ _CHILDREN: list[subprocess.Popen[bytes]] = []
 
 def _reap() -> None:
     _CHILDREN[:] = [child for child in _CHILDREN if child.poll() is None]
+
+
+def started_pids() -> list[int]:
+    """The hand-off processes this process started and has not reaped (their ends are
+    what ``docket tick --wait`` waits for between passes)."""
+    return [child.pid for child in _CHILDREN]
 
 
 def _start(base: Path, command: list[str], env: dict[str, str]) -> None:
