@@ -111,7 +111,8 @@ class Dag:
         while ready:
             name = ready.popleft()
             order.append(name)
-            for child in sorted(self.nodes[name].children):
+            children = self.nodes[name].children
+            for child in (sorted(children) if len(children) > 1 else children):
                 indegree[child] -= 1
                 if indegree[child] == 0:
                     ready.append(child)
@@ -159,7 +160,7 @@ _PER_NODE = {"VARS", "RETRY", "SCRIPT", "ABORT-DAG-ON", "PRIORITY", "CATEGORY", 
              "DONE"}
 # parse.cpp refuses these as node names (DAG::RESERVED), and '+' (the splice separator)
 _RESERVED_NAMES = {"ALL_NODES", "PARENT", "CHILD", "SUBDAG", "SPLICE", "FINAL"}
-_ILLEGAL_CHARS = "+"
+_ILLEGAL_CHAR = "+"
 
 
 def _unescape(value: str) -> str:
@@ -172,9 +173,8 @@ def _unescape(value: str) -> str:
 def _parse_vars(text: str, where: str) -> dict[str, str]:
     out: dict[str, str] = {}
     pos = 0
-    while pos < len(text):
-        if not text[pos:].strip():
-            break
+    end = len(text.rstrip())  # what is left after ``end`` is blank
+    while pos < end:
         match = _VAR.match(text, pos)
         if not match:
             raise DagError(f"{where}: VARS must be name=\"value\" pairs (a value in double "
@@ -218,7 +218,7 @@ def read_config(path: Path) -> dict[str, str]:
 def _check_name(name: str, where: str) -> None:
     if name.upper() in _RESERVED_NAMES:
         raise DagError(f"{where}: node name {name!r} is a reserved word")
-    if any(c in name for c in _ILLEGAL_CHARS):
+    if _ILLEGAL_CHAR in name:
         raise DagError(f"{where}: node name {name!r} contains illegal character '+'")
 
 
@@ -241,30 +241,34 @@ class _Parser:
     # lines -------------------------------------------------------------------
 
     def lines(self, path: Path, text: str, seen: tuple[Path, ...] = ()):  # noqa: ANN201
-        """(where, line) with continuations joined and INCLUDEs read in place."""
+        """(where, KEYWORD, rest, inline) for each command line, continuations joined
+        and INCLUDEs read in place; ``inline`` is the body of a ``{ ... }`` block."""
         raw_lines = text.splitlines()
+        count = len(raw_lines)
+        prefix = f"{path}:"  # "file:line" is made for every line: keep it cheap
         i = 0
-        while i < len(raw_lines):
+        while i < count:
             number = i + 1
             line = raw_lines[i]
-            while line.endswith("\\") and i + 1 < len(raw_lines):
+            while line.endswith("\\") and i + 1 < count:
                 i += 1
                 line = line[:-1] + " " + raw_lines[i]
             i += 1
-            where = f"{path}:{number}"
             stripped = line.strip()
-            if not stripped or stripped.startswith("#"):
+            if not stripped or stripped[0] == "#":
                 continue
+            where = prefix + str(number)
             keyword, rest = _split2(stripped)
-            if keyword.upper() == "INCLUDE":
+            keyword = keyword.upper()
+            if keyword == "INCLUDE":
                 target = self._file(rest.strip(), where, "INCLUDE")
                 if target in seen or target == self.path:
                     raise DagError(f"{where}: INCLUDE {rest.strip()} includes itself")
                 yield from self.lines(target, _read_text(target, where),
                                       (*seen, path))
                 continue
-            if stripped.endswith("{") and keyword.upper() in ("JOB", "NODE", "FINAL",
-                                                              "SUBMIT-DESCRIPTION"):
+            if stripped[-1] == "{" and keyword in ("JOB", "NODE", "FINAL",
+                                                   "SUBMIT-DESCRIPTION"):
                 body = []
                 while i < len(raw_lines) and raw_lines[i].strip() != "}":
                     body.append(raw_lines[i])
@@ -273,9 +277,10 @@ class _Parser:
                     raise DagError(f"{where}: the inline submit description has no "
                                    "closing '}' line")
                 i += 1
-                yield where, stripped[:-1].rstrip() + " {", "\n".join(body) + "\n"
+                _, rest = _split2(stripped[:-1].rstrip() + " {")
+                yield where, keyword, rest, "\n".join(body) + "\n"
                 continue
-            yield where, stripped, None
+            yield where, keyword, rest, None
 
     def _file(self, name: str, where: str, what: str) -> Path:
         if not name:
@@ -287,12 +292,12 @@ class _Parser:
 
     def parse(self, text: str) -> Dag:
         dag = self.dag
-        for where, line, inline in self.lines(self.path, text):
-            keyword, rest = _split2(line)
-            keyword = keyword.upper()
-            rest = rest.strip()
+        # the most common commands first: a big DAG is mostly JOB and VARS lines
+        for where, keyword, rest, inline in self.lines(self.path, text):
             if keyword in ("JOB", "NODE", "FINAL"):
                 self._node(keyword, rest, where, inline)
+            elif keyword in _PER_NODE:
+                self.pending.append((keyword, rest, where))
             elif keyword == "SUBDAG":
                 self._subdag(rest, where)
             elif keyword == "SPLICE":
@@ -314,8 +319,6 @@ class _Parser:
                     raise DagError(f"{where}: PARENT ... CHILD ... needs nodes on both "
                                    "sides")
                 self.edges.append((parents, children, where))
-            elif keyword in _PER_NODE:
-                self.pending.append((keyword, rest, where))
             elif keyword == "MAXJOBS":
                 words = rest.split()
                 if len(words) != 2 or not words[1].isdigit():
@@ -392,7 +395,8 @@ class _Parser:
             node.inline_submit = inline
         elif submit in self.descriptions:
             node.inline_submit = self.descriptions[submit]
-        self._options(node, words[2:], where, keyword)
+        if len(words) > 2:
+            self._options(node, words[2:], where, keyword)
         if keyword == "FINAL":
             if self.depth:
                 raise DagError(f"{where}: a FINAL node cannot be in a splice")
@@ -474,6 +478,16 @@ class _Parser:
 
     # after every line ------------------------------------------------------
 
+    def _resolve_all(self, names: list[str], where: str, as_parent: bool) -> list[str]:
+        """The nodes ``names`` mean on one side of a PARENT/CHILD line."""
+        if not self.splices:  # the common case, one check per name (fan-outs are wide)
+            nodes = self.dag.nodes
+            for name in names:
+                if name not in nodes:
+                    raise DagError(f"{where}: node {name!r} is not defined by a JOB line")
+            return list(names)
+        return [n for name in names for n in self._resolve(name, where, as_parent)]
+
     def _resolve(self, name: str, where: str, as_parent: bool) -> list[str]:
         if name in self.splices:
             initial, final, _, _ = self.splices[name]
@@ -491,23 +505,26 @@ class _Parser:
             raise DagError(f"{where}: node {name!r} is not defined by a JOB line")
         return [nodes[name]]
 
-    def _link(self, parent: str, child: str, where: str) -> None:
+    def _link(self, parents: list[str], children: list[str], where: str) -> None:
+        """Every parent to every child (a loop that runs once per edge: kept tight)."""
         nodes = self.dag.nodes
-        if parent == child:
-            raise DagCycle(f"{where}: the DAG has a cycle: {parent} -> {parent}")
-        if nodes[parent].final or nodes[child].final:
-            raise DagError(f"{where}: a FINAL node cannot have parents or children")
-        nodes[parent].children.add(child)
-        nodes[child].parents.add(parent)
+        for parent in parents:
+            up = nodes[parent]
+            for child in children:
+                if parent == child:
+                    raise DagCycle(f"{where}: the DAG has a cycle: {parent} -> {parent}")
+                down = nodes[child]
+                if up.final or down.final:
+                    raise DagError(f"{where}: a FINAL node cannot have parents or children")
+                up.children.add(child)
+                down.parents.add(parent)
 
     def _finish(self) -> None:
         dag = self.dag
         for parents, children, where in self.edges:
-            ps = [p for name in parents for p in self._resolve(name, where, True)]
-            cs = [c for name in children for c in self._resolve(name, where, False)]
-            for p in ps:
-                for c in cs:
-                    self._link(p, c, where)
+            ps = self._resolve_all(parents, where, True)
+            cs = self._resolve_all(children, where, False)
+            self._link(ps, cs, where)
             dag.edge_groups.append((ps, cs, where))
         for out_name, in_name, where in self.connects:
             if out_name not in self.splices or in_name not in self.splices:
@@ -521,9 +538,7 @@ class _Parser:
                                f"match (PIN_OUT {sorted(pins_out)}, PIN_IN "
                                f"{sorted(pins_in)})")
             for pin, outs in pins_out.items():
-                for p in outs:
-                    for c in pins_in[pin]:
-                        self._link(p, c, where)
+                self._link(outs, pins_in[pin], where)
                 dag.edge_groups.append((outs, pins_in[pin], where))
         for keyword, rest, where in self.pending:
             _apply(keyword, rest, where, self._node_of)
@@ -532,7 +547,7 @@ class _Parser:
             for key, mode in node._var_modes.items():
                 if mode == "append" or (mode == "" and default_append):
                     node.append_vars.add(key)
-                else:
+                elif node.append_vars:  # (only a splice's nodes arrive with some)
                     node.append_vars.discard(key)
         if not dag.nodes:
             raise DagError(f"{self.path}: the DAG has no JOB lines")
@@ -556,11 +571,10 @@ def parse_dag(text: str, path: Path) -> Dag:
 
 def _apply(keyword: str, rest: str, where: str, node_of) -> None:  # noqa: ANN001
     """Apply one per-node command (VARS, RETRY, SCRIPT, ...) once every JOB is known."""
-    words = rest.split()
-    if not words:
-        raise DagError(f"{where}: {keyword} needs a node name")
-    if keyword == "VARS":
+    if keyword == "VARS":  # one a node in most DAGs: no need to split all of it
         name, assignments = _split2(rest)
+        if not name:
+            raise DagError(f"{where}: {keyword} needs a node name")
         mode, tail = _split2(assignments)
         written = mode.lower() if mode.upper() in ("APPEND", "PREPEND") else ""
         if written:
@@ -570,7 +584,11 @@ def _apply(keyword: str, rest: str, where: str, node_of) -> None:  # noqa: ANN00
             node.vars.update(values)
             for key in values:
                 node._var_modes[key] = written
-    elif keyword == "RETRY":
+        return
+    words = rest.split()
+    if not words:
+        raise DagError(f"{where}: {keyword} needs a node name")
+    if keyword == "RETRY":
         if len(words) < 2:
             raise DagError(f"{where}: RETRY needs a node and a number")
         count = _int(words[1], "the RETRY count", where)

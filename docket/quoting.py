@@ -63,11 +63,17 @@ def quote(value: object, context: Context = "submit") -> str:
     else:
         text = str(value)
     check_text(text)
+    return _quote_checked(text, context)
+
+
+def _quote_checked(text: str, context: Context) -> str:
+    """``quote`` of a text already checked for control characters (a template quotes
+    every item of a big DAG: it is checked once, not once per layer of quoting)."""
     if context == "shell":
         return shlex.quote(text)
     if context in ("dag", "dag-argument"):
         # a VARS value becomes a submit-file macro, so it gets the submit protections too
-        inner = quote(text, "argument" if context == "dag-argument" else "submit")
+        inner = _quote_checked(text, "argument" if context == "dag-argument" else "submit")
         return '"' + inner.replace("\\", "\\\\").replace('"', '\\"') + '"'
     bad = _UNREPRESENTABLE.search(text)
     if bad:

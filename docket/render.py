@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2.runtime import LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from docket import procdir
 from docket.attachments import AttachmentError, copy_attachments
 from docket.capabilities import Capability
-from docket.dag import Dag, DagError, read_dag
+from docket.dag import Dag, DagError, parse_dag, read_dag
 from docket.errors import DocketError, Invalid
 from docket.fileio import atomic_write, is_disk_error
 from docket.quoting import check_text, quote, quote_arguments, quote_environment
@@ -75,11 +76,36 @@ def _template_line(exc: BaseException, template_path: Path) -> int | None:
     return line
 
 
+# what ``dict`` itself answers to: ``d.items`` is the method, as Jinja2 reads it
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """The immutable sandbox, with a short way to the two lookups a big DAG template makes
+    per item (``loop.index0``, ``parameters.name``).
+
+    Both answers are the ones the sandbox gives: a loop's public attributes are safe, and
+    a key of a plain dict that is no attribute of ``dict`` is the dict's item (Jinja2
+    tries the attribute first). Everything else takes the sandbox's checks."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        kind = type(obj)
+        if kind is dict and attribute not in _DICT_ATTRIBUTES:
+            if attribute in obj:
+                return obj[attribute]
+        elif kind is LoopContext and attribute[:1] != "_":
+            try:
+                return getattr(obj, attribute)
+            except AttributeError:
+                pass
+        return super().getattr(obj, attribute)
+
+
 def template_environment(folder: Path | tuple[Path, ...]) -> ImmutableSandboxedEnvironment:
     """``folder``: one folder, or several searched in order (a capability that extends
     another: its own templates first)."""
     folders = [str(f) for f in folder] if isinstance(folder, tuple) else [str(folder)]
-    env = ImmutableSandboxedEnvironment(
+    env = _Sandbox(
         loader=jinja2.FileSystemLoader(folders), undefined=jinja2.StrictUndefined,
         autoescape=False, keep_trailing_newline=True, finalize=_finalize)
     env.filters["q"] = lambda v: quote(v, "submit")
@@ -123,6 +149,7 @@ def render_execution(capability: Capability, directory: Path, *, request: dict[s
     folders = capability.template_folders
     env = template_environment(folders)
     written = []
+    dag_text: str | None = None
     templates: dict[str, Path] = {}
     for folder in reversed(folders):  # a capability's own template wins over its base's
         templates.update({p.name: p for p in folder.glob("*.j2")})
@@ -144,6 +171,8 @@ def render_execution(capability: Capability, directory: Path, *, request: dict[s
                               "fix the template") from None
         atomic_write(target, text, durable=False)
         written.append(target)
+        if target.name == WORKFLOW_FILE:
+            dag_text = text  # checked from memory below, not read back from the disk
     atomic_write(layout.request_path, document, durable=False)
     metadata = {"docket": procdir.METADATA_VERSION,
                 "request": request["name"], "version": request["version"],
@@ -155,7 +184,7 @@ def render_execution(capability: Capability, directory: Path, *, request: dict[s
     atomic_write(layout.metadata_path, json.dumps(metadata, indent=2, sort_keys=True),
                  durable=False)
     dag_path = directory / WORKFLOW_FILE
-    dag, submits = _read_workflow(dag_path)
+    dag, submits = _read_workflow(dag_path, dag_text)
     for run_dir, submit in submits:  # what a job writes into products/ comes back
         if submit.is_file():
             return_products(submit, run_dir, shared_filesystem)
@@ -167,15 +196,16 @@ def check_workflow(dag_path: Path) -> int:
     return _check(*_read_workflow(dag_path))
 
 
-def _read_workflow(dag_path: Path) -> tuple[Dag, list[tuple[Path, Path]]]:
-    """The DAG and the submit files it names, each with the directory condor_submit
-    reads it from (the DAG's, or the node's DIR); inline descriptions and SUBDAG
-    EXTERNAL nodes have none."""
-    if not dag_path.is_file():
+def _read_workflow(dag_path: Path, text: str | None = None
+                   ) -> tuple[Dag, list[tuple[Path, Path]]]:
+    """The DAG (``text``, else read from ``dag_path``) and the submit files it names,
+    each with the directory condor_submit reads it from (the DAG's, or the node's DIR);
+    inline descriptions and SUBDAG EXTERNAL nodes have none."""
+    if text is None and not dag_path.is_file():
         raise RenderError(f"the capability rendered no {WORKFLOW_FILE}",
                           "name the DAG template workflow.dag.j2")
     try:
-        dag = read_dag(dag_path)
+        dag = read_dag(dag_path) if text is None else parse_dag(text, dag_path)
     except DagError as exc:
         raise RenderError(str(exc), "fix the DAG template") from None
     named = {(n.directory, n.submit_file) for n in dag.nodes.values()

@@ -5,6 +5,11 @@ tables in the same transaction, through the one reducer ``_apply``; ``rebuild`` 
 the state tables and replays every event through the same reducer, so re-derived state
 is the same state by construction (and a test checks it). The database is in WAL mode
 with ``synchronous=FULL``: a committed event survives a crash or a power cut.
+
+One kind of content is written once, not twice: an accepted version's document and spec
+go to the reducer with the ``version.accepted`` event but the log keeps only the rest
+(``_HELD_BY_VERSIONS``); the versions table holds them, and ``rebuild`` hands them back to
+the replayed event. They are immutable, and they were two thirds of what intake wrote.
 """
 
 from __future__ import annotations
@@ -143,6 +148,12 @@ SCHEMA_VERSION = len(MIGRATIONS)
 STATE_TABLES = ("requests", "versions", "executions", "queues", "nodes", "decisions",
                 "handoffs")
 
+# version.accepted fields the reducer gets but the event log does not keep: the versions
+# row of the event's request and version holds them, and a rebuild takes them from it.
+# Events logged before this kept them, and are replayed with their own.
+_HELD_BY_VERSIONS = ("spec", "document")
+
+
 def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -266,11 +277,14 @@ class Store(Queries):
                                    execution=execution, actor=actor, at=at, **data)
         event = {"time": at or now(), "type": type, "request": request, "version": version,
                  "execution": execution, "actor": actor, "data": data}
+        logged = data
+        if type == "version.accepted":
+            logged = {k: v for k, v in data.items() if k not in _HELD_BY_VERSIONS}
         cur = self.conn.execute(
             "INSERT INTO events (time, type, request, version, execution, actor, data) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (event["time"], type, request, version, execution, actor,
-             _canon(data)))
+             _canon(logged)))
         event["id"] = cur.lastrowid
         _apply(self.conn, event)
         for listener in self.listeners:
@@ -281,6 +295,12 @@ class Store(Queries):
         """Re-derive every state table from the events; returns the number replayed."""
         count = 0
         with self.transaction():
+            # what the log leaves to the versions table (_HELD_BY_VERSIONS) is kept aside
+            self.conn.execute("DROP TABLE IF EXISTS temp.held_versions")
+            self.conn.execute("CREATE TEMP TABLE held_versions (request TEXT, number INTEGER, "
+                              "spec TEXT, document TEXT, PRIMARY KEY (request, number))")
+            self.conn.execute("INSERT INTO temp.held_versions SELECT request, number, spec, "
+                              "document FROM versions")
             for table in STATE_TABLES:
                 self.conn.execute(f"DELETE FROM {table}")
             cursor = self.conn.execute("SELECT * FROM events ORDER BY id")
@@ -288,9 +308,32 @@ class Store(Queries):
                 for row in rows:
                     event = dict(row)
                     event["data"] = json.loads(event["data"])
+                    if event["type"] == "version.accepted":
+                        self._restore_held(event)
                     _apply(self.conn, event)
                     count += 1
+            self.conn.execute("DROP TABLE temp.held_versions")
         return count
+
+    def _restore_held(self, event: dict[str, Any]) -> None:
+        """Give a replayed event back the fields the versions table holds for it."""
+        data = event["data"]
+        if all(key in data for key in _HELD_BY_VERSIONS):
+            return  # logged before the log left them to the state
+        row = self.conn.execute("SELECT spec, document FROM temp.held_versions WHERE "
+                                "request=? AND number=?",
+                                (event["request"], event["version"])).fetchone()
+        if row is None:
+            from docket.errors import DocketError
+
+            raise DocketError(
+                f"event {event['id']} accepted {event['request']} version "
+                f"{event['version']}, whose document only the versions table held, and "
+                "that row is gone: nothing was changed",
+                "rebuild from the archive copies instead: 'docket rebuild-state "
+                "--from-archive'")
+        data.setdefault("spec", json.loads(row["spec"]))
+        data.setdefault("document", row["document"])
 
     def snapshot(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every state table's rows, sorted: for comparing state before and after a rebuild."""

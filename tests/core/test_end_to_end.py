@@ -102,6 +102,30 @@ def test_rebuild_state_reproduces_the_same_state(home, docket):
     assert docket("show", "r1", "--json").json()["request"]["state"] == "complete"
 
 
+def test_the_log_leaves_a_versions_document_to_the_versions_table(home, docket):
+    text = request_doc("held", message="kept once")
+    drop(home, "held.yaml", text)
+    docket("tick")
+    with _db(home) as conn:
+        [logged] = conn.execute("SELECT data FROM events WHERE type='version.accepted'"
+                                ).fetchone()
+        kept = tuple(conn.execute("SELECT spec, document FROM versions").fetchone())
+    data = json.loads(logged)
+    assert "document" not in data and "spec" not in data and data["source_file"] == "held.yaml"
+    assert kept[1] == text and json.loads(kept[0])["parameters"] == {"message": "kept once"}
+    # a replay gives the event its document and spec back from the versions table
+    assert docket("rebuild-state", "--json").json()["identical"] is True
+    with _db(home) as conn:
+        assert tuple(conn.execute("SELECT spec, document FROM versions").fetchone()) == kept
+        conn.execute("DELETE FROM versions")
+    # with the row gone, the replay says where else to look and changes nothing
+    refused = docket("rebuild-state")
+    assert refused.code != 0 and "--from-archive" in refused.err
+    with _db(home) as conn:
+        assert conn.execute("SELECT count(*) FROM requests").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM versions").fetchone()[0] == 0
+
+
 def test_a_lost_archive_copy_is_restored_from_the_database(home, docket):
     drop(home, "a.yaml", request_doc("kept"))
     docket("tick")
