@@ -227,32 +227,22 @@ def _refusal(home: Home, document: dict[str, Any], actor: str) -> str | None:
 
 
 def _last_event(home: Home) -> int:
-    from docket.store import Store
-
     if not home.database.is_file():
         return 0
-    store = Store.open_readonly(home.database)
-    try:
-        return store.last_event_id()
-    finally:
-        store.close()
+    with open_home(home, readonly=True) as app:
+        return app.store.last_event_id()
 
 
 def _request_outcome(home: Home, path: Path, after_event: int) -> dict[str, Any] | None:
     """Intake's verdict on the request spooled as ``path``, once it has left the spool:
     the first event about that file name recorded after ``after_event``."""
-    from docket.store import Store
-
     if path.exists() or not home.database.exists():
         return None
-    store = Store.open_readonly(home.database)
-    try:
+    with open_home(home, readonly=True) as app:
         found = [e for e in (
-            store.first_event(("version.accepted",), after_event, source_file=path.name),
-            store.first_event(("document.duplicate", "document.rejected"), after_event,
-                              file=path.name)) if e is not None]
-    finally:
-        store.close()
+            app.store.first_event(("version.accepted",), after_event, source_file=path.name),
+            app.store.first_event(("document.duplicate", "document.rejected"), after_event,
+                                  file=path.name)) if e is not None]
     if not found:
         return None
     event = min(found, key=lambda e: e["id"])
@@ -412,17 +402,12 @@ def _apply_here(home: Home, filename: str) -> None:
 def _decision_outcome(home: Home, name: str, path: Path, after_event: int = 0
                       ) -> dict[str, Any] | None:
     """Intake's verdict on the decision ``name`` spooled as ``path``, from the events."""
-    from docket.store import Store
-
     if path.exists() or not home.database.exists():
         return None
-    store = Store.open_readonly(home.database)
-    try:
-        applied = store.first_event(("decision.applied",), name=name)
-        rejected = None if applied else store.first_event(("document.rejected",),
-                                                          after_event, file=path.name)
-    finally:
-        store.close()
+    with open_home(home, readonly=True) as app:
+        applied = app.store.first_event(("decision.applied",), name=name)
+        rejected = None if applied else app.store.first_event(("document.rejected",),
+                                                              after_event, file=path.name)
     if applied is not None:
         return {"status": "applied", "outcome": applied["data"]["outcome"]}
     if rejected is not None:
@@ -461,16 +446,11 @@ def mediate(home: Home, name: str, state: str, reason: str, actor: str) -> dict[
 
 
 def history(home: Home, name: str) -> dict[str, Any]:
-    from docket.store import Store
-
-    store = Store.open_readonly(home.database)
-    try:
-        events = store.history(name)
-        if not events:
-            raise NotFound(f"no request named {name!r}", "see 'docket status' for the names")
-        return {"request": name, "events": events}
-    finally:
-        store.close()
+    with open_home(home, readonly=True) as app:
+        events = app.store.history(name)
+    if not events:
+        raise NotFound(f"no request named {name!r}", "see 'docket status' for the names")
+    return {"request": name, "events": events}
 
 
 # looking: read-only, so a home is opened read-only and nothing in it changes ---------
