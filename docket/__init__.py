@@ -2,7 +2,7 @@
 
 The package is the library behind every CLI: ``docket.intake`` (spool → records),
 ``docket.rules`` (versions, state machines, queues), ``docket.render`` (Jinja2 →
-DAG and submit files), ``docket.engines`` (local and HTCondor), ``docket.monitor``
+DAG and submit files), ``docket.engines`` (local and HTCondor), ``docket.engines.nodelog``
 (engine event logs → state). ``docket.tools`` holds the standalone tools; they
 import nothing from the watcher's state.
 """

@@ -6,7 +6,7 @@ engine runs a site is said once, by ``docket.engines.registry``.
 
 Both engines write the node job events in HTCondor's user-log format beside the DAG
 (``<dag>.nodes.log``) and a ``<dag>.metrics`` file at the end, so one reader
-(``docket.monitor``) serves both: ``Engine.read_events`` is the same for every engine.
+(``docket.engines.nodelog``) serves both: ``Engine.read_events`` is the same for every engine.
 
 An operation one engine cannot do raises ``Unsupported`` (a named docket error), so the
 interface has no holes that callers must probe with ``getattr``.
@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from docket.engines.eventlog import node_log
+from docket.engines.nodelog import NodeLogUnreadable, read_node_events
 from docket.errors import DocketError
-from docket.monitor import NodeLogUnreadable, read_node_events
 
 if TYPE_CHECKING:
     from schemas.sites import Site
@@ -182,6 +182,6 @@ class Engine(ABC):
     def read_events(self, dag: Path, cursor: bytes | None) -> tuple[list[dict[str, Any]],
                                                                      bytes | None]:
         """New node job events since ``cursor`` (as docket event records) and the cursor
-        to save with them; see ``docket.monitor``. Raises ``NodeLogUnreadable`` when the
+        to save with them; see ``docket.engines.nodelog``. Raises ``NodeLogUnreadable`` when the
         log cannot be read this pass."""
         return read_node_events(dag, cursor)

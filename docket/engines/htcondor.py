@@ -20,7 +20,7 @@ polling ``condor_q``:
   is paused by holding its DAGMan job instead.
 
 Node job events come from ``<dag>.nodes.log`` (DAGMan's default node log), read by
-``docket.monitor`` exactly as for the local engine.
+``docket.engines.nodelog`` exactly as for the local engine.
 
 Every call into the bindings goes through the ``htc_*`` wrappers below; everything else is
 plain functions over files, tested without a pool. The processing directory must be on a

@@ -1,6 +1,6 @@
 """Node event logs in HTCondor's user-log format: what the local runner writes parses with
 htcondor2.JobEventLog; hand-written pool logs (holds, evictions, releases; formats from
-the HTCondor manual's event list) read through docket.monitor; and reading resumes
+the HTCondor manual's event list) read through docket.engines.nodelog; and reading resumes
 from a saved cursor without missing or repeating an event."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from dagkit import NULL, files, read_events, run_dag, write
 
 from docket.engines.eventlog import EventLogWriter
-from docket.monitor import read_node_events
+from docket.engines.nodelog import read_node_events
 from docket.quoting import quote_arguments
 
 DATA = Path(__file__).parent / "data"
@@ -194,7 +194,7 @@ def _cut(text: bytes, where: str) -> int:
 
 # htcondor2.JobEventLog never reads past a log that ended 1-3 bytes into an event
 # header, or between '...' and its newline: every later event would be lost, so
-# docket.monitor reads the log only when it ends with a whole event.
+# docket.engines.nodelog reads the log only when it ends with a whole event.
 @pytest.mark.parametrize("where", [
     "middle of an event", "event boundary",
     "before the last newline", "inside the next header", "inside the first header",
@@ -248,7 +248,7 @@ def test_a_log_that_cannot_be_read_is_a_named_error_for_its_execution_only(tmp_p
     away under a running watcher, reading fails with docket's own error (which the
     launcher reports for that execution alone, then goes on with the others), not the
     bindings' exception out of the whole pass."""
-    from docket.monitor import NodeLogUnreadable
+    from docket.engines.nodelog import NodeLogUnreadable
 
     first = tmp_path / "first"
     log = write(first / "w.dag.nodes.log", "")

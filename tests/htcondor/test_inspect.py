@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cli.common import run
 from cli.inspect import app
-from docket.monitor import read_node_events
+from docket.engines.nodelog import read_node_events
 from docket.store import Store
 from tests.conftest import drop, request_doc
 from tests.htcondor.condorkit import DATA, TEMPLATES, render

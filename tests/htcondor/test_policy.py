@@ -14,8 +14,8 @@ import htcondor2
 import pytest
 
 from docket.dag import read_dag
+from docket.engines.nodelog import read_node_events
 from docket.errors import Invalid
-from docket.monitor import read_node_events
 from docket.policy import (
     Decision,
     Failure,

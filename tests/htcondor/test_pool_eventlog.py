@@ -8,7 +8,7 @@ from pathlib import Path
 
 import htcondor2
 
-from docket.monitor import read_node_events
+from docket.engines.nodelog import read_node_events
 from tests.htcondor.condorkit import DATA
 
 LOG = DATA / "holds.nodes.log"
@@ -60,7 +60,7 @@ def test_reading_resumes_after_a_restart_without_repeats(tmp_path):
 def test_every_form_that_names_a_dag_node():
     import classad2
 
-    from docket.monitor import node_of
+    from docket.engines.nodelog import node_of
 
     structured = classad2.parseOne('[ DAGNodeName = "fetch"; JobBatchName = "d v1 e1" ]')
     forms = [

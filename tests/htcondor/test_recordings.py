@@ -285,7 +285,7 @@ def test_an_event_no_node_claims_is_warned_about_once(played, caplog):
         fh.write("001 (999.000.000) 2026-12-01 22:50:00 Job executing on host: "
                  "<127.0.0.1:9618?addrs=127.0.0.1-9618&alias=vm>\n...\n")
     before = run.watcher.store.cursor_position(1)
-    with caplog.at_level(logging.WARNING, logger="docket.monitor"):
+    with caplog.at_level(logging.WARNING, logger="docket.engines.nodelog"):
         run.passes(4)
     assert caplog.text.count("names no DAG node") == 1
     assert "EXECUTE event of job 999.0 names no DAG node" in caplog.text

@@ -29,7 +29,7 @@ from docket.engines.eventlog import event_types, node_log
 
 __all__ = ["read_node_events", "node_of", "EVENT_NAMES", "NodeLogUnreadable"]
 
-log = logging.getLogger("docket.monitor")
+log = logging.getLogger("docket.engines.nodelog")
 
 # htcondor2.JobEventType name -> docket event type
 EVENT_NAMES = {"SUBMIT": "node.submitted", "EXECUTE": "node.started",
