@@ -128,7 +128,8 @@ def update(work_id: Annotated[str, typer.Argument(metavar="ID", help="The work's
             changes[key] = value
     if not changes:
         raise UsageError("nothing to change", "give --status, --results, --product, ...")
-    emit(update_work(_home(home), work_id, changes), as_json, lambda r: f"work {work_id}: {r['work']['status']}")
+    emit(update_work(_home(home), work_id, changes), as_json,
+         lambda r: f"work {work_id}: {r['work']['status']}")
     return 0
 
 
@@ -164,5 +165,6 @@ def show(work_id: Annotated[str, typer.Argument(metavar="ID", help="The work's i
     """Every field of one work, its checksums and each attempt."""
     from docket.drivers import get_work
 
-    emit(get_work(_home(home), work_id), as_json, lambda r: json.dumps(r["work"], indent=2, sort_keys=True))
+    emit(get_work(_home(home), work_id), as_json,
+         lambda r: json.dumps(r["work"], indent=2, sort_keys=True))
     return 0

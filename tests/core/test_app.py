@@ -43,11 +43,15 @@ def test_building_the_root_or_a_watcher_on_a_home_that_ran_writes_nothing(home, 
     Watcher(resolve_home(home)).close()
     assert _snapshot(home) == before
 
-    # the commands that only look open the home read-only: they change nothing either
+    # the commands that only look open the home read-only: they change nothing either,
+    # but for the WAL index (-shm), where every SQLite reader marks what it reads
+    def looked(snapshot: dict[str, tuple[int, int, str]]) -> dict[str, tuple[int, int, str]]:
+        return {k: v for k, v in snapshot.items() if not k.endswith("-shm")}
+
     for command in (["status"], ["show", "a"], ["history", "a"], ["queue", "list"],
                     ["results"], ["metrics"]):
         assert docket(*command).code == 0, command
-        assert _snapshot(home) == before, command
+        assert looked(_snapshot(home)) == looked(before), command
 
 
 def test_building_a_watcher_on_an_empty_folder_creates_nothing_until_its_first_pass(
