@@ -16,32 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from docket.errors import NotFound, UsageError
+from docket.queries import CANNED_QUERIES as QUERIES  # canned SQL lives with the store's
 
 __all__ = ["QUERIES", "TABLES", "metadata", "datasette_command"]
-
-# canned queries: name -> (title, SQL)
-QUERIES = {
-    "waiting_by_queue": (
-        "Waiting to start, by queue",
-        "SELECT capability AS queue, count(*) AS waiting, min(created) AS oldest_since, "
-        "max(priority) AS top_priority FROM executions WHERE engine_state = 'none' AND "
-        "stopped IS NULL GROUP BY capability ORDER BY waiting DESC"),
-    "failures_by_cause": (
-        "Failed executions, by reason",
-        "SELECT coalesce(reason, 'unknown') AS reason, capability, count(*) AS failures, "
-        "max(stopped) AS last FROM executions WHERE state = 'failed' "
-        "GROUP BY reason, capability ORDER BY failures DESC"),
-    "runs_per_day": (
-        "Runs started per day (UTC)",
-        "SELECT substr(started, 1, 10) AS day, capability, count(*) AS runs, "
-        "sum(state = 'complete') AS complete, sum(state = 'failed') AS failed "
-        "FROM executions WHERE started IS NOT NULL GROUP BY day, capability "
-        "ORDER BY day DESC, capability"),
-    "waiting_for_a_person": (
-        "Requests waiting for a decision (awaiting-*)",
-        "SELECT name, capability, state, current_version, updated FROM requests "
-        "WHERE state LIKE 'awaiting%' ORDER BY updated"),
-}
 
 TABLES = {
     "events": "Every change, in order: the log the state tables are derived from.",

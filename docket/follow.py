@@ -10,14 +10,14 @@ The end says which of these it is; ``EXIT_CODES`` are the command's exit codes.
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from docket.errors import Locked, NotFound
+from docket.records import RequestState
 from docket.store import Store
 
 __all__ = ["EXIT_CODES", "SYSTEM_EVENTS", "FollowEnd", "follow", "describe", "waits_for_person",
@@ -193,13 +193,10 @@ def follow(home: Any, name: str, *, after_id: int | None = None,
     store = open_events(home.database)
     try:
         if after_id is None:
-            if store is None or store.one("SELECT 1 FROM requests WHERE name=?", name) is None:
+            if store is None or store.request(name) is None:
                 raise NotFound(f"no request named {name!r}",
                                "see 'docket status' for the names")
-            row = store.one("SELECT min(e.id) AS id FROM events e JOIN requests r ON "
-                            "r.name=e.request AND r.current_version=e.version "
-                            "WHERE e.request=? AND e.type='version.accepted'", name)
-            after_id = (row["id"] or 1) - 1
+            after_id = (store.acceptance_id(name) or 1) - 1
         taken_in = spooled_file is None
         position = after_id
         stages: _Stages | None = None
@@ -226,7 +223,7 @@ def follow(home: Any, name: str, *, after_id: int | None = None,
                         on_event(rejected)
                         return FollowEnd("rejected", None,
                                          "; ".join(rejected["data"].get("reasons") or []))
-                for event in _events(store, name, position):
+                for event in store.events(request=name, after=position):
                     emit(event)
                 if not taken_in and not (home.incoming / spooled_file).exists():
                     # intake commits before it moves a file out of incoming: a Decision
@@ -237,16 +234,15 @@ def follow(home: Any, name: str, *, after_id: int | None = None,
                     end = _end(home, store, name, machines)
                     if end is not None:
                         # events recorded in the same transaction as the end come first
-                        for event in _events(store, name, position):
+                        for event in store.events(request=name, after=position):
                             emit(event)
                         return end
             if not taken_in and on_slow_intake is not None and time.monotonic() >= slow_at:
                 on_slow_intake()
                 on_slow_intake = None
             if deadline is not None and time.monotonic() >= deadline:
-                state = store.one("SELECT state FROM requests WHERE name=?", name) \
-                    if store is not None else None
-                return FollowEnd("timeout", state["state"] if state else None,
+                request = store.request(name) if store is not None else None
+                return FollowEnd("timeout", request.state if request else None,
                                  f"still going after {timeout_s:g} s")
             time.sleep(poll_s)
     finally:
@@ -254,60 +250,48 @@ def follow(home: Any, name: str, *, after_id: int | None = None,
             store.close()
 
 
-def _events(store: Store, name: str, after: int) -> Iterator[dict[str, Any]]:
-    for row in store.all("SELECT * FROM events WHERE request=? AND id>? ORDER BY id",
-                         name, after):
-        event = dict(row)
-        event["data"] = json.loads(event["data"])
-        yield event
-
-
 def _rejection(store: Store, spooled_file: str, after_id: int) -> dict[str, Any] | None:
-    for row in store.all("SELECT * FROM events WHERE id>? AND type='document.rejected' "
-                         "ORDER BY id", after_id):
-        event = dict(row)
-        event["data"] = json.loads(event["data"])
-        if event["data"].get("file") == spooled_file:
-            return event
-    return None
+    return store.first_event(("document.rejected",), after_id, file=spooled_file)
 
 
 def _directory(store: Store | None, execution: int) -> str | None:
-    row = store.one("SELECT directory FROM executions WHERE id=?", execution) if store else None
-    return row["directory"] if row else None
+    record = store.execution(execution) if store else None
+    return record.directory if record else None
 
 
 def _stage_specs(home: Any, store: Store, name: str) -> list[Any]:
     from docket.capabilities import CapabilityError, load_capability
 
-    row = store.one("SELECT capability FROM requests WHERE name=?", name)
-    if row is None:
+    request = store.request(name)
+    if request is None:
         return []
     try:
-        return list(load_capability(home.templates, row["capability"]).definition.stages)
+        return list(load_capability(home.templates, request.capability).definition.stages)
     except CapabilityError:
         return []
 
 
 def _end(home: Any, store: Store, name: str, machines: dict[str, Any]) -> FollowEnd | None:
-    row = store.one("SELECT r.state, e.capability, e.reason, e.engine_state FROM requests r "
-                    "JOIN executions e ON e.id=r.current_execution WHERE r.name=?", name)
-    if row is None:
+    request = store.request(name)
+    execution = (store.execution(request.current_execution)
+                 if request is not None and request.current_execution is not None else None)
+    if request is None or execution is None:
         return None
-    machine = machines.get(row["capability"])
+    machine = machines.get(execution.capability)
     if machine is None:
         from docket.capabilities import CapabilityCache
         from docket.rules import Rules
 
         machine = Rules(store, CapabilityCache(home.templates), home.work).machine_for(
-            row["capability"])
-        machines[row["capability"]] = machine
-    state = row["state"]
+            execution.capability)
+        machines[execution.capability] = machine
+    state = request.state
     if state in machine.final:
-        if row["engine_state"] in ("starting", "running"):
+        if execution.active:
             return None  # cancelled while running: wait until the workflow has stopped
-        outcome = state if state in ("complete", "cancelled") else "failed"
-        return FollowEnd(outcome, state, row["reason"])
+        outcome = (state if state in (RequestState.COMPLETE, RequestState.CANCELLED)
+                   else RequestState.FAILED.value)
+        return FollowEnd(outcome, state, execution.reason)
     if waits_for_person(machine, state):
         return FollowEnd("waiting", state, None, machine.accepts(state))
     return None

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from docket.store import Store
 
 __all__ = ["HANDOFFS", "MAX_ATTEMPTS", "RUNS_DIR", "active", "check_handoff", "handoff_command",
-           "run_pending"]
+           "run_pending", "started_pids"]
 
 log = logging.getLogger("docket.handoffs")
 
@@ -109,13 +109,15 @@ def _results(tool: str, payload: dict[str, Any]) -> dict[str, Any]:
 def run_pending(store: Store, home: Any) -> int:
     """Collect finished hand-offs and start the requested ones that may run, in order;
     return how many were started. Never waits for a tool."""
+    from docket.records import HandoffState  # not at the top: the hand-off process needs none
+
     runs = home.state_dir / RUNS_DIR
     started = 0
     blocked: set[int] = set()
     _reap()
     for item in store.open_handoffs():
         execution = item["execution"]
-        if item["state"] == "failed" or execution in blocked:
+        if item["state"] == HandoffState.FAILED or execution in blocked:
             blocked.add(execution)  # its later hand-offs wait for it
             continue
         row = store.execution(execution)
@@ -146,10 +148,7 @@ def run_pending(store: Store, home: Any) -> int:
 def active(store: Store) -> int:
     """Hand-offs running or still to run (not those behind a hand-off that failed for
     good): ``docket tick --wait`` waits for them."""
-    return store.one(
-        "SELECT count(*) AS n FROM handoffs h WHERE state IN ('pending', 'running') AND "
-        "NOT EXISTS (SELECT 1 FROM handoffs f WHERE f.execution = h.execution AND "
-        "f.state = 'failed')")["n"]
+    return store.active_handoffs()
 
 
 # hand-off processes this process started: polled so that none stays a zombie
@@ -158,6 +157,12 @@ _CHILDREN: list[subprocess.Popen[bytes]] = []
 
 def _reap() -> None:
     _CHILDREN[:] = [child for child in _CHILDREN if child.poll() is None]
+
+
+def started_pids() -> list[int]:
+    """The hand-off processes this process started and has not reaped (their ends are
+    what ``docket tick --wait`` waits for between passes)."""
+    return [child.pid for child in _CHILDREN]
 
 
 def _start(base: Path, command: list[str], env: dict[str, str]) -> None:
@@ -198,10 +203,7 @@ def _record_end(store: Store, item: Any, common: dict[str, Any], base: Path) -> 
         code = json.loads(Path(f"{base}.json").read_text())["exit_code"]
     except (OSError, ValueError, KeyError):
         # no result: it was killed (or never started); a second kill is final
-        killed = store.one(
-            "SELECT count(*) AS n FROM events WHERE execution=? AND type='handoff.failed' "
-            "AND json_extract(data, '$.requested')=? AND json_extract(data, '$.killed')",
-            item["execution"], item["requested"])["n"]
+        killed = store.handoff_kills(item["execution"], item["requested"])
         crashed = _read(Path(f"{base}.runner.err")).strip().splitlines()  # its traceback
         reason = (f"the hand-off's process failed: {crashed[-1]}" if crashed
                   else "the hand-off was killed before it finished")

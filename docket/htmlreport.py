@@ -266,8 +266,9 @@ def _request_page(env: jinja2.Environment, store: Store, home: Any, name: str,
     from docket.follow import describe
     from docket.report import show
 
-    row = store.one("SELECT capability FROM requests WHERE name=?", name)
-    capability = row["capability"]
+    request = store.request(name)
+    assert request is not None  # a name from the requests table, read in this snapshot
+    capability = request.capability
     if capability not in specs_cache:
         from docket.capabilities import CapabilityError, load_capability
 
@@ -318,22 +319,19 @@ def write_report(home: Any, out: Path, *, full: bool = False) -> dict[str, Any]:
         if manifest.get("format") != FORMAT or manifest.get("home") != str(home.root):
             manifest = {"format": FORMAT, "home": str(home.root), "requests": {}}
         seen: dict[str, int] = manifest["requests"]
-        top = store.one("SELECT coalesce(max(id), 0) AS n FROM events")["n"]
+        top = store.last_event_id()
         if manifest.get("last_event") == top and (out / "index.html").is_file():
             # cron's common case: nothing happened since the last run
             return {"out": str(out), "requests_written": [], "index_written": False,
                     "requests": len(seen), "dag_drawn_by": "unchanged"}
-        names = {r["name"] for r in store.all("SELECT name FROM requests")}
+        everyone = store.request_rows()
+        names = {r["name"] for r in everyone}
         if "last_event" in manifest:  # only the requests with events since the last run
-            latest = {r["request"]: r["id"] for r in store.all(
-                "SELECT request, max(id) AS id FROM events WHERE id > ? AND request IS NOT "
-                "NULL GROUP BY request", manifest["last_event"])}
+            latest = store.latest_event_ids(after=manifest["last_event"])
             changed = sorted(n for n in latest if n in names)
             changed += sorted(n for n in names if n not in seen and n not in latest)
         else:
-            latest = {r["request"]: r["id"] for r in store.all(
-                "SELECT request, max(id) AS id FROM events WHERE request IS NOT NULL "
-                "GROUP BY request")}
+            latest = store.latest_event_ids()
             changed = sorted(n for n in names if seen.get(n) != latest.get(n))
         # only now the heavier imports: cron's "nothing new" run above does without them
         from docket.capabilities import CapabilityCache
@@ -348,23 +346,17 @@ def write_report(home: Any, out: Path, *, full: bool = False) -> dict[str, Any]:
             atomic_write(out / "requests" / f"{name}.html", page, durable=False)
             seen[name] = latest.get(name, 0)
         # something happened (a request, a queue change): the overview is rewritten
-        counts = [(r["state"], r["n"]) for r in store.all(
-            "SELECT state, count(*) AS n FROM requests GROUP BY state ORDER BY state")]
+        counts = list(store.request_counts().items())
         total = sum(n for _, n in counts)
         queues = Rules(store, CapabilityCache(home.templates), home.work).queues()
-        failures = [dict(r) for r in store.all(
-            "SELECT id, request, stopped, reason FROM executions WHERE state='failed' "
-            "ORDER BY coalesce(stopped, created) DESC LIMIT 20")]
-        recent = [dict(r) for r in store.all(
-            "SELECT * FROM requests ORDER BY updated DESC LIMIT ?", RECENT)]
+        failures = store.failed_executions(limit=20)
+        recent = store.request_rows(by="updated", limit=RECENT)
         atomic_write(out / "index.html", env.get_template("index").render(
             title="docket report", css=_CSS, written=written, home=str(home.root),
             counts=counts, total=total, queues=queues, failures=failures,
             recent=recent), durable=False)
         # 10,000 rows: plain string building, ~10 times faster than the template loop
-        rows = "".join(_request_row(r) for r in store.all(
-            "SELECT name, capability, current_version, state, updated FROM requests "
-            "ORDER BY name"))
+        rows = "".join(_request_row(r) for r in everyone)
         atomic_write(out / "requests.html", env.get_template("all").render(
             title="all requests — docket", css=_CSS, written=written, total=total,
             rows=markupsafe.Markup(rows)), durable=False)

@@ -23,6 +23,7 @@ from docket.errors import Invalid, NotFound
 from docket.home import Home
 from docket.policy import attempts_by_rule, decide, failure_from_node, host_name, load_policy
 from docket.quoting import quote
+from docket.records import EngineState
 from schemas.policy import FailurePolicy
 
 __all__ = ["inspect_request", "tail_lines", "condor_commands", "FAILING_STATES"]
@@ -177,49 +178,38 @@ def inspect_request(home: Home, name: str, execution: int | None = None,
 
     store = Store.open_readonly(home.database)
     try:
-        request = store.one("SELECT * FROM requests WHERE name=?", name)
+        request = store.request(name)
         if request is None:
             raise NotFound(f"no request named {name!r}", "see 'docket status' for the names")
-        if execution is None:
-            row = store.one("SELECT * FROM executions WHERE request=? ORDER BY "
-                            "(id = ?) DESC, id DESC LIMIT 1", name,
-                            request["current_execution"])
-        else:
-            row = store.one("SELECT * FROM executions WHERE request=? AND (id=? OR number=?) "
-                            "ORDER BY id LIMIT 1", name, execution, execution)
+        row = store.execution_for(name, execution, request.current_execution)
         if row is None:
             raise NotFound(f"request {name!r} has no execution"
                            + (f" {execution}" if execution is not None else ""),
                            "see 'docket show NAME' for its executions")
-        nodes = [dict(n) for n in store.all(
-            "SELECT node, state, attempts, cluster, exit_code, signal, hold_code, "
-            "hold_subcode, reason, host, started, finished FROM nodes WHERE execution=? "
-            "ORDER BY node", row["id"])]
+        nodes = store.node_rows(row.id, cluster=True)
         # the nodes table keeps the latest reason (a removal's, after a hold); the hold's
         # own words are in its event
         held_reasons = {}
         decisions = []  # recorded as 'policy.decided' events: {node, action, rule_index, ...}
         # the watcher's own verdict on the failure a node shows now (made at the DAG's end)
         decided: dict[str, dict[str, Any]] = {}
-        for event in store.all("SELECT execution, type, data FROM events WHERE execution IN "
-                               "(SELECT id "
-                               "FROM executions WHERE request=?) AND type IN ('node.held', "
-                               "'policy.decided') ORDER BY id", name):
-            data = json.loads(event["data"])
+        for event in store.events(executions=[e.id for e in store.executions(name)],
+                                  types=("node.held", "policy.decided")):
+            data = event["data"]
             if event["type"] == "policy.decided":
                 decisions.append(data)
-                if (event["execution"] == row["id"] and data.get("attempt") is not None
-                        and int(data["attempt"]) >= int(row["retries"] or 0)):
+                if (event["execution"] == row.id and data.get("attempt") is not None
+                        and int(data["attempt"]) >= int(row.retries or 0)):
                     decided[data.get("node")] = data
-            elif event["execution"] == row["id"]:
+            elif event["execution"] == row.id:
                 held_reasons[data.get("node")] = data.get("reason")
     finally:
         store.close()
-    directory = Path(row["directory"]) if row["directory"] else None
-    engine = row["engine"] or None
+    directory = Path(row.directory) if row.directory else None
+    engine = row.engine or None
     for n in nodes:
         n["engine"] = engine
-        n["site"] = row["site"]
+        n["site"] = row.site
         n["host_name"] = host_name(n["host"])
         # a hold explains the node only if the job did not end by itself afterwards
         holds = n["hold_code"] is not None and (
@@ -229,7 +219,7 @@ def inspect_request(home: Home, name: str, execution: int | None = None,
         if not holds:
             n["hold_code"] = n["hold_subcode"] = None
         n["summary"] = _summary(n)
-    policy = _policy(home, request["capability"])
+    policy = _policy(home, request.capability)
     failing = []
     for n in nodes:
         if n["state"] not in FAILING_STATES and not (n["exit_code"] or n["signal"]):
@@ -264,15 +254,15 @@ def inspect_request(home: Home, name: str, execution: int | None = None,
     commands: list[dict[str, str]] = []
     collector = schedd = None
     dagman: dict[str, Any] | None = None
-    engine_id = row["engine_id"]
+    engine_id = row.engine_id
     if engine == "htcondor":
-        engine_id = _current_engine_id(directory, row["engine_id"])
+        engine_id = _current_engine_id(directory, row.engine_id)
         with contextlib.suppress(Invalid):
             from docket.sites import load_sites
             from schemas.sites import ScheddLocation
 
             for site in load_sites(home.root).sites:
-                if site.name == row["site"] and isinstance(site.schedd, ScheddLocation):
+                if site.name == row.site and isinstance(site.schedd, ScheddLocation):
                     collector, schedd = site.schedd.collector, site.schedd.name
         if directory is not None:
             from docket.engines.htcondor import HTCondorEngine
@@ -281,7 +271,7 @@ def inspect_request(home: Home, name: str, execution: int | None = None,
                 dagman = HTCondorEngine().job_state(directory / WORKFLOW_FILE)
                 # docket pause: DAGMan's halt file (no new node job; running ones finish)
                 dagman["paused"] = (directory / f"{WORKFLOW_FILE}.halt").exists()
-        ended = row["engine_state"] == "done" or (
+        ended = row.engine_state == EngineState.DONE or (
             dagman is not None and dagman["state"] in ("terminated", "aborted"))
         commands = condor_commands(engine_id, nodes, schedd, collector, ended)
     files = {}
@@ -299,14 +289,14 @@ def inspect_request(home: Home, name: str, execution: int | None = None,
     if directory is not None:
         with contextlib.suppress(OSError, ValueError):
             adjustments = json.loads((directory / "adjustments.json").read_text())
-    return {"request": name, "capability": request["capability"],
-            "request_state": request["state"],
-            "execution": {"id": row["id"], "number": row["number"], "version": row["version"],
-                          "state": row["state"], "engine": engine, "site": row["site"],
-                          "engine_id": engine_id, "engine_state": row["engine_state"],
+    return {"request": name, "capability": request.capability,
+            "request_state": request.state,
+            "execution": {"id": row.id, "number": row.number, "version": row.version,
+                          "state": row.state, "engine": engine, "site": row.site,
+                          "engine_id": engine_id, "engine_state": row.engine_state.value,
                           "directory": str(directory) if directory else None,
-                          "started": row["started"], "stopped": row["stopped"],
-                          "exit_code": row["exit_code"], "reason": row["reason"]},
+                          "started": row.started, "stopped": row.stopped,
+                          "exit_code": row.exit_code, "reason": row.reason},
             "dagman": dagman, "nodes": nodes, "failing": failing, "commands": commands,
             "files": files,
             "adjustments": adjustments}

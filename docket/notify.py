@@ -27,7 +27,6 @@ import smtplib
 import sqlite3
 import subprocess
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -37,6 +36,7 @@ from urllib.parse import urlsplit
 
 from docket.errors import Invalid, Locked
 from docket.locks import held
+from docket.records import Execution
 from docket.store import Store, now
 
 __all__ = ["NOTIFICATIONS_FILE", "SIGNATURE_HEADER", "load_notifications", "Planner",
@@ -143,14 +143,14 @@ class Planner:
             log.exception("could not plan notifications for event %s", event.get("id"))
 
     def _plan(self, store: Store, event: dict[str, Any], kinds: set[str], config: Any) -> None:
-        execution = (store.one("SELECT * FROM executions WHERE id=?", event["execution"])
+        execution = (store.execution(event["execution"])
                      if event["execution"] is not None else None)
         if execution is None:
             return
         d = event["data"]
-        capability = execution["capability"]
-        state = str(d.get("to") or execution["state"])
-        labels = self._labels_of(store, execution["request"], execution["version"])
+        capability = execution.capability
+        state = str(d.get("to") or execution.state)
+        labels = self._labels_of(store, execution.request, execution.version)
         targets: dict[str, set[str]] = {}
         for rule in config.rules:
             matched = kinds & set(rule.events)
@@ -167,31 +167,25 @@ class Planner:
                 targets.setdefault(name, set()).update(matched)
         if not targets:
             return
-        instance = _instance(store)
-        version = store.one("SELECT actor FROM versions WHERE request=? AND number=?",
-                            execution["request"], execution["version"])
+        instance = store.instance_name()
+        version = store.version(execution.request, execution.version)
         node = d.get("node")
         payload = {
             "event_id": event["id"], "event_type": event["type"], "time": event["time"],
-            "request": execution["request"], "version": execution["version"],
-            "execution": execution["id"], "capability": capability, "state": state,
+            "request": execution.request, "version": execution.version,
+            "execution": execution.id, "capability": capability, "state": state,
             "from": d.get("from"),
             "stage": (d.get("stage") or self._stage_of(capability, node)
-                      or self._current_stage(store, capability, execution["id"])),
+                      or self._current_stage(store, capability, execution.id)),
             "node": node, "reason": d.get("reason") or d.get("message"),
-            "requester": version["actor"] if version else None, "labels": labels,
+            "requester": version.actor if version else None, "labels": labels,
             "links": self._links(config, execution)}
         for name, matched in sorted(targets.items()):
             kind = next(k for k in _KIND_ORDER if k in matched)
             key = f"{instance}-{event['id']}-{name}"
             body = {"id": key, "event": kind, **payload}
-            store.conn.execute(
-                "INSERT INTO notifications (key, event, kind, request, target, channel, "
-                "payload, state, attempts, next_attempt, created) VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?) ON CONFLICT(key) DO NOTHING",
-                (key, event["id"], kind, execution["request"], name,
-                 config.targets[name].kind, json.dumps(body, sort_keys=True),
-                 event["time"], event["time"]))
+            store.queue_notification(key, event["id"], kind, execution.request, name,
+                                     config.targets[name].kind, body, event["time"])
 
     def _labels_of(self, store: Store, request: str, version: int) -> dict[str, str]:
         key = (request, version)
@@ -200,18 +194,16 @@ class Planner:
                 self._labels.clear()
             from docket.launch import _labels
 
-            row = store.one("SELECT document FROM versions WHERE request=? AND number=?",
-                            request, version)
+            record = store.version(request, version)
             self._labels[key] = {str(k): str(v) for k, v in
-                                 (_labels(row["document"]) if row else {}).items()}
+                                 (_labels(record.document) if record else {}).items()}
         return self._labels[key]
 
     def _current_stage(self, store: Store, capability: str, execution: int) -> str | None:
         """The stage that failed, else the one running, from the execution's nodes."""
         from docket.report import stages
 
-        nodes = [dict(r) for r in store.all("SELECT node, state FROM nodes WHERE execution=?",
-                                            execution)]
+        nodes = [{"node": n.node, "state": n.state.value} for n in store.nodes(execution)]
         if not nodes or not self._specs(capability):
             return None
         found = stages(self._specs(capability), nodes)
@@ -237,24 +229,14 @@ class Planner:
                      if any(fnmatch.fnmatchcase(node, p) for p in s.nodes)), None)
 
     @staticmethod
-    def _links(config: Any, execution: Any) -> dict[str, str]:
+    def _links(config: Any, execution: Execution) -> dict[str, str]:
         links = {}
-        if execution["directory"]:
-            links["directory"] = Path(execution["directory"]).as_uri()
+        if execution.directory:
+            links["directory"] = Path(execution.directory).as_uri()
         if config.report_url:
             base = config.report_url.rstrip("/")
-            links["report"] = f"{base}/requests/{execution['request']}.html"
+            links["report"] = f"{base}/requests/{execution.request}.html"
         return links
-
-
-def _instance(store: Store) -> str:
-    """A random name of this home's database, so keys from two homes never collide."""
-    row = store.one("SELECT value FROM meta WHERE key='instance'")
-    if row is not None:
-        return str(row["value"])
-    value = uuid.uuid4().hex[:12]
-    store.conn.execute("INSERT INTO meta (key, value) VALUES ('instance', ?)", (value,))
-    return value
 
 
 # sending -------------------------------------------------------------------------
@@ -306,11 +288,10 @@ class Sender:
 
     def next_due_s(self) -> float | None:
         """Seconds until the next pending row is due (0 when one is due); None if none."""
-        row = self.store.one("SELECT min(next_attempt) AS t FROM notifications "
-                             "WHERE state='pending'")
-        if row is None or row["t"] is None:
+        at = self.store.next_notification_due()
+        if at is None:
             return None
-        due = datetime.strptime(row["t"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        due = datetime.strptime(at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
         return max(0.0, (due - datetime.now(UTC)).total_seconds())
 
     def pump(self, limit: int = 100) -> dict[str, int]:
@@ -322,9 +303,7 @@ class Sender:
         """
         counts = self._collect(0.0)
         busy = {row["target"] for row, _, _ in self._inflight.values()}
-        rows = self.store.all("SELECT * FROM notifications WHERE state='pending' AND "
-                              "next_attempt <= ? ORDER BY id LIMIT ?", now(), limit)
-        for row in rows:
+        for row in self.store.due_notifications(now(), limit):
             if row["target"] not in busy and row["id"] not in self._inflight:
                 busy.add(row["target"])
                 self._start(row)
@@ -350,11 +329,8 @@ class Sender:
                     (retry.backoff_s if retry else 30.0) * 2 ** (attempt - 1))
         # count the attempt before making it: a crash mid-send still counts, and the
         # row is tried again (with the same key) once the backoff has passed
-        with self.store.transaction():
-            self.store.conn.execute(
-                "UPDATE notifications SET attempts=?, next_attempt=?, last_error=? WHERE id=?",
-                (attempt, _stamp(datetime.now(UTC) + timedelta(seconds=delay)),
-                 "interrupted during an attempt", row["id"]))
+        self.store.notification_attempted(
+            row["id"], attempt, _stamp(datetime.now(UTC) + timedelta(seconds=delay)))
         self._inflight[row["id"]] = (row, attempt, max_attempts)
 
         def attempt_delivery() -> None:
@@ -390,16 +366,11 @@ class Sender:
                 failure: DeliveryFailed | None) -> str:
         if failure is not None:
             dead = failure.permanent or attempt >= max_attempts
-            with self.store.transaction():
-                self.store.conn.execute(
-                    "UPDATE notifications SET state=?, last_error=? WHERE id=?",
-                    ("dead" if dead else "pending", str(failure)[:500], row["id"]))
+            self.store.notification_failed(row["id"], str(failure)[:500], dead=dead)
             log.warning("notification %s to %s: attempt %d failed: %s%s", row["key"],
                         row["target"], attempt, failure, " (dead)" if dead else "")
             return "dead" if dead else "failed"
-        with self.store.transaction():
-            self.store.conn.execute("UPDATE notifications SET state='sent', sent=?, "
-                                    "last_error=NULL WHERE id=?", (now(), row["id"]))
+        self.store.notification_sent(row["id"])
         return "sent"
 
     def _deliver(self, config: Any, row: Any) -> None:
@@ -580,28 +551,11 @@ def _email_text(payload: dict[str, Any]) -> str:
 
 def list_notifications(store: Store, state: str | None = None, request: str | None = None,
                        limit: int = 50) -> dict[str, Any]:
-    where, args = [], []
-    if state:
-        where.append("state=?")
-        args.append(state)
-    if request:
-        where.append("request=?")
-        args.append(request)
-    clause = ("WHERE " + " AND ".join(where)) if where else ""
-    rows = store.all(f"SELECT id, key, event, kind, request, target, channel, state, attempts,"
-                     f" next_attempt, last_error, created, sent FROM notifications {clause} "
-                     f"ORDER BY id DESC LIMIT ?", *args, limit)
-    counts = {r["state"]: r["n"] for r in store.all(
-        "SELECT state, count(*) AS n FROM notifications GROUP BY state")}
-    return {"counts": counts, "notifications": [dict(r) for r in rows]}
+    return {"counts": store.notification_counts(),
+            "notifications": store.notification_rows(state=state, request=request,
+                                                     limit=limit)}
 
 
 def retry_dead(store: Store, ids: list[int] | None = None) -> list[int]:
     """Make dead notifications pending again (all of them, or these ids), due now."""
-    with store.transaction():
-        rows = store.all("SELECT id FROM notifications WHERE state='dead'")
-        chosen = [r["id"] for r in rows if ids is None or r["id"] in ids]
-        for nid in chosen:
-            store.conn.execute("UPDATE notifications SET state='pending', attempts=0, "
-                               "next_attempt=? WHERE id=?", (now(), nid))
-    return chosen
+    return store.revive_notifications(ids)

@@ -38,8 +38,8 @@ def write_textfile(store: Store, metrics: dict[str, Any], queues: list[Any],
             executions.labels(capability, state).set(n)
             samples += 1
     requests = gauge("docket_requests", "Requests by state.", ["state"])
-    for row in store.all("SELECT state, count(*) AS n FROM requests GROUP BY state"):
-        requests.labels(row["state"]).set(row["n"])
+    for state, n in store.request_counts().items():
+        requests.labels(state).set(n)
         samples += 1
     wait = gauge("docket_queue_wait_seconds", "Time from creation to start (quantiles).",
                  ["capability", "quantile"])
@@ -70,14 +70,14 @@ def write_textfile(store: Store, metrics: dict[str, Any], queues: list[Any],
         samples += 1
     notifications = gauge("docket_notifications", "Notifications by outbox state "
                           "(pending, sent, dead).", ["state"])
-    for row in store.all("SELECT state, count(*) AS n FROM notifications GROUP BY state"):
-        notifications.labels(row["state"]).set(row["n"])
+    for state, n in store.notification_counts().items():
+        notifications.labels(state).set(n)
         samples += 1
     last = gauge("docket_last_event_timestamp_seconds", "When the last event was recorded.",
                  [])
-    row = store.one("SELECT CAST(strftime('%s', max(time)) AS REAL) AS t FROM events")
-    if row is not None and row["t"] is not None:
-        last.set(row["t"])
+    last_s = store.last_event_time_s()
+    if last_s is not None:
+        last.set(last_s)
         samples += 1
     path.parent.mkdir(parents=True, exist_ok=True)
     write_to_textfile(str(path), registry)

@@ -22,31 +22,29 @@ PROVENANCE_FILE = "products/provenance.json"
 
 def lineage(store: Store, name: str) -> dict[str, Any] | None:
     """Every execution of request ``name`` with its products' provenance; None if unknown."""
-    request = store.one("SELECT * FROM requests WHERE name=?", name)
+    request = store.request(name)
     if request is None:
         return None
     executions = []
-    for row in store.all("SELECT * FROM executions WHERE request=? ORDER BY id", name):
-        record: dict[str, Any] = {"execution": row["id"], "version": row["version"],
-                                  "state": row["state"], "directory": row["directory"],
+    for row in store.executions(name):
+        record: dict[str, Any] = {"execution": row.id, "version": row.version,
+                                  "state": row.state, "directory": row.directory,
                                   "provenance": None, "problem": None}
-        path = Path(row["directory"]) / PROVENANCE_FILE if row["directory"] else None
+        path = Path(row.directory) / PROVENANCE_FILE if row.directory else None
         if path is not None and path.is_file():
             try:
                 record["provenance"] = json.loads(path.read_text())
             except (OSError, ValueError) as exc:
                 record["problem"] = f"{path}: unreadable ({exc})"
         elif path is not None:
-            record["problem"] = f"no {PROVENANCE_FILE} in {row['directory']}"
+            record["problem"] = f"no {PROVENANCE_FILE} in {row.directory}"
         record["handoffs"] = [
-            {"action": json.loads(e["data"])["action"], "time": e["time"],
-             "results": json.loads(e["data"]).get("results") or {}}
-            for e in store.all("SELECT * FROM events WHERE execution=? AND "
-                               "type='handoff.done' ORDER BY id", row["id"])]
-        results = json.loads(row["results"]) if row["results"] else {}
-        record["archive_locator"] = results.get("archive_locator")
+            {"action": e["data"]["action"], "time": e["time"],
+             "results": e["data"].get("results") or {}}
+            for e in store.events(executions=[row.id], types=("handoff.done",))]
+        record["archive_locator"] = (row.results or {}).get("archive_locator")
         executions.append(record)
-    return {"request": name, "capability": request["capability"], "executions": executions}
+    return {"request": name, "capability": request.capability, "executions": executions}
 
 
 def render_lineage(result: dict[str, Any]) -> str:

@@ -7,7 +7,8 @@ database: state changes only through ``Store.record`` (an event).
 A request's and an execution's ``state`` is a state of its capability's machine; a
 capability may define its own (``needs-data``), so those fields are plain ``str``.
 ``RequestState`` names the states of the shipped machines that docket itself refers to.
-An execution's ``engine_state`` and a node's ``state`` are docket's own: closed enums.
+An execution's ``engine_state`` and the ``state`` of a hand-off, a notification and a
+node are docket's own: closed enums.
 The enums are ``StrEnum``: the stored text is the same as before, and a member compares
 equal to its text.
 """
@@ -20,8 +21,8 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["RequestState", "EngineState", "NodeState", "Request", "Version", "Execution",
-           "Node", "ACTIVE_ENGINE_STATES"]
+__all__ = ["RequestState", "EngineState", "HandoffState", "NotificationState", "NodeState",
+           "Request", "Version", "Execution", "Node", "ACTIVE_ENGINE_STATES"]
 
 
 class RequestState(StrEnum):
@@ -46,6 +47,23 @@ class EngineState(StrEnum):
 
 # a run that holds a slot of its queue and of its site
 ACTIVE_ENGINE_STATES = (EngineState.STARTING, EngineState.RUNNING)
+
+
+class HandoffState(StrEnum):
+    """A hand-off's state (``handoffs.state``): a tool a transition asked for."""
+
+    PENDING = "pending"  # asked for, or to be tried again
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"  # gave up: its execution's next step waits for a person
+
+
+class NotificationState(StrEnum):
+    """A notification's state in the outbox (``notifications.state``)."""
+
+    PENDING = "pending"  # to be sent (again) once its next attempt is due
+    SENT = "sent"
+    DEAD = "dead"  # gave up: 'docket notifications retry' makes it pending again
 
 
 class NodeState(StrEnum):

@@ -123,8 +123,7 @@ def perform(work: dict[str, Any], function: Callable[..., Any]) -> dict[str, Any
 
 
 def _pending(store: Store, pipeline: str) -> bool:
-    return store.one("SELECT 1 FROM works WHERE pipeline=? AND status IN ('queued', "
-                     "'running') LIMIT 1", pipeline) is not None
+    return store.has_open_work(pipeline)
 
 
 def run_works(home: Home, pipeline: str, function_path: str, *, lives: int = -1,

@@ -17,13 +17,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from docket.queries import Queries
 from docket.records import (
     ACTIVE_ENGINE_STATES,
     EngineState,
     Execution,
+    HandoffState,
     Node,
     NodeState,
+    NotificationState,
     Request,
+    RequestState,
     Version,
 )
 
@@ -139,9 +143,6 @@ SCHEMA_VERSION = len(MIGRATIONS)
 STATE_TABLES = ("requests", "versions", "executions", "queues", "nodes", "decisions",
                 "handoffs")
 
-FINAL_ENGINE_STATES = ("done",)
-
-
 def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -160,8 +161,9 @@ def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
     return conn
 
 
-class Store:
-    """One home's database. Writers use ``transaction()``; readers may open read-only."""
+class Store(Queries):
+    """One home's database. Writers use ``transaction()``; readers may open read-only.
+    The views' read-only queries are inherited from ``docket.queries``."""
 
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = path
@@ -297,14 +299,6 @@ class Store:
             rows = self.conn.execute(f"SELECT * FROM {table}").fetchall()
             out[table] = sorted(tuple(r) for r in rows)
         return out
-
-    # raw reads (the observability views' ad-hoc queries) ------------------------
-
-    def one(self, sql: str, *args: Any) -> sqlite3.Row | None:
-        return self.conn.execute(sql, args).fetchone()
-
-    def all(self, sql: str, *args: Any) -> list[sqlite3.Row]:
-        return self.conn.execute(sql, args).fetchall()
 
     # requests and versions -------------------------------------------------------
 
@@ -477,11 +471,13 @@ class Store:
         event["data"] = json.loads(event["data"])
         return event
 
-    def history(self, request: str) -> list[dict[str, Any]]:
-        """Every event about the request, oldest first, data decoded."""
+    def history(self, request: str, last: int | None = None) -> list[dict[str, Any]]:
+        """Every event about the request (or its ``last`` ones), oldest first, data
+        decoded."""
         events = []
-        for row in self.all("SELECT id, time, type, version, execution, actor, data FROM "
-                            "events WHERE request=? ORDER BY id", request):
+        for row in self.all("SELECT * FROM (SELECT id, time, type, version, execution, "
+                            "actor, data FROM events WHERE request=? ORDER BY id DESC "
+                            "LIMIT ?) ORDER BY id", request, -1 if last is None else last):
             event = dict(row)
             event["data"] = json.loads(event["data"])
             events.append(event)
@@ -495,7 +491,212 @@ class Store:
 
     def open_handoffs(self) -> list[sqlite3.Row]:
         """Hand-offs not yet done (failed ones too: they block their execution's next)."""
-        return self.all("SELECT * FROM handoffs WHERE state != 'done' ORDER BY requested")
+        return self.all(f"SELECT * FROM handoffs WHERE state != '{HandoffState.DONE}' "
+                        "ORDER BY requested")
+
+    def active_handoffs(self) -> int:
+        """Hand-offs running or still to run, not those behind one that failed for good."""
+        return int(self.one(
+            "SELECT count(*) FROM handoffs h WHERE state IN (?, ?) AND NOT EXISTS "
+            "(SELECT 1 FROM handoffs f WHERE f.execution = h.execution AND f.state = ?)",
+            HandoffState.PENDING, HandoffState.RUNNING, HandoffState.FAILED)[0])
+
+    def handoff_kills(self, execution: int, requested: int) -> int:
+        """How many times the hand-off's process was killed before it finished."""
+        return int(self.one(
+            "SELECT count(*) FROM events WHERE execution=? AND type='handoff.failed' "
+            "AND json_extract(data, '$.requested')=? AND json_extract(data, '$.killed')",
+            execution, requested)[0])
+
+    # the notification outbox (docket.notify; not state: never rebuilt) ------------------
+
+    def instance_name(self) -> str:
+        """A random name of this home's database, so keys from two homes never collide;
+        made (in the caller's transaction) the first time it is asked for."""
+        row = self.one("SELECT value FROM meta WHERE key='instance'")
+        if row is not None:
+            return str(row[0])
+        import uuid
+
+        value = uuid.uuid4().hex[:12]
+        self.conn.execute("INSERT INTO meta (key, value) VALUES ('instance', ?)", (value,))
+        return value
+
+    def queue_notification(self, key: str, event: int, kind: str, request: str,
+                           target: str, channel: str, payload: dict[str, Any],
+                           at: str) -> None:
+        """A pending notification, due at ``at``; nothing when ``key`` is queued already."""
+        self.conn.execute(
+            "INSERT INTO notifications (key, event, kind, request, target, channel, "
+            "payload, state, attempts, next_attempt, created) VALUES "
+            f"(?, ?, ?, ?, ?, ?, ?, '{NotificationState.PENDING}', 0, ?, ?) "
+            "ON CONFLICT(key) DO NOTHING",
+            (key, event, kind, request, target, channel, json.dumps(payload, sort_keys=True),
+             at, at))
+
+    def next_notification_due(self) -> str | None:
+        """When the next pending notification is due (its ``next_attempt``)."""
+        row = self.one("SELECT min(next_attempt) FROM notifications WHERE state=?",
+                       NotificationState.PENDING)
+        return row[0] if row else None
+
+    def due_notifications(self, at: str, limit: int) -> list[sqlite3.Row]:
+        """Pending notifications due by ``at``, oldest first."""
+        return self.all("SELECT * FROM notifications WHERE state=? AND next_attempt <= ? "
+                        "ORDER BY id LIMIT ?", NotificationState.PENDING, at, limit)
+
+    def notification_attempted(self, id: int, attempt: int, next_attempt: str) -> None:
+        """Count an attempt before making it: a crash mid-send still counts it."""
+        with self.transaction():
+            self.conn.execute("UPDATE notifications SET attempts=?, next_attempt=?, "
+                              "last_error=? WHERE id=?",
+                              (attempt, next_attempt, "interrupted during an attempt", id))
+
+    def notification_failed(self, id: int, error: str, *, dead: bool) -> None:
+        state = NotificationState.DEAD if dead else NotificationState.PENDING
+        with self.transaction():
+            self.conn.execute("UPDATE notifications SET state=?, last_error=? WHERE id=?",
+                              (state, error, id))
+
+    def notification_sent(self, id: int) -> None:
+        with self.transaction():
+            self.conn.execute("UPDATE notifications SET state=?, sent=?, last_error=NULL "
+                              "WHERE id=?", (NotificationState.SENT, now(), id))
+
+    def revive_notifications(self, ids: list[int] | None = None) -> list[int]:
+        """Make dead notifications pending again (all of them, or these ids), due now;
+        returns the ids made pending."""
+        with self.transaction():
+            dead = [r[0] for r in self.all("SELECT id FROM notifications WHERE state=?",
+                                           NotificationState.DEAD)]
+            chosen = [nid for nid in dead if ids is None or nid in ids]
+            self.conn.executemany("UPDATE notifications SET state=?, attempts=0, "
+                                  "next_attempt=? WHERE id=?",
+                                  [(NotificationState.PENDING, now(), nid) for nid in chosen])
+        return chosen
+
+    # CHIME works (docket.work; bookkeeping of their own, not derived from events) --------
+
+    def work_row(self, work_id: str) -> sqlite3.Row | None:
+        return self.one("SELECT * FROM works WHERE id=?", work_id)
+
+    def insert_work(self, body: dict[str, Any]) -> None:
+        """A new work: every field in ``body``, the queried ones in columns too."""
+        self.conn.execute(
+            "INSERT INTO works (id, pipeline, status, priority, creation, site, user, grp,"
+            " timeout, retries, attempt, start, stop, body) VALUES "
+            "(?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (body["id"], body["pipeline"], body["status"], body["priority"],
+             body["creation"], body["site"], body["user"], body.get("group"),
+             body["timeout"], body["retries"], body["attempt"], body.get("start"),
+             body.get("stop"), json.dumps(body, sort_keys=True)))
+
+    def expire_work_leases(self, at: float) -> int:
+        """Running works past their timeout go back to the queue, or fail after the last
+        try; returns how many."""
+        rows = self.all("SELECT id, attempt, retries, runner FROM works WHERE "
+                        "status='running' AND lease_until < ?", at)
+        for row in rows:
+            final = row["attempt"] > row["retries"]
+            reason = (f"attempt {row['attempt']} timed out (runner {row['runner']} did not "
+                      "deposit in time)")
+            self.conn.execute("UPDATE work_attempts SET stop=?, status='timeout', error=? "
+                              "WHERE work=? AND attempt=? AND status='running'",
+                              (at, reason, row["id"], row["attempt"]))
+            self.conn.execute("UPDATE works SET status=?, lease_until=NULL, runner=NULL, "
+                              "stop=?, error=? WHERE id=?",
+                              ("failure" if final else "queued", at if final else None,
+                               reason + ("; no retries left" if final else ""), row["id"]))
+        return len(rows)
+
+    def lease_work(self, pipeline: str, runner: str, at: float, *,
+                   filters: dict[str, Any], tags: list[str], events: list[int]
+                   ) -> sqlite3.Row | None:
+        """Lease the next queued work of ``pipeline`` (highest priority, then oldest) that
+        matches ``filters`` (column: value), every tag and every event number, to
+        ``runner`` for its timeout; expired leases are put back first."""
+        where, args = ["pipeline=?", "status='queued'"], [pipeline]
+        for column, value in filters.items():
+            where.append(f"{column}=?")
+            args.append(value)
+        for path, values in (("$.tags", tags), ("$.event", events)):
+            for value in values:
+                where.append(f"EXISTS (SELECT 1 FROM json_each(body, '{path}') "
+                             "WHERE value=?)")
+                args.append(value)
+        with self.transaction():
+            self.expire_work_leases(at)
+            row = self.one(f"SELECT id, timeout, attempt FROM works WHERE "
+                           f"{' AND '.join(where)} ORDER BY priority DESC, creation, rowid "
+                           "LIMIT 1", *args)
+            if row is None:
+                return None
+            attempt = row["attempt"] + 1
+            self.conn.execute("UPDATE works SET status='running', attempt=?, start=?, "
+                              "stop=NULL, runner=?, lease_until=?, error=NULL WHERE id=?",
+                              (attempt, at, runner, at + row["timeout"], row["id"]))
+            self.conn.execute("INSERT OR REPLACE INTO work_attempts (work, attempt, runner, "
+                              "start, status) VALUES (?, ?, ?, ?, 'running')",
+                              (row["id"], attempt, runner, at))
+            return self.work_row(row["id"])
+
+    def stale_work_attempt(self, work_id: str, attempt: int, runner: str, at: float) -> None:
+        """A runner that lost its lease reported: its attempt ends as stale."""
+        self.conn.execute("UPDATE work_attempts SET stop=?, status='stale' WHERE work=? AND "
+                          "attempt=? AND runner=?", (at, work_id, attempt, runner))
+
+    def finish_work(self, work_id: str, attempt: int, status: str, at: float,
+                    body: dict[str, Any], checksums: dict[str, Any], error: str | None
+                    ) -> None:
+        """The leased attempt's outcome: the work and the attempt end with ``status``."""
+        self.conn.execute("UPDATE works SET status=?, stop=?, lease_until=NULL, body=?, "
+                          "checksums=?, error=? WHERE id=?",
+                          (status, at, json.dumps(body, sort_keys=True),
+                           json.dumps(checksums, sort_keys=True), error, work_id))
+        self.conn.execute("UPDATE work_attempts SET stop=?, status=?, error=? WHERE work=? "
+                          "AND attempt=?", (at, status, error, work_id, attempt))
+
+    def change_work(self, work_id: str, body: dict[str, Any], stop: float | None) -> None:
+        """A person's change: the body's status, priority, group, timeout and retries; a
+        work no longer running loses its lease."""
+        status = body["status"]
+        self.conn.execute(
+            "UPDATE works SET status=?, priority=?, grp=?, timeout=?, retries=?, stop=?, "
+            "body=?, lease_until=CASE WHEN ?='running' THEN lease_until END, "
+            "runner=CASE WHEN ?='running' THEN runner END WHERE id=?",
+            (status, body["priority"], body.get("group"), body["timeout"], body["retries"],
+             stop, json.dumps(body, sort_keys=True), status, status, work_id))
+
+    def work_attempts(self, work_id: str) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.all(
+            "SELECT attempt, runner, start, stop, status, error FROM work_attempts "
+            "WHERE work=? ORDER BY attempt", work_id)]
+
+    def work_rows(self, *, filters: dict[str, Any], tag: str | None = None,
+                  event: int | None = None, since: float | None = None,
+                  until: float | None = None, limit: int = 100) -> list[sqlite3.Row]:
+        """Works matching every filter given (column: value), newest first."""
+        where, args = ["1"], []
+        for column, value in filters.items():
+            if value is not None:
+                where.append(f"{column}=?")
+                args.append(value)
+        for path, value in (("$.tags", tag), ("$.event", event)):
+            if value is not None:
+                where.append(f"EXISTS (SELECT 1 FROM json_each(body, '{path}') "
+                             "WHERE value=?)")
+                args.append(value)
+        for op, value in ((">=", since), ("<", until)):
+            if value is not None:
+                where.append(f"creation {op} ?")
+                args.append(value)
+        return self.all(f"SELECT * FROM works WHERE {' AND '.join(where)} ORDER BY creation "
+                        "DESC, rowid DESC LIMIT ?", *args, limit)
+
+    def has_open_work(self, pipeline: str) -> bool:
+        """A work of the pipeline is queued or running."""
+        return self.one("SELECT 1 FROM works WHERE pipeline=? AND status IN ('queued', "
+                        "'running') LIMIT 1", pipeline) is not None
 
     # intake's bookkeeping (not state: never rebuilt) ---------------------------------
 
@@ -582,7 +783,7 @@ def _apply(conn: sqlite3.Connection, event: dict[str, Any]) -> None:
     if t == "version.accepted":
         conn.execute(
             "INSERT INTO requests (name, capability, state, current_version, created, updated) "
-            "VALUES (?, ?, 'submitted', ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+            f"VALUES (?, ?, '{RequestState.SUBMITTED}', ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
             "current_version=excluded.current_version, capability=excluded.capability, "
             "updated=excluded.updated", (request, d["capability"], version, at, at))
         conn.execute(
@@ -610,15 +811,16 @@ def _apply(conn: sqlite3.Connection, event: dict[str, Any]) -> None:
         conn.execute("UPDATE requests SET state=?, updated=? WHERE name=? AND "
                      "current_execution=?", (d["to"], at, request, execution))
     elif t == "execution.starting":
-        conn.execute("UPDATE executions SET engine_state='starting', directory=?, engine=?, "
-                     "site=? WHERE id=?", (d["directory"], d["engine"], d["site"], execution))
+        conn.execute(f"UPDATE executions SET engine_state='{EngineState.STARTING}', "
+                     "directory=?, engine=?, site=? WHERE id=?",
+                     (d["directory"], d["engine"], d["site"], execution))
     elif t == "execution.submitted":
-        conn.execute("UPDATE executions SET engine_state='running', engine_id=?, "
+        conn.execute(f"UPDATE executions SET engine_state='{EngineState.RUNNING}', engine_id=?, "
                      "started=coalesce(started, ?) WHERE id=?", (d.get("engine_id"), at,
                                                                  execution))
     elif t == "execution.finished":
         # a reason given earlier (a cancellation's) is the one a DA wants to read
-        conn.execute("UPDATE executions SET engine_state='done', exit_code=?, "
+        conn.execute(f"UPDATE executions SET engine_state='{EngineState.DONE}', exit_code=?, "
                      "reason=coalesce(reason, ?), stopped=?, results=?, products=?, plots=? "
                      "WHERE id=?",
                      (d.get("exit_code"), d.get("reason"), at,
@@ -629,16 +831,19 @@ def _apply(conn: sqlite3.Connection, event: dict[str, Any]) -> None:
                      "output_dir) VALUES (?,?,?,?,?)", (event["id"], execution, d["action"],
                                                         d["directory"], d.get("output_dir")))
     elif t == "handoff.started":
-        conn.execute("UPDATE handoffs SET state='running' WHERE requested=?", (d["requested"],))
+        conn.execute(f"UPDATE handoffs SET state='{HandoffState.RUNNING}' WHERE requested=?",
+                     (d["requested"],))
     elif t == "handoff.done":
-        conn.execute("UPDATE handoffs SET state='done' WHERE requested=?", (d["requested"],))
+        conn.execute(f"UPDATE handoffs SET state='{HandoffState.DONE}' WHERE requested=?",
+                     (d["requested"],))
         if d.get("results"):
             # a hand-off's results (ingest's archive locator) join the execution's
             conn.execute("UPDATE executions SET results=json_patch(coalesce(results, '{}'), "
                          "?) WHERE id=?", (_canon(d["results"]), execution))
     elif t == "handoff.failed":
         conn.execute("UPDATE handoffs SET attempts=attempts+1, reason=?, state=CASE WHEN ? "
-                     "THEN 'failed' ELSE 'pending' END WHERE requested=?",
+                     f"THEN '{HandoffState.FAILED}' ELSE '{HandoffState.PENDING}' END "
+                     "WHERE requested=?",
                      (d.get("reason"), bool(d.get("final")), d["requested"]))
     elif t == "execution.retrying":
         conn.execute("UPDATE executions SET retries=retries+1 WHERE id=?", (execution,))
@@ -661,7 +866,8 @@ def _apply(conn: sqlite3.Connection, event: dict[str, Any]) -> None:
                          "WHERE name=?", (execution, request))
     elif t == "execution.requeued":
         # a retry runs the same execution again, as its next attempt, in a new directory
-        conn.execute("UPDATE executions SET engine_state='none', attempt=attempt+1, "
+        conn.execute(f"UPDATE executions SET engine_state='{EngineState.NONE}', "
+                     "attempt=attempt+1, "
                      "retries=retries+1, exit_code=NULL, reason=NULL, stopped=NULL, "
                      "started=NULL, results=NULL, products='[]', plots='[]' WHERE id=?",
                      (execution,))
@@ -686,34 +892,39 @@ def _apply(conn: sqlite3.Connection, event: dict[str, Any]) -> None:
     # document.rejected, document.duplicate, event.refused, ...: history only
 
 
-_NODE_STATES = {"node.submitted": "idle", "node.started": "running", "node.held": "held",
-                "node.released": "idle", "node.evicted": "idle", "node.aborted": "failed"}
+_NODE_STATES = {"node.submitted": NodeState.IDLE, "node.started": NodeState.RUNNING,
+                "node.held": NodeState.HELD, "node.released": NodeState.IDLE,
+                "node.evicted": NodeState.IDLE, "node.aborted": NodeState.FAILED}
 
 
 def _apply_node(conn: sqlite3.Connection, t: str, d: dict[str, Any], at: str,
                 execution: int | None) -> None:
     node = d["node"]
-    conn.execute("INSERT INTO nodes (execution, node, state) VALUES (?, ?, 'idle') "
+    conn.execute(f"INSERT INTO nodes (execution, node, state) VALUES (?, ?, '{NodeState.IDLE}') "
                  "ON CONFLICT DO NOTHING", (execution, node))
     if t == "node.submitted":
         # one attempt per cluster: a node's procs share it, a retry gets a new one
-        conn.execute("UPDATE nodes SET state='idle', attempts=attempts+(coalesce(cluster, -1)"
+        conn.execute(f"UPDATE nodes SET state='{NodeState.IDLE}', "
+                     "attempts=attempts+(coalesce(cluster, -1)"
                      " != ?), cluster=?, exit_code=NULL, signal=NULL, hold_code=NULL, "
                      "hold_subcode=NULL WHERE execution=? AND "
                      "node=?", (d.get("cluster"), d.get("cluster"), execution, node))
     elif t == "node.started":
-        conn.execute("UPDATE nodes SET state='running', host=?, started=coalesce(started, ?) "
+        conn.execute(f"UPDATE nodes SET state='{NodeState.RUNNING}', host=?, "
+                     "started=coalesce(started, ?) "
                      "WHERE execution=? AND node=?", (d.get("host"), at, execution, node))
     elif t == "node.held":
-        conn.execute("UPDATE nodes SET state='held', hold_code=?, hold_subcode=?, reason=? "
+        conn.execute(f"UPDATE nodes SET state='{NodeState.HELD}', hold_code=?, "
+                     "hold_subcode=?, reason=? "
                      "WHERE execution=? AND node=?", (d.get("hold_code"), d.get("hold_subcode"),
                                                       d.get("reason"), execution, node))
     elif t in ("node.finished", "node.post"):
         ok = d.get("exit_code") == 0 and d.get("signal") is None
         # any failed proc fails the node; a POST script's result overrides the job's
-        keep_failed = "" if t == "node.post" else "AND state != 'failed'"
-        conn.execute(f"UPDATE nodes SET state=CASE WHEN ? {keep_failed} THEN 'done' ELSE "
-                     "'failed' END, exit_code=CASE WHEN ? THEN coalesce(exit_code, 0) ELSE ? END, "
+        keep_failed = "" if t == "node.post" else f"AND state != '{NodeState.FAILED}'"
+        conn.execute(f"UPDATE nodes SET state=CASE WHEN ? {keep_failed} THEN "
+                     f"'{NodeState.DONE}' ELSE '{NodeState.FAILED}' END, "
+                     "exit_code=CASE WHEN ? THEN coalesce(exit_code, 0) ELSE ? END, "
                      "signal=?, reason=?, finished=? WHERE execution=? AND node=?",
                      (ok, ok, d.get("exit_code"), d.get("signal"), d.get("reason"), at,
                       execution, node))

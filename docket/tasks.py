@@ -43,6 +43,22 @@ def _directive_id(task: dict[str, Any]) -> str:
     return "task-" + hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
+def _depths(spec: TaskWorkflowSpec) -> dict[int, int]:
+    """Each task's distance from the public inputs through the queues (0: reads only
+    public queues); the spec has no cycles (its validator refuses them)."""
+    producers = {alias: i for i, t in enumerate(spec.tasks) for alias in t.output_queue_aliases}
+    found: dict[int, int] = {}
+
+    def depth(i: int) -> int:
+        if i not in found:
+            feeding = [producers[a] for a in spec.tasks[i].input_queue_aliases
+                       if a in producers and producers[a] != i]
+            found[i] = 1 + max(map(depth, feeding)) if feeding else 0
+        return found[i]
+
+    return {i: depth(i) for i in range(len(spec.tasks))}
+
+
 def plan(spec: TaskWorkflowSpec, attachments: Path) -> tuple[dict[str, Any], list[Problem]]:
     """The directives, taskforces and input events of a workflow; problems with paths."""
     problems: list[Problem] = []
@@ -68,6 +84,11 @@ def plan(spec: TaskWorkflowSpec, attachments: Path) -> tuple[dict[str, Any], lis
                 "priority": config.priority,
                 "requirements": config.condor_requirements,
                 "transfer_stdouterr": config.do_transfer_worker_stdouterr})
+    # a taskforce that feeds others gets a free slot before them: workers of a later task
+    # only wait for events, and holding every slot they would starve the task feeding them
+    depth = _depths(spec)
+    for tf in taskforces:
+        tf["dag_priority"] = max(depth.values(), default=0) - depth[tf["task_index"]]
     inputs = []
     for alias, given in spec.inputs.items():
         for i, name in enumerate(given.files):

@@ -14,11 +14,9 @@ columns queries use. It is bookkeeping of its own, not derived from the event lo
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 from docket.errors import Invalid, NotFound
@@ -31,12 +29,6 @@ __all__ = ["deposit", "withdraw", "update", "finish", "query", "get", "expire_le
 
 class Stale(Invalid):
     code = "stale-lease"
-
-
-@contextlib.contextmanager
-def _tx(store: Store) -> Iterator[Any]:
-    with store.transaction() as conn:
-        yield conn
 
 
 def _row_to_work(row: Any) -> dict[str, Any]:
@@ -52,44 +44,25 @@ def deposit(store: Store, works: list[Work]) -> list[str]:
     """Queue works; returns their ids (given ones kept, others made)."""
     ids = []
     now = time.time()
-    with _tx(store) as conn:
+    with store.transaction():
         for work in works:
             body = work.model_dump(mode="json")
             work_id = body.get("id") or uuid.uuid4().hex
-            if conn.execute("SELECT 1 FROM works WHERE id=?", (work_id,)).fetchone():
+            if store.work_row(work_id) is not None:
                 raise Invalid(f"work {work_id} was deposited before",
                               "leave id out to deposit a new work, or use 'docket work "
                               "update'")
             status = body["status"] if body["status"] != "created" else "queued"
             body.update(id=work_id, status=status, creation=body.get("creation") or now)
-            conn.execute(
-                "INSERT INTO works (id, pipeline, status, priority, creation, site, user, grp,"
-                " timeout, retries, attempt, start, stop, body) VALUES "
-                "(?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (work_id, body["pipeline"], status, body["priority"], body["creation"],
-                 body["site"], body["user"], body.get("group"), body["timeout"],
-                 body["retries"], body["attempt"], body.get("start"), body.get("stop"),
-                 json.dumps(body, sort_keys=True)))
+            store.insert_work(body)
             ids.append(work_id)
     return ids
 
 
-def expire_leases(conn: Any, now: float) -> int:
+def expire_leases(store: Store, now: float) -> int:
     """Running works past their timeout go back to the queue, or fail after the last try."""
-    rows = conn.execute("SELECT id, attempt, retries, runner FROM works WHERE status='running'"
-                        " AND lease_until < ?", (now,)).fetchall()
-    for row in rows:
-        final = row["attempt"] > row["retries"]
-        reason = (f"attempt {row['attempt']} timed out (runner {row['runner']} did not "
-                  "deposit in time)")
-        conn.execute("UPDATE work_attempts SET stop=?, status='timeout', error=? WHERE "
-                     "work=? AND attempt=? AND status='running'",
-                     (now, reason, row["id"], row["attempt"]))
-        conn.execute("UPDATE works SET status=?, lease_until=NULL, runner=NULL, stop=?, "
-                     "error=? WHERE id=?",
-                     ("failure" if final else "queued", now if final else None,
-                      reason + ("; no retries left" if final else ""), row["id"]))
-    return len(rows)
+    with store.transaction():
+        return store.expire_work_leases(now)
 
 
 def withdraw(store: Store, pipeline: str, runner: str, *, site: str | None = None,
@@ -97,34 +70,12 @@ def withdraw(store: Store, pipeline: str, runner: str, *, site: str | None = Non
              event: list[int] | None = None, priority: int | None = None
              ) -> dict[str, Any] | None:
     """Lease the next work of ``pipeline`` to ``runner``; None when nothing waits."""
-    pipeline = pipeline.lower().replace("_", "-")
-    where, args = ["pipeline=?", "status='queued'"], [pipeline]
-    for column, value in (("site", site), ("user", user), ("priority", priority)):
-        if value is not None:
-            where.append(f"{column}=?")
-            args.append(value)
-    for tag in tags or []:
-        where.append("EXISTS (SELECT 1 FROM json_each(body, '$.tags') WHERE value=?)")
-        args.append(tag)
-    for number in event or []:
-        where.append("EXISTS (SELECT 1 FROM json_each(body, '$.event') WHERE value=?)")
-        args.append(number)
-    now = time.time()
-    with _tx(store) as conn:
-        expire_leases(conn, now)
-        row = conn.execute(f"SELECT id, timeout, attempt FROM works WHERE {' AND '.join(where)}"
-                           " ORDER BY priority DESC, creation, rowid LIMIT 1", args).fetchone()
-        if row is None:
-            return None
-        attempt = row["attempt"] + 1
-        conn.execute("UPDATE works SET status='running', attempt=?, start=?, stop=NULL, "
-                     "runner=?, lease_until=?, error=NULL WHERE id=?",
-                     (attempt, now, runner, now + row["timeout"], row["id"]))
-        conn.execute("INSERT OR REPLACE INTO work_attempts (work, attempt, runner, start, "
-                     "status) VALUES (?, ?, ?, ?, 'running')", (row["id"], attempt, runner,
-                                                                 now))
-        leased = conn.execute("SELECT * FROM works WHERE id=?", (row["id"],)).fetchone()
-    return _row_to_work(leased)
+    filters = {column: value for column, value in (("site", site), ("user", user),
+                                                   ("priority", priority))
+               if value is not None}
+    leased = store.lease_work(pipeline.lower().replace("_", "-"), runner, time.time(),
+                              filters=filters, tags=tags or [], events=event or [])
+    return _row_to_work(leased) if leased is not None else None
 
 
 def finish(store: Store, work_id: str, runner: str, attempt: int, status: str, *,
@@ -135,25 +86,19 @@ def finish(store: Store, work_id: str, runner: str, attempt: int, status: str, *
     if status not in ("success", "failure"):
         raise Invalid(f"status {status!r}: a runner deposits success or failure")
     now = time.time()
-    with _tx(store) as conn:
-        row = conn.execute("SELECT * FROM works WHERE id=?", (work_id,)).fetchone()
+    with store.transaction():
+        row = store.work_row(work_id)
         if row is None:
             raise NotFound(f"no work {work_id}")
         if row["status"] != "running" or row["runner"] != runner or row["attempt"] != attempt:
-            conn.execute("UPDATE work_attempts SET stop=?, status='stale' WHERE work=? AND "
-                         "attempt=? AND runner=?", (now, work_id, attempt, runner))
+            store.stale_work_attempt(work_id, attempt, runner, now)
             raise Stale(f"work {work_id} attempt {attempt} is no longer leased to {runner} "
                         f"(now {row['status']}, attempt {row['attempt']})",
                         "its timeout passed; the result was not recorded")
         body = json.loads(row["body"])
         body.update(results=results, products=products, plots=plots, stop=now,
                     status=status)
-        conn.execute("UPDATE works SET status=?, stop=?, lease_until=NULL, body=?, "
-                     "checksums=?, error=? WHERE id=?",
-                     (status, now, json.dumps(body, sort_keys=True),
-                      json.dumps(checksums or {}, sort_keys=True), error, work_id))
-        conn.execute("UPDATE work_attempts SET stop=?, status=?, error=? WHERE work=? AND "
-                     "attempt=?", (now, status, error, work_id, attempt))
+        store.finish_work(work_id, attempt, status, now, body, checksums or {}, error)
 
 
 _UPDATABLE = {"results", "products", "plots", "tags", "status", "priority", "parameters",
@@ -169,8 +114,8 @@ def update(store: Store, work_id: str, changes: dict[str, Any]) -> dict[str, Any
     if "status" in changes and changes["status"] not in WORK_STATUSES:
         raise Invalid(f"status {changes['status']!r} is not one of {', '.join(WORK_STATUSES)}")
     now = time.time()
-    with _tx(store) as conn:
-        row = conn.execute("SELECT * FROM works WHERE id=?", (work_id,)).fetchone()
+    with store.transaction():
+        row = store.work_row(work_id)
         if row is None:
             raise NotFound(f"no work {work_id}", "see 'docket work list'")
         body = json.loads(row["body"])
@@ -183,26 +128,18 @@ def update(store: Store, work_id: str, changes: dict[str, Any]) -> dict[str, Any
             err = exc.errors()[0]
             raise Invalid(f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
         body = work.model_dump(mode="json")
-        status = body["status"]
-        stop = now if status in ("success", "failure") else row["stop"]
-        conn.execute("UPDATE works SET status=?, priority=?, grp=?, timeout=?, retries=?, "
-                     "stop=?, body=?, lease_until=CASE WHEN ?='running' THEN lease_until "
-                     "END, runner=CASE WHEN ?='running' THEN runner END WHERE id=?",
-                     (status, body["priority"], body.get("group"), body["timeout"],
-                      body["retries"], stop, json.dumps(body, sort_keys=True), status,
-                      status, work_id))
-        row = conn.execute("SELECT * FROM works WHERE id=?", (work_id,)).fetchone()
+        stop = now if body["status"] in ("success", "failure") else row["stop"]
+        store.change_work(work_id, body, stop)
+        row = store.work_row(work_id)
     return _row_to_work(row)
 
 
 def get(store: Store, work_id: str) -> dict[str, Any]:
-    row = store.one("SELECT * FROM works WHERE id=?", work_id)
+    row = store.work_row(work_id)
     if row is None:
         raise NotFound(f"no work {work_id}", "see 'docket work list'")
     work = _row_to_work(row)
-    work["docket"]["attempts"] = [dict(r) for r in store.all(
-        "SELECT attempt, runner, start, stop, status, error FROM work_attempts WHERE work=? "
-        "ORDER BY attempt", work_id)]
+    work["docket"]["attempts"] = store.work_attempts(work_id)
     return work
 
 
@@ -213,26 +150,9 @@ def query(store: Store, *, pipeline: str | None = None, status: str | None = Non
     """Works by pipeline, tag, group, event, status, site, user and creation time."""
     if pipeline is not None:  # spelt as the user writes it, found as deposited (hyphen-case)
         pipeline = pipeline.lower().replace(" ", "-").replace("_", "-")
-    where, args = ["1"], []
-    for column, value in (("pipeline", pipeline), ("status", status), ("grp", group),
-                          ("site", site), ("user", user)):
-        if value is not None:
-            where.append(f"{column}=?")
-            args.append(value)
-    if tag is not None:
-        where.append("EXISTS (SELECT 1 FROM json_each(body, '$.tags') WHERE value=?)")
-        args.append(tag)
-    if event is not None:
-        where.append("EXISTS (SELECT 1 FROM json_each(body, '$.event') WHERE value=?)")
-        args.append(event)
-    if since is not None:
-        where.append("creation >= ?")
-        args.append(since)
-    if until is not None:
-        where.append("creation < ?")
-        args.append(until)
-    rows = store.all(f"SELECT * FROM works WHERE {' AND '.join(where)} ORDER BY creation "
-                     f"DESC, rowid DESC LIMIT ?", *args, limit)
+    rows = store.work_rows(filters={"pipeline": pipeline, "status": status, "grp": group,
+                                    "site": site, "user": user},
+                           tag=tag, event=event, since=since, until=until, limit=limit)
     return [_row_to_work(r) for r in rows]
 
 

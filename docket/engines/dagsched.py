@@ -417,7 +417,9 @@ class Scheduler:
         if ok:
             run.state = "done"
             self.note(f"node {node.name}: done (attempt {run.attempt})")
-            for child in node.children:
+            # in the DAG file's order (DAGMan keeps children by node id): a set's order
+            # would change from run to run, and with it who gets a free slot first
+            for child in sorted(node.children, key=lambda c: self.runs[c].order):
                 other = self.runs[child]
                 if other.state == "waiting" and self.parents_done(other):
                     self.make_ready(other)

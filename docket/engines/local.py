@@ -22,12 +22,18 @@ from docket.engines.localdag import dag_files, lock_is_held, stop_leftover_jobs
 from docket.fileio import atomic_write
 from schemas.sites import Site
 
-__all__ = ["LocalEngine"]
+__all__ = ["LocalEngine", "started_runners"]
 
 # The runners this process started and has not collected (reaped) yet. Per process, not
 # per engine: an engine built again when sites.yaml changes still reaps the runners that
 # the one before it started.
 _CHILDREN: dict[Path, subprocess.Popen[bytes]] = {}
+
+
+def started_runners() -> list[int]:
+    """The PIDs of the runners this process started and has not reaped: a caller waiting
+    for work to end (``docket tick --wait``) wakes when one of them exits."""
+    return [child.pid for child in _CHILDREN.values()]
 
 
 class LocalEngine(Engine):

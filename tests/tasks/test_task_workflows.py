@@ -291,3 +291,27 @@ def test_hostile_json_is_rejected_and_the_pass_goes_on(home: Path, docket, name:
     outcome = {d["file"]: d["status"] for d in result.json()["documents"]}
     assert outcome == {name: "rejected", "good.json": "accepted"}
     assert (home / "spool" / "rejected" / f"{name}.error").read_text().strip()
+
+
+def test_a_task_that_feeds_another_gets_the_slot_first(home: Path, docket) -> None:  # noqa: ANN001
+    """One job slot, and the task reading the other's output written first: its worker
+    would take the only slot and wait for events that nobody can then make. The feeding
+    task's taskforce has the higher DAG priority, so it runs first and the chain ends."""
+    (home / "docket.yaml").write_text("local_max_jobs: 1\n")
+    write_events(home, 2)
+    request = two_task_chain(workers=1)
+    request["tasks"].reverse()  # the consumer first, as nothing forbids
+    (home / "reversed.json").write_text(dumps(request))
+    assert docket("submit", str(home / "reversed.json")).code == 0
+    try:
+        ticked = subprocess.run([str(BIN / "docket"), "tick", "--wait", "--home", str(home)],
+                                capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        docket("cancel", "reversed")  # stop the stuck workers, then say so
+        docket("tick")
+        raise AssertionError("the chain did not end in 300 s: stuck workers?") from None
+    assert ticked.returncode == 0, ticked.stderr
+    execution = docket("show", "reversed", "--json").json()["executions"][0]
+    assert execution["state"] == "complete", execution["reason"]
+    dag = (Path(execution["directory"]) / "workflow.dag").read_text()
+    assert "PRIORITY tf1_local 1" in dag and "PRIORITY tf0_local 0" in dag
