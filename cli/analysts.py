@@ -42,20 +42,11 @@ def _actor() -> str:
 
 
 def _record(home: Path | None, change: Any) -> None:
-    """Put the edit into the home's event log too, so 'docket history' can show who
-    changed whose roles (a home without a database yet has no log to keep it in)."""
+    """Put the edit into the home's event log too (``docket history``)."""
+    from docket.drivers import record_analysts_change
     from docket.home import resolve_home
-    from docket.store import Store
 
-    database = resolve_home(home).database
-    if not change.changed or not database.is_file():
-        return
-    store = Store(database)
-    try:
-        store.record("analysts.changed", actor=change.actor,
-                     **{k: v for k, v in change.as_dict().items() if k != "actor"})
-    finally:
-        store.close()
+    record_analysts_change(resolve_home(home), change)
 
 
 def _changed(change: Any) -> str:

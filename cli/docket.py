@@ -160,7 +160,7 @@ def watch(poll: Annotated[bool, typer.Option(
     import threading
 
     from cli.common import PrintableFormatter
-    from docket.watcher import Watcher
+    from docket.drivers import watch as run_watcher
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
                         stream=sys.stderr)
@@ -169,9 +169,6 @@ def watch(poll: Annotated[bool, typer.Option(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    watcher = Watcher.open_when_possible(_home(home), stop)  # waits out a full disk
-    if watcher is None:
-        return 0
 
     def report(p: Any) -> None:
         for o in p.intake.outcomes:
@@ -186,11 +183,7 @@ def watch(poll: Annotated[bool, typer.Option(
         for e in p.ended:
             say(f"execution {e} ended")
 
-    try:
-        watcher.watch(poll=poll, stop=stop, on_pass=report,
-                      git=watcher.git_source(git) if git else None)
-    finally:
-        watcher.close()
+    run_watcher(_home(home), poll=poll, git=git, stop=stop, on_pass=report)
     return 0
 
 
@@ -200,13 +193,9 @@ def tick(wait: Annotated[bool, typer.Option(
                             "running.")] = False,
          git: GitOption = None, home: HomeOption = None, as_json: JsonOption = False) -> int:
     """One pass of intake and work (for cron)."""
-    from docket.watcher import Watcher
+    from docket.drivers import tick as run_pass
 
-    watcher = Watcher(_home(home))
-    try:
-        total = watcher.tick(git=watcher.git_source(git) if git else None, wait=wait)
-    finally:
-        watcher.close()
+    total = run_pass(_home(home), git, wait)
 
     def human(r: dict[str, Any]) -> str:
         lines = []
@@ -241,15 +230,9 @@ def status(state: Annotated[str | None, typer.Option(help="Only requests in this
            limit: Annotated[int, typer.Option(help="How many recent requests.")] = 20,
            home: HomeOption = None, as_json: JsonOption = False) -> int:
     """Requests by state, and the most recent ones."""
-    from docket.report import status as status_of
-    from docket.store import Store
+    from docket.drivers import status as status_of
 
-    h = _home(home)
-    store = Store.open_readonly(h.database)
-    try:
-        result = status_of(store, limit, state)
-    finally:
-        store.close()
+    result = status_of(_home(home), limit, state)
 
     def human(r: dict[str, Any]) -> str:
         counts = ", ".join(f"{n} {s}" for s, n in sorted(r["counts"].items())) or "none"
@@ -278,30 +261,9 @@ def show(name: Annotated[str, typer.Argument(help="Request name.")],
         from cli.provenance import show_provenance
 
         return show_provenance(_home(home), name, as_json)
-    from docket.capabilities import CapabilityError, load_capability
-    from docket.errors import NotFound
-    from docket.report import show as show_of
-    from docket.store import Store
+    from docket.drivers import show_request
 
-    h = _home(home)
-    store = Store.open_readonly(h.database)
-    try:
-        row = store.one("SELECT capability FROM requests WHERE name=?", name)
-        specs = None
-        if row is not None:
-            try:
-                specs = list(load_capability(h.templates, row["capability"]).definition.stages)
-            except CapabilityError:
-                specs = []
-        result = show_of(store, name, specs, events)
-        if result is not None and row["capability"] == "tasks":
-            from docket.tasks import add_to_show
-
-            add_to_show(store, result)
-    finally:
-        store.close()
-    if result is None:
-        raise NotFound(f"no request named {name!r}", "see 'docket status' for the names")
+    result = show_request(_home(home), name, events)
 
     def human(r: dict[str, Any]) -> str:
         q = r["request"]
@@ -620,7 +582,6 @@ def results(capability: Annotated[str | None, typer.Option(
             home: HomeOption = None, as_json: JsonOption = False) -> int:
     """Executions (or, with --works or --pipeline, works) with their results and products."""
     from docket.errors import UsageError
-    from docket.store import Store
 
     work_only = {"--group": group, "--event": event, "--site": site, "--user": user,
                  "--until": until}
@@ -636,13 +597,9 @@ def results(capability: Annotated[str | None, typer.Option(
         # executions are not filtered by these; silently ignoring them would mislead
         raise UsageError(f"{', '.join(given)} filter works, not executions",
                          "add --works (or --pipeline P) to query works")
-    from docket.report import results as results_of
+    from docket.drivers import results as results_of
 
-    store = Store.open_readonly(_home(home).database)
-    try:
-        result = results_of(store, capability, status, tag, since, limit)
-    finally:
-        store.close()
+    result = results_of(_home(home), capability, status, tag, since, limit)
     emit(result, as_json, lambda r: table(
         [(e["id"], e["request"], f"v{e['version']}", e["capability"], e["status"],
           ",".join(e["tags"]), e["user"], (e["created"] or "")[:19], len(e["products"]))
@@ -656,21 +613,16 @@ def _work_results(home: Path | None, as_json: bool, *, status: str | None,
                   since: str | None, until: str | None, **filters: Any) -> int:
     """``docket results --works``: the same query and table as ``docket work list``."""
     from cli.work import _rows, _when
+    from docket.drivers import query_works
     from docket.errors import UsageError
-    from docket.store import Store
-    from docket.work import query
     from schemas.work import WORK_STATUSES
 
     if status is not None and status not in WORK_STATUSES:
         raise UsageError(f"--status {status!r}: a work is {', '.join(WORK_STATUSES)}",
                          "execution states (e.g. 'complete') apply without --works")
-    store = Store.open_readonly(_home(home).database)
-    try:
-        found = query(store, status=status, since=_when(since), until=_when(until),
-                      **filters)
-    finally:
-        store.close()
-    emit({"works": found}, as_json, lambda r: _rows(r["works"]))
+    found = query_works(_home(home), status=status, since=_when(since), until=_when(until),
+                        **filters)
+    emit(found, as_json, lambda r: _rows(r["works"]))
     return 0
 
 
@@ -694,18 +646,9 @@ def metrics(home: HomeOption = None, as_json: JsonOption = False,
                                      "format (needs docket[prometheus]).",
                 show_default=False)] = None) -> int:
     """Counts per capability and state, queue wait and run time, failures by cause."""
-    from docket.report import metrics as metrics_of
-    from docket.store import Store
+    from docket.drivers import metrics as metrics_of
 
-    store = Store.open_readonly(_home(home).database)
-    try:
-        result = metrics_of(store)
-        if prometheus is not None:
-            from docket.prometheus import write_prometheus
-
-            write_prometheus(_home(home), store, result, prometheus)
-    finally:
-        store.close()
+    result = metrics_of(_home(home), prometheus)
 
     def human(r: dict[str, Any]) -> str:
         def fmt(v: float | None) -> str:

@@ -94,7 +94,7 @@ def submit_and_follow(home_path: Path | None, files: list[Path], as_json: bool,
     store = open_events(home.database)
     if store is not None:
         try:
-            after_id = store.one("SELECT coalesce(max(id), 0) AS n FROM events")["n"]
+            after_id = store.last_event_id()
         finally:
             store.close()
     from docket.analysts import user_of_uid

@@ -30,14 +30,9 @@ def list_(state: Annotated[str | None, typer.Option(
           limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
           home: HomeOption = None, as_json: JsonOption = False) -> int:
     """Notifications, newest first: target, state, attempts, the last error."""
-    from docket.notify import list_notifications
-    from docket.store import Store
+    from docket.drivers import notifications
 
-    store = Store.open_readonly(_home(home).database)
-    try:
-        result = list_notifications(store, state, request, limit)
-    finally:
-        store.close()
+    result = notifications(_home(home), state, request, limit)
 
     def human(r: dict[str, Any]) -> str:
         counts = ", ".join(f"{n} {s}" for s, n in sorted(r["counts"].items())) or "none"
@@ -74,15 +69,9 @@ def retry(ids: Annotated[list[int] | None, typer.Argument(
               help="Notification ids (default: every dead one).")] = None,
           home: HomeOption = None, as_json: JsonOption = False) -> int:
     """Make dead notifications pending again, after the endpoint is fixed."""
-    from docket.notify import retry_dead
-    from docket.store import Store
+    from docket.drivers import retry_notifications
 
-    store = Store(_home(home).database)
-    try:
-        chosen = retry_dead(store, ids or None)
-    finally:
-        store.close()
-    emit({"retried": chosen}, as_json, lambda r: (
+    emit(retry_notifications(_home(home), ids or None), as_json, lambda r: (
         f"{len(r['retried'])} notifications will be tried again" if r["retried"]
         else "no dead notifications"))
     return 0

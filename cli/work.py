@@ -25,15 +25,10 @@ HomeOption = Annotated[Path | None, typer.Option(
     show_default=False)]
 
 
-def _store(home: Path | None, readonly: bool = False) -> Any:
+def _home(home: Path | None) -> Any:
     from docket.home import resolve_home
-    from docket.store import Store
 
-    h = resolve_home(home)
-    if readonly:
-        return Store.open_readonly(h.database)
-    h.ensure()
-    return Store(h.database)
+    return resolve_home(home)
 
 
 def _when(value: str | None) -> float | None:
@@ -75,16 +70,9 @@ def deposit(files: Annotated[list[Path], typer.Argument(
                      "list).")],
             home: HomeOption = None, as_json: JsonOption = False) -> int:
     """Queue works for their pipelines' runners."""
-    from docket.work import deposit as deposit_works
-    from docket.work import load_work_files
+    from docket.drivers import deposit_works
 
-    works = load_work_files(files)
-    store = _store(home)
-    try:
-        ids = deposit_works(store, works)
-    finally:
-        store.close()
-    emit({"deposited": ids}, as_json, lambda r: "\n".join(
+    emit(deposit_works(_home(home), files), as_json, lambda r: "\n".join(
         f"deposited work {i}" for i in r["deposited"]))
     return 0
 
@@ -97,15 +85,11 @@ def withdraw(pipeline: Annotated[str, typer.Argument(help="The pipeline.")],
              = None,
              home: HomeOption = None, as_json: JsonOption = False) -> int:
     """Take the next queued work (leased to you until its timeout); 'work update' it."""
+    from docket.drivers import withdraw_work
     from docket.runner import runner_name
-    from docket.work import withdraw as withdraw_work
 
-    store = _store(home)
-    try:
-        work = withdraw_work(store, pipeline, runner_name(), site=site, user=user, tags=tag)
-    finally:
-        store.close()
-    emit({"work": work}, as_json, lambda r: (
+    work = withdraw_work(_home(home), pipeline, runner_name(), site=site, user=user, tags=tag)
+    emit(work, as_json, lambda r: (
         json.dumps(r["work"], indent=2, sort_keys=True) if r["work"]
         else f"no queued work for pipeline {pipeline}"))
     return 0
@@ -126,8 +110,8 @@ def update(work_id: Annotated[str, typer.Argument(metavar="ID", help="The work's
            priority: Annotated[int | None, typer.Option(help="1 to 5.")] = None,
            home: HomeOption = None, as_json: JsonOption = False) -> int:
     """Change a work: its status, results, products, plots, tags or priority."""
+    from docket.drivers import update_work
     from docket.errors import UsageError
-    from docket.work import update as update_work
 
     changes: dict[str, Any] = {}
     if status is not None:
@@ -144,12 +128,8 @@ def update(work_id: Annotated[str, typer.Argument(metavar="ID", help="The work's
             changes[key] = value
     if not changes:
         raise UsageError("nothing to change", "give --status, --results, --product, ...")
-    store = _store(home)
-    try:
-        work = update_work(store, work_id, changes)
-    finally:
-        store.close()
-    emit({"work": work}, as_json, lambda r: f"work {work_id}: {r['work']['status']}")
+    emit(update_work(_home(home), work_id, changes), as_json,
+         lambda r: f"work {work_id}: {r['work']['status']}")
     return 0
 
 
@@ -170,16 +150,12 @@ def list_works(
         limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
         home: HomeOption = None, as_json: JsonOption = False) -> int:
     """Works with their results, products and bookkeeping, newest first."""
-    from docket.work import query
+    from docket.drivers import query_works
 
-    store = _store(home, readonly=True)
-    try:
-        works = query(store, pipeline=pipeline, status=status, tag=tag, group=group,
-                      event=event, site=site, user=user, since=_when(since),
-                      until=_when(until), limit=limit)
-    finally:
-        store.close()
-    emit({"works": works}, as_json, lambda r: _rows(r["works"]))
+    works = query_works(_home(home), pipeline=pipeline, status=status, tag=tag, group=group,
+                        event=event, site=site, user=user, since=_when(since),
+                        until=_when(until), limit=limit)
+    emit(works, as_json, lambda r: _rows(r["works"]))
     return 0
 
 
@@ -187,12 +163,8 @@ def list_works(
 def show(work_id: Annotated[str, typer.Argument(metavar="ID", help="The work's id.")],
          home: HomeOption = None, as_json: JsonOption = False) -> int:
     """Every field of one work, its checksums and each attempt."""
-    from docket.work import get
+    from docket.drivers import get_work
 
-    store = _store(home, readonly=True)
-    try:
-        work = get(store, work_id)
-    finally:
-        store.close()
-    emit({"work": work}, as_json, lambda r: json.dumps(r["work"], indent=2, sort_keys=True))
+    emit(get_work(_home(home), work_id), as_json,
+         lambda r: json.dumps(r["work"], indent=2, sort_keys=True))
     return 0

@@ -10,10 +10,14 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
+from docket.app import open_home
 from docket.errors import Invalid, NotFound
 from docket.home import Home
 
-__all__ = ["init_home", "submit_files", "validate_files", "cancel_request", "rebuild", "queues",
+__all__ = ["init_home", "submit_files", "validate_files", "tick", "watch", "status",
+           "show_request", "results", "metrics", "provenance", "notifications",
+           "retry_notifications", "record_analysts_change", "deposit_works", "withdraw_work",
+           "update_work", "query_works", "get_work", "cancel_request", "rebuild", "queues",
            "spool_file", "decide", "mediate", "history", "hold_execution"]
 
 
@@ -163,59 +167,82 @@ def submit_files(home: Home, files: list[Path], actor: str, *, wait: bool = Fals
     return result
 
 
+# the watcher ----------------------------------------------------------------------
+
+
+def _git_source(home: Home, repo_dir: Path | None) -> Any:
+    """The git checkout ``repo_dir`` as a source of documents (None without one)."""
+    if repo_dir is None:
+        return None
+    from docket.gitsource import GitSource
+
+    return GitSource(repo_dir, require_signed=home.config.require_signed,
+                     max_bytes=home.config.max_document_bytes)
+
+
+def tick(home: Home, git: Path | None = None, wait: bool = False) -> dict[str, Any]:
+    """One pass of intake and work (with ``wait``, passes until nothing waits or runs)."""
+    from docket.watcher import Watcher
+
+    watcher = Watcher(home)
+    try:
+        return watcher.tick(git=_git_source(home, git), wait=wait)
+    finally:
+        watcher.close()
+
+
+def watch(home: Home, *, poll: bool, git: Path | None, stop: Any,
+          on_pass: Any = None) -> None:
+    """The long-lived intake, until ``stop`` (a ``threading.Event``) is set; it first waits
+    out a full or failing disk. ``on_pass`` is called with each pass's ``PassReport``."""
+    from docket.watcher import Watcher
+
+    watcher = Watcher.open_when_possible(home, stop)
+    if watcher is None:
+        return
+    try:
+        watcher.watch(poll=poll, stop=stop, on_pass=on_pass, git=_git_source(home, git))
+    finally:
+        watcher.close()
+
+
 def _refusal(home: Home, document: dict[str, Any], actor: str) -> str | None:
     """What the home's state says to a valid request document from ``actor``."""
     if document["kind"] != "CapabilityRequest":
         return None  # decisions are judged against the state when applied
-    from docket.capabilities import CapabilityCache
     from docket.documents import parse_document, spec_sha256
-    from docket.rules import Rules
-    from docket.store import Store
 
     raw = _read(Path(document["file"]), home.config.max_document_bytes)
     model = parse_document(raw, max_bytes=home.config.max_document_bytes,
                            max_nodes=home.config.max_yaml_nodes).model
-    caps = CapabilityCache(home.templates)
-    # a home that never ran has no state yet: an empty one judges by the definitions alone
-    store = (Store.open_readonly(home.database) if home.database.is_file()
-             else Store(Path(":memory:")))
+    # a home that never ran reads as an empty one: judged by the definitions alone
+    app = open_home(home, readonly=True, empty_if_new=True)
     try:
-        rules = Rules(store, caps, home.work)
         sha = spec_sha256(model.spec.model_dump(mode="json"))
-        duplicate = rules.find_duplicate(model.metadata.name, sha) is not None
-        return rules.refusal(caps.get(model.spec.capability), model.metadata.name, actor,
-                             duplicate)
+        duplicate = app.rules.find_duplicate(model.metadata.name, sha) is not None
+        return app.rules.refusal(app.capabilities.get(model.spec.capability),
+                                 model.metadata.name, actor, duplicate)
     finally:
-        store.close()
+        app.close()
 
 
 def _last_event(home: Home) -> int:
-    from docket.store import Store
-
     if not home.database.is_file():
         return 0
-    store = Store.open_readonly(home.database)
-    try:
-        return store.last_event_id()
-    finally:
-        store.close()
+    with open_home(home, readonly=True) as app:
+        return app.store.last_event_id()
 
 
 def _request_outcome(home: Home, path: Path, after_event: int) -> dict[str, Any] | None:
     """Intake's verdict on the request spooled as ``path``, once it has left the spool:
     the first event about that file name recorded after ``after_event``."""
-    from docket.store import Store
-
     if path.exists() or not home.database.exists():
         return None
-    store = Store.open_readonly(home.database)
-    try:
+    with open_home(home, readonly=True) as app:
         found = [e for e in (
-            store.first_event(("version.accepted",), after_event, source_file=path.name),
-            store.first_event(("document.duplicate", "document.rejected"), after_event,
-                              file=path.name)) if e is not None]
-    finally:
-        store.close()
+            app.store.first_event(("version.accepted",), after_event, source_file=path.name),
+            app.store.first_event(("document.duplicate", "document.rejected"), after_event,
+                                  file=path.name)) if e is not None]
     if not found:
         return None
     event = min(found, key=lambda e: e["id"])
@@ -253,19 +280,9 @@ def _await(home: Home, path: Path, outcome_of: Any, what: str,
         time.sleep(0.1)
 
 
-def _watcher_parts(home: Home) -> tuple[Any, Any]:
-    from docket.capabilities import CapabilityCache
-    from docket.notify import Planner
-    from docket.rules import Rules
-    from docket.store import Store
-
-    store = Store(home.database)
-    Planner.attach(home, store)
-    return store, Rules(store, CapabilityCache(home.templates), home.work)
-
-
 def cancel_request(home: Home, name: str, reason: str, actor: str) -> dict[str, Any]:
-    store, rules = _watcher_parts(home)
+    app = open_home(home)
+    store, rules = app.store, app.rules
     try:
         if store.request(name) is None:
             raise NotFound(f"no request named {name!r}", "see 'docket status' for the names")
@@ -283,7 +300,7 @@ def cancel_request(home: Home, name: str, reason: str, actor: str) -> dict[str, 
         return {"request": name, "cancelled": cancelled,
                 "reason": reason if cancelled else "every execution has already ended"}
     finally:
-        store.close()
+        app.close()
 
 
 def rebuild(home: Home, check: bool, from_archive: bool = False) -> dict[str, Any]:
@@ -321,11 +338,11 @@ def rebuild(home: Home, check: bool, from_archive: bool = False) -> dict[str, An
 
 
 def queues(home: Home) -> dict[str, Any]:
-    store, rules = _watcher_parts(home)
+    app = open_home(home, readonly=True, empty_if_new=True)  # a new home: the definitions
     try:
-        return {"queues": [q.__dict__ for q in rules.queues()]}
+        return {"queues": [q.__dict__ for q in app.rules.queues()]}
     finally:
-        store.close()
+        app.close()
 
 
 # decisions ---------------------------------------------------------------------
@@ -371,30 +388,26 @@ def decide(home: Home, kind: str, spec: dict[str, Any], *, verb: str, subject: s
 
 
 def _apply_here(home: Home, filename: str) -> None:
-    from docket.watcher import Watcher, intake_lock
+    from docket.watcher import intake_lock
 
     with intake_lock(home.intake_lock, "docket (applying its own decision)"):
-        watcher = Watcher(home)
+        app = open_home(home)
         try:
-            watcher.intake.scan([filename])
+            app.prepare()
+            app.intake.scan([filename])
         finally:
-            watcher.close()
+            app.close()
 
 
 def _decision_outcome(home: Home, name: str, path: Path, after_event: int = 0
                       ) -> dict[str, Any] | None:
     """Intake's verdict on the decision ``name`` spooled as ``path``, from the events."""
-    from docket.store import Store
-
     if path.exists() or not home.database.exists():
         return None
-    store = Store.open_readonly(home.database)
-    try:
-        applied = store.first_event(("decision.applied",), name=name)
-        rejected = None if applied else store.first_event(("document.rejected",),
-                                                          after_event, file=path.name)
-    finally:
-        store.close()
+    with open_home(home, readonly=True) as app:
+        applied = app.store.first_event(("decision.applied",), name=name)
+        rejected = None if applied else app.store.first_event(("document.rejected",),
+                                                              after_event, file=path.name)
     if applied is not None:
         return {"status": "applied", "outcome": applied["data"]["outcome"]}
     if rejected is not None:
@@ -411,7 +424,8 @@ def mediate(home: Home, name: str, state: str, reason: str, actor: str) -> dict[
     if "operator" not in load_analysts(home.root).roles_of(actor):
         raise UsageError(f"only an analyst with the role 'operator' may mediate; {actor} is "
                          "not one", "ask an operator, or 'docket analysts add' one")
-    store, rules = _watcher_parts(home)
+    app = open_home(home)
+    store, rules = app.store, app.rules
     try:
         request = store.request(name)
         execution = (store.execution(request.current_execution)
@@ -428,20 +442,161 @@ def mediate(home: Home, name: str, state: str, reason: str, actor: str) -> dict[
         return {"request": name, "execution": execution.id, "from": execution.state,
                 "to": state, "reason": reason}
     finally:
-        store.close()
+        app.close()
 
 
 def history(home: Home, name: str) -> dict[str, Any]:
-    from docket.store import Store
+    with open_home(home, readonly=True) as app:
+        events = app.store.history(name)
+    if not events:
+        raise NotFound(f"no request named {name!r}", "see 'docket status' for the names")
+    return {"request": name, "events": events}
 
-    store = Store.open_readonly(home.database)
+
+# looking: read-only, so a home is opened read-only and nothing in it changes ---------
+
+
+def status(home: Home, limit: int, state: str | None) -> dict[str, Any]:
+    """Requests by state, and the most recent ones."""
+    from docket.report import status as status_of
+
+    with open_home(home, readonly=True) as app:
+        return status_of(app.store, limit, state)
+
+
+def results(home: Home, capability: str | None, status: str | None, tag: str | None,
+            since: str | None, limit: int) -> dict[str, Any]:
+    """Executions with their results and products."""
+    from docket.report import results as results_of
+
+    with open_home(home, readonly=True) as app:
+        return results_of(app.store, capability, status, tag, since, limit)
+
+
+def metrics(home: Home, prometheus: Path | None = None) -> dict[str, Any]:
+    """Counts, waits, run times and failures; with ``prometheus``, that file written too."""
+    from docket.report import metrics as metrics_of
+
+    with open_home(home, readonly=True) as app:
+        result = metrics_of(app.store)
+        if prometheus is not None:
+            from docket.prometheus import write_prometheus
+
+            write_prometheus(home, app.store, result, prometheus)
+        return result
+
+
+def provenance(home: Home, name: str) -> dict[str, Any]:
+    """The lineage of a request's products."""
+    from docket.provenance import lineage
+
+    with open_home(home, readonly=True) as app:
+        result = lineage(app.store, name)
+    if result is None:
+        raise NotFound(f"no request named {name!r}", "see 'docket status' for the names")
+    return result
+
+
+def notifications(home: Home, state: str | None, request: str | None,
+                  limit: int) -> dict[str, Any]:
+    """The outbox, newest first."""
+    from docket.notify import list_notifications
+
+    with open_home(home, readonly=True) as app:
+        return list_notifications(app.store, state, request, limit)
+
+
+def retry_notifications(home: Home, ids: list[int] | None) -> dict[str, Any]:
+    """Make dead notifications (``ids``, or every one) pending again."""
+    from docket.notify import retry_dead
+
+    with open_home(home) as app:
+        return {"retried": retry_dead(app.store, ids)}
+
+
+def record_analysts_change(home: Home, change: Any) -> None:
+    """Put an edit of analysts.yaml into the event log too, so 'docket history' shows who
+    changed whose roles (a home without a database yet has no log to keep it in)."""
+    if not change.changed or not home.database.is_file():
+        return
+    with open_home(home) as app:
+        app.store.record("analysts.changed", actor=change.actor,
+                         **{k: v for k, v in change.as_dict().items() if k != "actor"})
+
+
+# CHIME-style works (docket.work) -------------------------------------------------------
+
+
+def _works(home: Home, readonly: bool = False) -> Any:
+    if not readonly:
+        home.ensure()
+    return open_home(home, readonly=readonly)
+
+
+def deposit_works(home: Home, files: list[Path]) -> dict[str, Any]:
+    """Queue the works in ``files`` for their pipelines' runners."""
+    from docket.work import deposit, load_work_files
+
+    works = load_work_files(files)
+    with _works(home) as app:
+        return {"deposited": deposit(app.store, works)}
+
+
+def withdraw_work(home: Home, pipeline: str, runner: str, **filters: Any) -> dict[str, Any]:
+    """The next queued work of ``pipeline``, leased to ``runner`` (None when none waits)."""
+    from docket.work import withdraw
+
+    with _works(home) as app:
+        return {"work": withdraw(app.store, pipeline, runner, **filters)}
+
+
+def update_work(home: Home, work_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+    from docket.work import update
+
+    with _works(home) as app:
+        return {"work": update(app.store, work_id, changes)}
+
+
+def query_works(home: Home, **filters: Any) -> dict[str, Any]:
+    """Works with their results, products and bookkeeping, newest first."""
+    from docket.work import query
+
+    with _works(home, readonly=True) as app:
+        return {"works": query(app.store, **filters)}
+
+
+def get_work(home: Home, work_id: str) -> dict[str, Any]:
+    from docket.work import get
+
+    with _works(home, readonly=True) as app:
+        return {"work": get(app.store, work_id)}
+
+
+def show_request(home: Home, name: str, events: int) -> dict[str, Any]:
+    """Everything about one request: versions, executions, nodes, stages, events."""
+    from docket.capabilities import CapabilityError, load_capability
+    from docket.report import show
+
+    app = open_home(home, readonly=True)
     try:
-        events = store.history(name)
-        if not events:
-            raise NotFound(f"no request named {name!r}", "see 'docket status' for the names")
-        return {"request": name, "events": events}
+        request = app.store.request(name)
+        stages = None
+        if request is not None:
+            try:
+                stages = list(load_capability(home.templates,
+                                              request.capability).definition.stages)
+            except CapabilityError:
+                stages = []
+        result = show(app.store, name, stages, events)
+        if result is not None and request is not None and request.capability == "tasks":
+            from docket.tasks import add_to_show
+
+            add_to_show(app.store, result)
     finally:
-        store.close()
+        app.close()
+    if result is None:
+        raise NotFound(f"no request named {name!r}", "see 'docket status' for the names")
+    return result
 
 
 def hold_execution(home: Home, name: str, reason: str, actor: str,
@@ -449,13 +604,12 @@ def hold_execution(home: Home, name: str, reason: str, actor: str,
     """Pause (hold) or resume (release) the running workflow of a request."""
     from docket.records import EngineState
     from docket.render import WORKFLOW_FILE
-    from docket.watcher import Watcher
 
-    watcher = Watcher(home)
+    app = open_home(home)
     try:
-        watcher.load_sites()
-        request = watcher.store.request(name)
-        row = (watcher.store.execution(request.current_execution)
+        app.load_sites()  # the execution's site may run on a pool
+        request = app.store.request(name)
+        row = (app.store.execution(request.current_execution)
                if request and request.current_execution else None)
         if row is None:
             raise NotFound(f"no request named {name!r}", "see 'docket status' for the names")
@@ -463,17 +617,17 @@ def hold_execution(home: Home, name: str, reason: str, actor: str,
             raise Invalid(f"{name}: execution {row.id} is not running "
                           f"({row.engine_state})", "only a running workflow can be "
                           "paused or resumed")
-        engine = watcher.engines.for_site(row.site)
+        engine = app.engines.for_site(row.site)
         dag = Path(str(row.directory)) / WORKFLOW_FILE
         if release:
             engine.release(dag)
         else:
             engine.hold(dag, reason)
         kind = "execution.released" if release else "execution.held"
-        watcher.store.record(kind, request=name, version=row.version,
-                             execution=row.id, actor=actor, reason=reason,
-                             engine=engine.name)
+        app.store.record(kind, request=name, version=row.version,
+                         execution=row.id, actor=actor, reason=reason,
+                         engine=engine.name)
         return {"request": name, "execution": row.id,
                 "action": "released" if release else "held", "engine": engine.name}
     finally:
-        watcher.close()
+        app.close()

@@ -18,17 +18,18 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from docket.app import Docket, open_home
 from docket.capabilities import CapabilityCache
 from docket.engines.registry import Engines
 from docket.errors import Locked
 from docket.home import Home
 from docket.intake import Intake, IntakeReport, is_candidate
 from docket.launch import Launcher
-from docket.notify import Planner, run_sender
+from docket.notify import run_sender
 from docket.rules import Rules
 from docket.store import Store, now
 
@@ -102,36 +103,60 @@ def wait_for_exit(pids: list[int], timeout_s: float) -> None:
 
 
 class Watcher:
-    def __init__(self, home: Home) -> None:
-        home.ensure()
-        self.home = home
-        self.store = Store(home.database)
-        Planner.attach(home, self.store)
-        self.capabilities = CapabilityCache(home.templates)
-        self.rules = Rules(self.store, self.capabilities, home.work)
-        self.engines = Engines(home.config)
-        self.launcher = Launcher(home, self.store, self.rules, self.engines.for_site)
-        self.intake = Intake(home, self.store, self.rules, self.capabilities)
-        # archive copies are written without fsync: put back any a power cut took
-        yesterday = datetime.now(UTC) - timedelta(days=1)
-        self.intake.repair_archive(yesterday.strftime("%Y-%m-%dT%H:%M:%S"))
+    """The passes over one home. Building one writes nothing (``docket.app``); the
+    first pass prepares the home (``Docket.prepare``)."""
+
+    def __init__(self, home: Home | Docket) -> None:
+        self.app = home if isinstance(home, Docket) else open_home(home)
+        self.home = self.app.home
+
+    # the parts, from the composition root (the database opens on first use)
+    @property
+    def store(self) -> Store:
+        return self.app.store
+
+    @property
+    def rules(self) -> Rules:
+        return self.app.rules
+
+    @property
+    def engines(self) -> Engines:
+        return self.app.engines
+
+    @property
+    def capabilities(self) -> CapabilityCache:
+        return self.app.capabilities
+
+    @property
+    def intake(self) -> Intake:
+        return self.app.intake
+
+    @cached_property
+    def launcher(self) -> Launcher:
+        return Launcher(self.home, self.store, self.rules, self.engines.for_site)
+
+    def prepare(self) -> None:
+        self.app.prepare()
 
     def close(self) -> None:
-        self.store.close()
+        self.app.close()
 
     @classmethod
     def open_when_possible(cls, home: Home, stop: threading.Event) -> Watcher | None:
-        """A watcher for ``home``, waiting out a full or failing disk (logged, retried
-        every few seconds) so that a long-lived watcher starts once the disk is back.
-        None when ``stop`` is set first."""
+        """A watcher for ``home``, prepared for its first pass, waiting out a full or
+        failing disk (logged, retried every few seconds) so that a long-lived watcher
+        starts once the disk is back. None when ``stop`` is set first."""
         import sqlite3
 
         from docket.fileio import is_disk_error
 
         while not stop.is_set():
+            watcher = cls(home)
             try:
-                return cls(home)
+                watcher.prepare()
+                return watcher
             except (OSError, sqlite3.Error) as exc:
+                watcher.close()  # a failing disk may keep failing on the old connection
                 if not (isinstance(exc, sqlite3.Error) or is_disk_error(exc)):
                     raise
                 log.error("cannot open the home yet (%s); retrying in 5 s", exc)
@@ -140,24 +165,7 @@ class Watcher:
 
     def load_sites(self) -> None:
         """Read sites.yaml (if any) for this pass; a broken file keeps the last good one."""
-        from docket.errors import DocketError
-        from docket.sites import SITES_FILE, load_sites
-
-        if not (self.home.root / SITES_FILE).is_file():
-            self.rules.sites = None
-        else:
-            try:
-                self.rules.sites = load_sites(self.home.root)
-            except DocketError as exc:
-                log.error("%s; keeping the sites read before", exc)
-        # each site's engine is built again when its settings change
-        self.engines.use_sites(self.rules.sites)
-
-    def git_source(self, repo_dir: Path) -> Any:
-        from docket.gitsource import GitSource
-
-        return GitSource(repo_dir, require_signed=self.home.config.require_signed,
-                         max_bytes=self.home.config.max_document_bytes)
+        self.app.load_sites()
 
     def step(self, names: list[str] | None = None, git: Any = None,
              pull: bool = True) -> PassReport:
@@ -166,6 +174,7 @@ class Watcher:
         With ``git`` (a GitSource), the checkout is pulled first; a failed pull leaves the
         state untouched (its documents wait for the next pass) and is reported.
         """
+        self.prepare()
         report = PassReport()
         self.load_sites()
         report.intake = self.intake.scan(names)
@@ -241,6 +250,7 @@ class Watcher:
         try:
             if not only_intake:
                 return self.step(names, git=git)
+            self.prepare()
             report = PassReport(intake=self.intake.scan(names))
             with self.store.transaction():
                 report.started = self.rules.schedule()
@@ -265,6 +275,7 @@ class Watcher:
         interval_ms = int(self.home.config.poll_interval_s * 1000)
         with (intake_lock(self.home.intake_lock, "docket watch" + (" --poll" if poll else "")),
               run_sender(self.home) as wake_sender):
+            self.prepare()  # watchfiles needs the spool folder before the first pass
             log.info("watching %s (%s)", incoming, "polling" if poll else "inotify")
             report = self._guarded_step(git=git) or PassReport()
             if on_pass:
