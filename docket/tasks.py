@@ -46,14 +46,12 @@ def _directive_id(task: dict[str, Any]) -> str:
 def _depths(spec: TaskWorkflowSpec) -> dict[int, int]:
     """Each task's distance from the public inputs through the queues (0: reads only
     public queues); the spec has no cycles (its validator refuses them)."""
-    producers = {alias: i for i, t in enumerate(spec.tasks) for alias in t.output_queue_aliases}
+    feeders = spec.feeders()
     found: dict[int, int] = {}
 
     def depth(i: int) -> int:
         if i not in found:
-            feeding = [producers[a] for a in spec.tasks[i].input_queue_aliases
-                       if a in producers and producers[a] != i]
-            found[i] = 1 + max(map(depth, feeding)) if feeding else 0
+            found[i] = 1 + max(map(depth, feeders[i])) if feeders[i] else 0
         return found[i]
 
     return {i: depth(i) for i in range(len(spec.tasks))}
@@ -91,26 +89,21 @@ def plan(spec: TaskWorkflowSpec, attachments: Path) -> tuple[dict[str, Any], lis
         tf["dag_priority"] = max(depth.values(), default=0) - depth[tf["task_index"]]
     inputs = []
     for alias, given in spec.inputs.items():
-        for i, name in enumerate(given.files):
+        named = [(name, f"spec.inputs.{alias}.files[{i}]", False)
+                 for i, name in enumerate(given.files)]
+        if given.directory is not None:
+            named.append((given.directory, f"spec.inputs.{alias}.directory", True))
+        for name, where, directory in named:
             try:
                 path = safe_join(attachments, name)
             except Invalid as exc:
-                problems.append(Problem(exc.what, path=f"spec.inputs.{alias}.files[{i}]"))
+                problems.append(Problem(exc.what, path=where))
                 continue
-            if not path.is_file():
-                problems.append(Problem(f"input file {name!r} does not exist in "
-                                        f"{attachments}", path=f"spec.inputs.{alias}.files[{i}]"))
-            inputs.append({"queue": alias, "path": str(path), "directory": False})
-        if given.directory is not None:
-            try:
-                path = safe_join(attachments, given.directory)
-            except Invalid as exc:
-                problems.append(Problem(exc.what, path=f"spec.inputs.{alias}.directory"))
-                continue
-            if not path.is_dir():
-                problems.append(Problem(f"input directory {given.directory!r} does not exist "
-                                        f"in {attachments}", path=f"spec.inputs.{alias}.directory"))
-            inputs.append({"queue": alias, "path": str(path), "directory": True})
+            if not (path.is_dir() if directory else path.is_file()):
+                what = "input directory" if directory else "input file"
+                problems.append(Problem(f"{what} {name!r} does not exist in {attachments}",
+                                        path=where))
+            inputs.append({"queue": alias, "path": str(path), "directory": directory})
     return {"directives": directives, "taskforces": taskforces, "inputs": inputs,
             "public_queue_aliases": list(spec.public_queue_aliases)}, problems
 

@@ -145,8 +145,7 @@ class TaskWorkflowSpec(_Strict):
                 raise ValueError(f"inputs: {alias!r} is not a public input queue (one that "
                                  "a task reads and no task writes)")
         # queues are edges between tasks: a cycle would never drain
-        edges = {i: {producers[a] for a in t.input_queue_aliases if a in producers}
-                 for i, t in enumerate(self.tasks)}
+        edges = self.feeders()
         state: dict[int, int] = {}
 
         def visit(i: int) -> None:
@@ -163,6 +162,12 @@ class TaskWorkflowSpec(_Strict):
             if i not in state:
                 visit(i)
         return self
+
+    def feeders(self) -> dict[int, set[int]]:
+        """For each task (by index), the tasks writing the queues it reads."""
+        producers = {a: i for i, t in enumerate(self.tasks) for a in t.output_queue_aliases}
+        return {i: {producers[a] for a in t.input_queue_aliases if a in producers}
+                for i, t in enumerate(self.tasks)}
 
 
 class TaskWorkflow(_Strict):
