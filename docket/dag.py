@@ -25,8 +25,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Dag", "Node", "Script", "DagError", "DagCycle", "parse_dag", "read_dag", "read_config",
-           "SCHEDD_ONLY_COMMANDS"]
+__all__ = ["Dag", "Node", "Script", "DagError", "DagCycle", "DagSummary", "check_dag",
+           "parse_dag", "read_dag", "read_dag_text", "read_config", "SCHEDD_ONLY_COMMANDS"]
 
 
 class DagError(Exception):
@@ -166,6 +166,11 @@ _VAR = re.compile(r'\s*([A-Za-z_+][A-Za-z0-9_.+]*)\s*=\s*"((?:[^"\\]|\\.)*)"')
 _PAIR_TEXT = r'\s+([A-Za-z_+][A-Za-z0-9_.+]*)="((?:[^"\\]|\\.)*)"'
 _SIMPLE_VARS = re.compile(r'(\S+)((?:' + _PAIR_TEXT + r')+)\s*')
 _PAIR = re.compile(_PAIR_TEXT)
+# Lines joined by newlines (which no line holds), each of them one _SIMPLE_VARS matches:
+# the same pattern with no newline inside a line (not even in a value)
+_IN_LINE = r'[^\S\n]+[A-Za-z_+][A-Za-z0-9_.+]*="[^"\\\n]*(?:\\.[^"\\\n]*)*"'
+_SIMPLE_VARS_LINES = re.compile(rf"\S+(?:{_IN_LINE})+[^\S\n]*(?:\n\S+(?:{_IN_LINE})+[^\S\n]*)*")
+_FIRST_WORDS = re.compile(r"^[^\s]+", re.MULTILINE)
 # Need a schedd or a pool: accepted, and 'docket dag check' names them.
 _SCHEDD_ONLY = {"SERVICE", "PROVISIONER", "ENV", "SAVE_POINT_FILE"}
 SCHEDD_ONLY_COMMANDS = frozenset(_SCHEDD_ONLY)
@@ -238,10 +243,11 @@ def _check_name(name: str, where: str) -> None:
 class _Parser:
     """One DAG file (with its INCLUDEs); a SPLICE is parsed by a parser of its own."""
 
-    def __init__(self, path: Path, base: Path, depth: int = 0) -> None:
+    def __init__(self, path: Path, base: Path, depth: int = 0, keep_vars: bool = True) -> None:
         self.path = path
         self.base = base  # the directory relative paths in the DAG are read from
         self.depth = depth
+        self.keep_vars = keep_vars  # False: VARS lines are checked, their values may go
         self.dag = Dag(path, {})
         self.edges: list[tuple[list[str], list[str], str]] = []
         self.pending: list[tuple[str, str, str]] = []  # per-node commands, applied last
@@ -464,7 +470,7 @@ class _Parser:
         if self.depth > 20:
             raise DagError(f"{where}: splices nested too deep (does {dag_file} splice "
                            "itself?)")
-        inner = _Parser(target, base, self.depth + 1)
+        inner = _Parser(target, base, self.depth + 1, self.keep_vars)
         sub = inner.parse(_read_text(target, where))
         if sub.final:
             raise DagError(f"{where}: a FINAL node cannot be in a splice")
@@ -563,8 +569,12 @@ class _Parser:
             for pin, outs in pins_out.items():
                 self._link(outs, pins_in[pin], where)
                 dag.edge_groups.append((outs, pins_in[pin], where))
+        pending = self.pending
+        if not self.keep_vars and _vars_cannot_fail(
+                [rest for keyword, rest, _ in pending if keyword == "VARS"], dag.nodes):
+            pending = [command for command in pending if command[0] != "VARS"]
         modes = {_apply(keyword, rest, where, self._node_of)
-                 for keyword, rest, where in self.pending}
+                 for keyword, rest, where in pending}
         default_append = dag.flag("DAGMAN_DEFAULT_APPEND_VARS")
         # VARS modes decide append_vars; with no APPEND written, no default to append
         # and no splice's nodes (which come with theirs), every node has none
@@ -590,10 +600,36 @@ def _read_text(path: Path, where: str) -> str:
 
 
 def parse_dag(text: str, path: Path) -> Dag:
+    """The DAG in ``text`` (read from ``path``), checked as DAGMan would."""
     with _collector_paused():
         dag = _Parser(path, path.parent).parse(text)
         dag.topological()  # raises on a cycle
     return dag
+
+
+@dataclass(frozen=True)
+class DagSummary:
+    """What checking a rendered DAG needs to keep of it."""
+    nodes: int
+    # (DIR or None, submit file) of every node whose job condor_submit reads from a file
+    submit_files: frozenset[tuple[str | None, str]]
+
+
+def check_dag(text: str, path: Path) -> DagSummary:
+    """``parse_dag``'s checks, every one, for a DAG that is then thrown away.
+
+    Faster, because nothing is kept that the check does not need: when every VARS line
+    is a plain ``node name="value" ...`` line naming a defined node (checked for all of
+    them at once), their values are not read into the nodes; and the DAG is freed before
+    the garbage collector is back on, so the collector never walks it."""
+    with _collector_paused():
+        dag = _Parser(path, path.parent, keep_vars=False).parse(text)
+        dag.topological()  # raises on a cycle
+        summary = DagSummary(len(dag.nodes), frozenset(
+            (n.directory, n.submit_file) for n in dag.nodes.values()
+            if not n.noop and n.inline_submit is None and n.subdag is None))
+        del dag
+    return summary
 
 
 @contextmanager
@@ -611,6 +647,17 @@ def _collector_paused() -> Iterator[None]:
     finally:
         if was_on:
             gc.enable()
+
+
+def _vars_cannot_fail(lines: list[str], nodes: dict[str, Node]) -> bool:
+    """True if none of these VARS lines (each the text after ``VARS``) can be refused:
+    every one is the common form ``_SIMPLE_VARS`` reads, names a node a JOB line
+    defined, and no name begins with 'queue'. Checked for all the lines at once, in the
+    regex engine; False (any doubt) means: apply them one by one."""
+    text = "\n".join(lines)
+    if "queue" in text.lower() or not _SIMPLE_VARS_LINES.fullmatch(text):
+        return False
+    return nodes.keys() >= set(_FIRST_WORDS.findall(text))
 
 
 def _apply(keyword: str, rest: str, where: str, node_of) -> str:  # noqa: ANN001
@@ -703,8 +750,11 @@ def _apply(keyword: str, rest: str, where: str, node_of) -> str:  # noqa: ANN001
 
 
 def read_dag(path: Path) -> Dag:
+    return parse_dag(read_dag_text(path), path)
+
+
+def read_dag_text(path: Path) -> str:
     try:
-        text = path.read_text()
+        return path.read_text()
     except UnicodeDecodeError as exc:
         raise DagError(f"{path}: not a text file ({exc.reason} at byte {exc.start})") from None
-    return parse_dag(text, path)
