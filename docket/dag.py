@@ -233,6 +233,19 @@ def read_config(path: Path) -> dict[str, str]:
     return out
 
 
+def _parent_child(rest: str, where: str) -> tuple[list[str], list[str]]:
+    """The parents and the children a ``PARENT ... CHILD ...`` line names."""
+    upper = rest.upper().split()
+    if "CHILD" not in upper:
+        raise DagError(f"{where}: PARENT needs CHILD")
+    words = rest.split()
+    split = upper.index("CHILD")
+    parents, children = words[:split], words[split + 1:]
+    if not parents or not children:
+        raise DagError(f"{where}: PARENT ... CHILD ... needs nodes on both sides")
+    return parents, children
+
+
 def _check_name(name: str, where: str) -> None:
     if name.upper() in _RESERVED_NAMES:
         raise DagError(f"{where}: node name {name!r} is a reserved word")
@@ -277,9 +290,8 @@ class _Parser:
             if not stripped or stripped[0] == "#":
                 continue
             where = prefix + str(number)
-            parts = stripped.split(None, 1)  # _split2, inline: this runs once a line
-            keyword = parts[0].upper()
-            rest = parts[1] if len(parts) > 1 else ""
+            keyword, rest = _split2(stripped)
+            keyword = keyword.upper()
             if keyword == "INCLUDE":
                 target = self._file(rest.strip(), where, "INCLUDE")
                 if target in seen or target == self.path:
@@ -329,16 +341,7 @@ class _Parser:
                                    "{ ... }")
                 self.descriptions[name] = inline
             elif keyword == "PARENT":
-                upper = rest.upper().split()
-                if "CHILD" not in upper:
-                    raise DagError(f"{where}: PARENT needs CHILD")
-                words = rest.split()
-                split = upper.index("CHILD")
-                parents, children = words[:split], words[split + 1:]
-                if not parents or not children:
-                    raise DagError(f"{where}: PARENT ... CHILD ... needs nodes on both "
-                                   "sides")
-                self.edges.append((parents, children, where))
+                self.edges.append((*_parent_child(rest, where), where))
             elif keyword == "MAXJOBS":
                 words = rest.split()
                 if len(words) != 2 or not words[1].isdigit():
@@ -618,10 +621,15 @@ class DagSummary:
 def check_dag(text: str, path: Path) -> DagSummary:
     """``parse_dag``'s checks, every one, for a DAG that is then thrown away.
 
-    Faster, because nothing is kept that the check does not need: when every VARS line
-    is a plain ``node name="value" ...`` line naming a defined node (checked for all of
-    them at once), their values are not read into the nodes; and the DAG is freed before
-    the garbage collector is back on, so the collector never walks it."""
+    Faster, because nothing is kept that the check does not need. A plain DAG (the
+    shape templates render: see ``_plain_summary``) is checked in a few passes of the
+    regex engine over the whole text. Any other goes through the parser, but when every
+    VARS line is a plain ``node name="value" ...`` line naming a defined node (checked for
+    all of them at once), their values are not read into the nodes; and the DAG is freed
+    before the garbage collector is back on, so the collector never walks it."""
+    plain = _plain_summary(text)
+    if plain is not None:
+        return plain
     with _collector_paused():
         dag = _Parser(path, path.parent, keep_vars=False).parse(text)
         dag.topological()  # raises on a cycle
@@ -747,6 +755,58 @@ def _apply(keyword: str, rest: str, where: str, node_of) -> str:  # noqa: ANN001
             for node in node_of(name, where, all_nodes=False):
                 node.done = True
     return ""
+
+
+# A plain DAG: every line blank, a comment, or one of these four, keyword in capitals,
+# words apart by spaces or tabs. (No continuation and no line separator but '\n': the
+# parser would read other lines than these patterns see.)
+_PLAIN_LINE = "|".join((  # the most common first
+    r"VARS[ \t]+\S+(?:" + _IN_LINE.replace(r"[^\S\n]", r"[ \t]") + r")+[ \t]*",
+    r"JOB[ \t]+\S+[ \t]+\S*[^\s{][ \t]*",  # a last '{' would open an inline description
+    r"RETRY[ \t]+\S+[ \t]+[0-9]+[ \t]*",
+    r"PARENT[ \t][^\n]*",  # read by _parent_child
+    r"[ \t]*(?:#[^\n]*)?"))
+_PLAIN_DAG = re.compile(rf"(?:{_PLAIN_LINE})(?:\n(?:{_PLAIN_LINE}))*")
+_OTHER_BREAKS = "\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"  # str.splitlines splits at these too
+# found after a newline: the text is searched with one put in front
+_JOB_LINES = re.compile(r"\nJOB[ \t]+(\S+)[ \t]+(\S+)")
+_NODE_NAMED = re.compile(r"\n(?:VARS|RETRY)[ \t]+(\S+)")
+_PARENT_LINES = re.compile(r"\nPARENT[ \t]([^\n]*)")
+_QUEUE_NAME = re.compile(r'[ \t][Qq][Uu][Ee][Uu][Ee][A-Za-z0-9_.+]*="')
+_RESERVED_LINE = re.compile("^(?:" + "|".join(sorted(_RESERVED_NAMES)) + ")$", re.MULTILINE)
+
+
+def _plain_summary(text: str) -> DagSummary | None:
+    """The summary of a plain DAG that nothing in the parser would refuse; None when
+    the text is not plain or anything might be refused (the parser then says what).
+
+    What the parser checks, here for the whole text at once: JOB names unique, not
+    reserved and without '+'; VARS and RETRY naming defined nodes, no VARS name
+    beginning with 'queue'; PARENT/CHILD lines naming defined nodes. There is no cycle
+    when every PARENT comes before its CHILDs in the order of the JOB lines (a template
+    writes them so); anything else is left to the parser's full check."""
+    if "\\\n" in text or text.endswith("\\") or any(c in text for c in _OTHER_BREAKS) \
+            or not _PLAIN_DAG.fullmatch(text):
+        return None
+    lines = "\n" + text
+    jobs = _JOB_LINES.findall(lines)
+    names = [name for name, _ in jobs]
+    position = dict(zip(names, range(len(names)), strict=True))
+    joined = "\n".join(names)
+    if not jobs or len(position) != len(names) or "+" in joined \
+            or _RESERVED_LINE.search(joined.upper()) \
+            or ("queue" in text.lower() and _QUEUE_NAME.search(text)) \
+            or not position.keys() >= set(_NODE_NAMED.findall(lines)):
+        return None
+    for rest in _PARENT_LINES.findall(lines):
+        try:
+            parents, children = _parent_child(rest, "")
+            if max(map(position.__getitem__, parents)) >= min(
+                    map(position.__getitem__, children)):
+                return None
+        except (DagError, KeyError):
+            return None
+    return DagSummary(len(names), frozenset((None, submit) for _, submit in jobs))
 
 
 def read_dag(path: Path) -> Dag:
