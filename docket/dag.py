@@ -108,21 +108,17 @@ class Dag:
         return str(self.path)
 
     def topological(self) -> list[str]:
-        nodes = self.nodes
         order: list[str] = []
-        indegree = {name: len(node.parents) for name, node in nodes.items()}
+        indegree = {name: len(node.parents) for name, node in self.nodes.items()}
         ready = deque(n for n, d in indegree.items() if d == 0)
-        # once a node: names bound locally
-        popleft, push, take = ready.popleft, ready.append, order.append
         while ready:
-            name = popleft()
-            take(name)
-            children = nodes[name].children
+            name = ready.popleft()
+            order.append(name)
+            children = self.nodes[name].children
             for child in (sorted(children) if len(children) > 1 else children):
-                left = indegree[child] - 1
-                indegree[child] = left
-                if not left:
-                    push(child)
+                indegree[child] -= 1
+                if indegree[child] == 0:
+                    ready.append(child)
         if len(order) != len(self.nodes):
             cycle = self._find_cycle({n for n, d in indegree.items() if d > 0})
             where = self.edge_line(cycle[0], cycle[1])
