@@ -3,7 +3,8 @@
 Parsing is separate from running so that rendering can check a DAG (undefined nodes,
 duplicate names, missing submit files, cycles — things ``htcondor2`` does not check)
 before anything is submitted, and the local engine runs exactly what was checked.
-Every error names the file and line, as ``condor_submit_dag`` does.
+Every error names the file and line, as ``condor_submit_dag`` does. ``check_dag`` is that
+check for rendering: the same verdicts as ``parse_dag``, without keeping the model.
 
 What the parser does that DAGMan's parser does (src/condor_dagman/parse.cpp and the
 manual's "DAGMan Workflows" chapter): a line ending in ``\\`` continues on the next;
