@@ -1485,10 +1485,19 @@ def _top_level_files(scratch: Path) -> dict[str, tuple[int, int]]:
     return found
 
 
+def _copy_out(source: Path, target: Path) -> None:
+    """Copy ``source`` (followed if it is a symlink) to ``target``; a directory's files
+    join what ``target`` holds."""
+    if source.is_dir():
+        shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
+    else:
+        shutil.copy2(source, target)
+
+
 def _move_out(source: Path, target: Path) -> None:
     """Move ``source`` from a finished job's sandbox to ``target``: a file, or a symlink
-    (as itself), replaces what is there; a directory's entries join what ``target``
-    holds, as ``copytree(dirs_exist_ok=True)`` would, and a directory that is not there
+    below a listed directory (as itself), replaces what is there; a directory's entries
+    join what ``target`` holds, as ``_copy_out`` would, and a directory that is not there
     yet arrives by one rename. Moving, not copying: the sandbox is removed right after
     and nothing else reads it, so an MS of hundreds of files costs a rename, not a copy
     of each file and the removal of each copy. Across filesystems (an initialdir on
@@ -1499,7 +1508,7 @@ def _move_out(source: Path, target: Path) -> None:
                 os.rename(source, target)
                 return
             if not target.is_dir() or target.is_symlink():
-                raise IsADirectoryError(21, "Is a directory", str(source))
+                raise NotADirectoryError(20, "Not a directory", str(target))
             for entry in os.scandir(source):
                 _move_out(Path(entry.path), target / entry.name)
             return
@@ -1507,10 +1516,10 @@ def _move_out(source: Path, target: Path) -> None:
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        if source.is_dir() and not source.is_symlink():
-            shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
+        if source.is_symlink():
+            os.symlink(os.readlink(source), target)  # as copytree(symlinks=True) did
         else:
-            shutil.copy2(source, target, follow_symlinks=False)
+            _copy_out(source, target)
 
 
 def _transfer_outputs(spec: ProcSpec, scratch: Path,
@@ -1536,8 +1545,13 @@ def _transfer_outputs(spec: ProcSpec, scratch: Path,
         target = spec.initialdir if name.endswith("/") else spec.initialdir / Path(name).name
         try:
             # a directory's files join what is there, not replace it: the parallel
-            # pieces of a fan-out each bring their own files back into products/
-            _move_out(source, target)
+            # pieces of a fan-out each bring their own files back into products/. A
+            # listed symlink is followed, as always (what it points to may be in the
+            # sandbox, which is removed next)
+            if source.is_symlink():
+                _copy_out(source, target)
+            else:
+                _move_out(source, target)
         except OSError as exc:
             return ("Transfer output files failure at access point local while receiving "
                     f"files from execution point local: reading from file {source}: "
