@@ -19,12 +19,10 @@ from typing import Annotated, Any
 
 import typer
 import typer.main
-from typer.models import CommandInfo, TyperInfo
 
-try:  # typer >= 0.20 carries its own copy of click
-    from typer._click.exceptions import ClickException
-except ImportError:  # pragma: no cover - older typer on plain click
-    from click import ClickException
+# typer >= 0.20 (pyproject's floor) carries its own copy of click: no tool needs click
+from typer._click.exceptions import ClickException
+from typer.models import CommandInfo, TyperInfo
 
 from docket.errors import DocketError, ExitCode
 
