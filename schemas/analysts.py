@@ -33,7 +33,7 @@ Email = Annotated[str, StringConstraints(pattern=EMAIL_PATTERN, max_length=254)]
 
 
 class Analyst(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     roles: list[Role] = Field(
         min_length=1,
@@ -49,7 +49,7 @@ class Analyst(BaseModel):
 
 
 class AnalystsFile(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     analysts: dict[UserName, Analyst] = Field(
         default_factory=dict, description="User name -> roles. A user not listed has no role.")

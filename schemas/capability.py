@@ -14,7 +14,7 @@ __all__ = ["ParameterSpec", "QueueSettings", "StageSpec", "MachineSpec", "Output
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class ParameterSpec(_Strict):

@@ -8,7 +8,7 @@ __all__ = ["HomeConfig"]
 
 
 class HomeConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     templates_dir: str | None = Field(default=None,
                                       description="Capability folders (default: <home>/templates).")

@@ -24,7 +24,7 @@ ParameterValue = Scalar | list[Scalar]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class Metadata(Strict):

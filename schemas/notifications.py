@@ -43,7 +43,7 @@ EventKind = Literal["state", "awaiting", "complete", "failed", "cancelled", "hel
 
 
 class Webhook(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$")] = Field(
         description="Where the JSON payload is POSTed (http or https).")
@@ -59,7 +59,7 @@ class Webhook(BaseModel):
 
 
 class Email(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     requester: bool = Field(default=False, description="Mail the analyst who submitted the "
                                                        "version (their first email in "
@@ -71,7 +71,7 @@ class Email(BaseModel):
 
 
 class Command(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     argv: list[str] = Field(min_length=1, description="The program and its arguments (no "
                                                       "shell); the payload is on stdin.")
@@ -82,7 +82,7 @@ class Command(BaseModel):
 class Target(BaseModel):
     """Exactly one of webhook, email, command."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     webhook: Webhook | None = None
     email: Email | None = None
@@ -102,7 +102,7 @@ class Target(BaseModel):
 
 
 class Rule(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     events: list[EventKind] = Field(min_length=1, description="Which events: "
                                     + "; ".join(f"{k}: {v}" for k, v in EVENT_KINDS.items()))
@@ -118,7 +118,7 @@ class Rule(BaseModel):
 
 
 class Smtp(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     host: str = "localhost"
     port: int = Field(default=25, ge=1, le=65535)
@@ -131,7 +131,7 @@ class Smtp(BaseModel):
 
 
 class Retry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     max_attempts: int = Field(default=8, ge=1, le=100,
                               description="After this many failed tries a notification is "
@@ -142,7 +142,7 @@ class Retry(BaseModel):
 
 
 class NotificationsFile(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     targets: dict[Name, Target] = Field(default_factory=dict)
     rules: list[Rule] = Field(default_factory=list)

@@ -28,7 +28,7 @@ IntOrList = int | list[int]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 def _regex(value: str | None) -> str | None:

@@ -37,7 +37,7 @@ SubmitValue = Annotated[str, StringConstraints(max_length=4096)] | int | float |
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class ScheddLocation(_Strict):

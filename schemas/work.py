@@ -22,13 +22,13 @@ WORK_STATUSES = ("created", "queued", "running", "success", "failure")
 
 
 class Precursor(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     pipeline: str
     id: str
 
 
 class Work(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     pipeline: str = Field(min_length=1, max_length=128,
                           description="Name of the pipeline, hyphen-case (my_pipe -> my-pipe).")
@@ -78,7 +78,7 @@ class Work(BaseModel):
 class WorkDocument(BaseModel):
     """A Work as a docket spool document: ``kind: Work``, the Work's fields in ``spec``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
     apiVersion: Literal["docket/v1"]  # noqa: N815
     kind: Literal["Work"]
     metadata: Metadata
