@@ -25,7 +25,7 @@ from docket.errors import DocketError
 from docket.fileio import is_disk_error, safe_join
 from docket.home import ACTIVE_MARKER, Home
 from docket.records import ACTIVE_ENGINE_STATES, EngineState, Execution, NodeState
-from docket.render import WORKFLOW_FILE, render_execution
+from docket.render import WORKFLOW_FILE, bytecode_cache_dir, render_execution
 from docket.rules import Rules
 from docket.store import Store
 
@@ -247,6 +247,7 @@ class Launcher:
                          parameters=row.parameters,
                          document=version.document, tools_dir=self.home.tools_dir,
                          attachments=attachments, home_dir=self.home.root,
+                         cache_dir=bytecode_cache_dir(self.home.state_dir),
                          shared_filesystem=site.shared_filesystem if site else True,
                          pex_dir=Path(site.pex_dir) if site and site.pex_dir else None)
 

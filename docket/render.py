@@ -16,11 +16,19 @@ function ``docket.quoting.quote``:
 
 After rendering, the DAG and every submit file it names are checked (undefined nodes,
 cycles, missing submit files, no executable...), so nothing broken reaches an engine.
+
+Compiled templates are kept in the home's state directory (``state/jinja-...``), so a
+tick does not compile the same templates again (0.03-0.07 CPU-s per tick that renders).
+The templates are the home's own trusted files and the sandbox checks every access at
+run time, so cached code is no less safe than compiled code; a cache file that cannot be
+read or written is compiled again, never an error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +48,7 @@ from docket.submit import check_submit
 from docket.transfer import return_products
 
 __all__ = ["RenderError", "Rendered", "render_execution", "template_environment",
-           "WORKFLOW_FILE"]
+           "WORKFLOW_FILE", "bytecode_cache_dir"]
 
 WORKFLOW_FILE = "workflow.dag"
 # where 'make pex' writes the tools' PEX files (pex-build/build.py)
@@ -101,13 +109,46 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         return super().getattr(obj, attribute)
 
 
-def template_environment(folder: Path | tuple[Path, ...]) -> ImmutableSandboxedEnvironment:
+class _BytecodeCache(jinja2.FileSystemBytecodeCache):
+    """Jinja2's file cache, best effort: a damaged file is compiled again, and a cache
+    that cannot be written (full disk, read-only state) leaves the render as it was."""
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        try:
+            super().load_bytecode(bucket)
+        except (OSError, EOFError, ValueError, TypeError, pickle.UnpicklingError):
+            bucket.reset()
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        with contextlib.suppress(OSError):
+            super().dump_bytecode(bucket)
+
+
+def bytecode_cache_dir(state_dir: Path) -> Path:
+    """Where a home keeps its compiled templates. Jinja2 keys a cached template by its
+    path and source only, so the folder names what else shapes the compiled code: the
+    Jinja2 version and this module's environment (sandbox, finalize); the Python
+    version is in every file's header."""
+    return state_dir / f"jinja-{jinja2.__version__}-sandbox-1"
+
+
+def template_environment(folder: Path | tuple[Path, ...], cache_dir: Path | None = None
+                         ) -> ImmutableSandboxedEnvironment:
     """``folder``: one folder, or several searched in order (a capability that extends
-    another: its own templates first)."""
+    another: its own templates first). ``cache_dir``: where compiled templates are kept
+    (``bytecode_cache_dir``), none without it."""
     folders = [str(f) for f in folder] if isinstance(folder, tuple) else [str(folder)]
+    cache = None
+    if cache_dir is not None:
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            cache = _BytecodeCache(str(cache_dir))
+        except OSError:
+            cache = None  # no cache: every template is compiled, as without one
     env = _Sandbox(
         loader=jinja2.FileSystemLoader(folders), undefined=jinja2.StrictUndefined,
-        autoescape=False, keep_trailing_newline=True, finalize=_finalize)
+        autoescape=False, keep_trailing_newline=True, finalize=_finalize,
+        bytecode_cache=cache)
     env.filters["q"] = lambda v: quote(v, "submit")
     env.filters["arguments"] = quote_arguments
     env.filters["arg"] = lambda v: quote(v, "argument")
@@ -121,13 +162,15 @@ def template_environment(folder: Path | tuple[Path, ...]) -> ImmutableSandboxedE
 def render_execution(capability: Capability, directory: Path, *, request: dict[str, Any],
                      parameters: dict[str, Any], document: str, tools_dir: Path,
                      attachments: list[Path] | None = None, shared_filesystem: bool = True,
-                     pex_dir: Path | None = None, home_dir: Path | None = None) -> Rendered:
+                     pex_dir: Path | None = None, home_dir: Path | None = None,
+                     cache_dir: Path | None = None) -> Rendered:
     """Write the processing directory: templates, request copy, metadata, attachments.
 
     ``tool(name)`` in a template is the tool's executable: in ``tools_dir`` where the site
     shares this machine's filesystem, else its PEX file in ``pex_dir`` (HTCondor transfers
     a job's executable with it, and a PEX runs with the node's bare python3). Templates
-    also see ``shared_filesystem``, and ``home`` (give it to a tool as ``DOCKET_HOME``)."""
+    also see ``shared_filesystem``, and ``home`` (give it to a tool as ``DOCKET_HOME``).
+    ``cache_dir``: where compiled templates are kept (``bytecode_cache_dir``)."""
     layout = procdir.create(directory)
     atomic_write(layout.active_marker, json.dumps(
         {"execution": request["execution"], "request": request["name"]}), durable=False)
@@ -147,7 +190,7 @@ def render_execution(capability: Capability, directory: Path, *, request: dict[s
                "files": names, "tool": tool, "shared_filesystem": shared_filesystem,
                "home": str(home_dir or "")}
     folders = capability.template_folders
-    env = template_environment(folders)
+    env = template_environment(folders, cache_dir)
     written = []
     dag_text: str | None = None
     templates: dict[str, Path] = {}
