@@ -23,16 +23,13 @@ Every file is written to ``<dest>.part`` and renamed only after its size and sha
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import logging
 import os
 import random
 import re
 import threading
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -452,9 +449,16 @@ class _Cancelled(Exception):
     pass
 
 
-# Worth another try: the network or the server hiccuped (RemoteDisconnected, a reset,
-# a timeout, a garbled status line or a truncated body).
-_TRANSIENT_OS = (ConnectionError, TimeoutError, http.client.HTTPException)
+def _transient_os() -> tuple[type[BaseException], ...]:
+    """Worth another try: the network or the server hiccuped (RemoteDisconnected, a reset,
+    a timeout, a garbled status line or a truncated body).
+
+    http.client and urllib.request are imported by the code that goes over HTTP: a fetch
+    from an archive on this filesystem, what most jobs do, never loads them (0.03 CPU-s
+    of every productfetcher's start-up)."""
+    import http.client
+
+    return (ConnectionError, TimeoutError, http.client.HTTPException)
 
 
 def _classify_http(exc: urllib.error.HTTPError, url: str) -> Exception:
@@ -467,21 +471,26 @@ def _classify_http(exc: urllib.error.HTTPError, url: str) -> Exception:
 
 
 def _open(url: str, headers: dict[str, str], timeout_s: float) -> Any:
+    import urllib.error  # here: see _transient_os
+    import urllib.request
+
     request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT, **headers})
     try:
         return urllib.request.urlopen(request, timeout=timeout_s)
     except urllib.error.HTTPError:
         raise
     except urllib.error.URLError as exc:
-        if isinstance(exc.reason, _TRANSIENT_OS):
+        if isinstance(exc.reason, _transient_os()):
             raise _Transient(str(exc.reason)) from exc
         raise DocketError(f"cannot reach {url}: {exc.reason}",
                           "check the host name and the network") from exc
-    except _TRANSIENT_OS as exc:
+    except _transient_os() as exc:
         raise _Transient(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _http_read(url: str, timeout_s: float) -> bytes:
+    import urllib.error  # here: see _transient_os
+
     try:
         with _open(url, {}, timeout_s) as resp:
             length = resp.headers.get("Content-Length")
@@ -489,7 +498,7 @@ def _http_read(url: str, timeout_s: float) -> bytes:
     except urllib.error.HTTPError as exc:
         error = _classify_http(exc, url)
         raise error from exc
-    except _TRANSIENT_OS as exc:
+    except _transient_os() as exc:
         raise _Transient(f"{type(exc).__name__}: {exc}") from exc
     if length is not None and len(body) < int(length):
         raise _Transient(f"connection closed after {len(body)} of {length} bytes")
@@ -552,9 +561,11 @@ def _download(url: str, part: Path, settings: FetchSettings, cancel: threading.E
                 offset, digest = 0, hashlib.sha256()
             fh_in.seek(offset)
             return _pump(fh_in.read, part, offset, digest, None, cancel, on_position)
+    from urllib.error import HTTPError  # here: see _transient_os
+
     try:
         resp = _open(url, headers, settings.timeout_s)
-    except urllib.error.HTTPError as exc:
+    except HTTPError as exc:
         if exc.code == 416 and offset:
             total = (exc.headers.get("Content-Range") or "").rpartition("/")[2]
             if total.isdigit() and int(total) == offset:
@@ -576,7 +587,7 @@ def _download(url: str, part: Path, settings: FetchSettings, cancel: threading.E
             # read1: whatever has arrived, so a stall keeps the bytes received before it.
             size, digest, _ = _pump(resp.read1, part, offset, digest, expected, cancel,
                                     on_position)
-        except _TRANSIENT_OS as exc:
+        except _transient_os() as exc:
             raise _Transient(f"{type(exc).__name__}: {exc}") from exc
         return size, digest, resumed
 
