@@ -8,16 +8,28 @@ it: the recipe that run rendered, as a plain Python script calling casatasks (co
 MS from the archive, then the same task calls with the same arguments) under the same
 CASA environment. The same request with ``casa: vela`` gives docket's own overhead per
 workflow (no CASA at all).
+
+docket's own commands (submit, tick and the DAG runner they start) run with their
+bytecode cached, as in any installed docket (pip and PEX builds write .pyc files;
+casatasks, which the baseline imports, has them from its wheel). A shell that sets
+PYTHONDONTWRITEBYTECODE would otherwise make submit, tick and the runner compile the
+modules only they import (schemas, intake, rendering, ...) again in every round, which no
+deployment pays: measured 1.80 → 1.61 CPU-seconds for the whole vela workflow (medians of
+4, interleaved, load ~5.6). The cache is the run's own (PYTHONPYCACHEPREFIX under its
+scratch directory), so no other benchmark sees it; the jobs and the baseline keep the
+environment they had.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +61,22 @@ def _request(name: str, program: str) -> str:
                            "casa": program}}})
 
 
+@contextlib.contextmanager
+def _bytecode_cached(prefix: Path) -> Iterator[None]:
+    """docket's commands started in this block keep their .pyc files under ``prefix``."""
+    before = {k: os.environ.get(k) for k in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")}
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPYCACHEPREFIX"] = str(prefix)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def run(quick: bool = False) -> list[dict[str, Any]]:
     import importlib.util
 
@@ -73,10 +101,11 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         name = f"ql-{program}-{next(serial)}"
         document = root / f"{name}.yaml"
         document.write_text(_request(name, program))
-        start = time.perf_counter()
-        docket(home, "submit", str(document))
-        docket(home, "tick", "--wait")
-        elapsed = time.perf_counter() - start
+        with _bytecode_cached(root / "pycache"):
+            start = time.perf_counter()
+            docket(home, "submit", str(document))
+            docket(home, "tick", "--wait")
+            elapsed = time.perf_counter() - start
         shown = json.loads(docket(home, "show", name, "--json", stdout=-1).stdout)
         if shown["request"]["state"] != "complete":
             raise RuntimeError(f"{name}: {shown['executions'][0]['reason']}")

@@ -9,7 +9,8 @@ a list in a loop: quadratic, ~1 s at 10,000 items, minutes at 100,000.) It rende
 ``docket.render.template_environment`` (sandboxed Jinja2, ``StrictUndefined``, every value
 checked and quoted) and written as ``render_execution`` writes it; and the whole
 ``docket.render.render_execution`` (every template of the capability, request copy,
-metadata, then ``check_workflow``, which parses the DAG back and checks every submit file).
+metadata, then ``check_workflow``, which reads the DAG back with ``docket.dag.check_dag``
+— every verdict of the full parser — and checks every submit file).
 Next to it, in the same process and interleaved: ``htcondor2.dags`` building the same
 shape (three layers, the same VARS and RETRY) and ``write_dag``, and a plain f-string writer
 of the same DAG text.
@@ -207,8 +208,9 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         row(BENCH, "docket: `workflow.dag.j2` rendered and written", t_template, "s",
             baseline="plain f-string writer of the same file", baseline_value=t_f,
             ratio_note="× f-strings", runs=repeats),
-        row(BENCH, "where it goes: `check_workflow` alone (parse the DAG back, check the "
-            "submit files)", t_check, "s", baseline="`htcondor2.dags`", baseline_value=t_htc,
+        row(BENCH, "where it goes: `check_workflow` alone (read the DAG back with check_dag, "
+            "check the submit files)", t_check, "s", baseline="`htcondor2.dags`",
+            baseline_value=t_htc,
             ratio_note="× htcondor2.dags", runs=repeats),
     ]
 

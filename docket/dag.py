@@ -3,7 +3,8 @@
 Parsing is separate from running so that rendering can check a DAG (undefined nodes,
 duplicate names, missing submit files, cycles — things ``htcondor2`` does not check)
 before anything is submitted, and the local engine runs exactly what was checked.
-Every error names the file and line, as ``condor_submit_dag`` does.
+Every error names the file and line, as ``condor_submit_dag`` does. ``check_dag`` is that
+check for rendering: the same verdicts as ``parse_dag``, without keeping the model.
 
 What the parser does that DAGMan's parser does (src/condor_dagman/parse.cpp and the
 manual's "DAGMan Workflows" chapter): a line ending in ``\\`` continues on the next;
@@ -17,13 +18,16 @@ one; ``CONFIG`` files are read for the knobs the runner honours.
 
 from __future__ import annotations
 
+import gc
 import re
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Dag", "Node", "Script", "DagError", "DagCycle", "parse_dag", "read_dag", "read_config",
-           "SCHEDD_ONLY_COMMANDS"]
+__all__ = ["Dag", "Node", "Script", "DagError", "DagCycle", "DagSummary", "check_dag",
+           "parse_dag", "read_dag", "read_dag_text", "read_config", "SCHEDD_ONLY_COMMANDS"]
 
 
 class DagError(Exception):
@@ -153,6 +157,17 @@ class Dag:
 
 # A macro name, '=', then a double-quoted value in which \" and \\ are escapes.
 _VAR = re.compile(r'\s*([A-Za-z_+][A-Za-z0-9_.+]*)\s*=\s*"((?:[^"\\]|\\.)*)"')
+# The common VARS line: a node, then name="value" pairs with no spaces around '='. Read
+# with it, a line means what _parse_vars reads: the first pair cannot be a mode (APPEND
+# and PREPEND are followed by a space), and each pair has one way to match.
+_PAIR_TEXT = r'\s+([A-Za-z_+][A-Za-z0-9_.+]*)="((?:[^"\\]|\\.)*)"'
+_SIMPLE_VARS = re.compile(r'(\S+)((?:' + _PAIR_TEXT + r')+)\s*')
+_PAIR = re.compile(_PAIR_TEXT)
+# Lines joined by newlines (which no line holds), each of them one _SIMPLE_VARS matches:
+# the same pattern with no newline inside a line (not even in a value)
+_IN_LINE = r'[^\S\n]+[A-Za-z_+][A-Za-z0-9_.+]*="[^"\\\n]*(?:\\.[^"\\\n]*)*"'
+_SIMPLE_VARS_LINES = re.compile(rf"\S+(?:{_IN_LINE})+[^\S\n]*(?:\n\S+(?:{_IN_LINE})+[^\S\n]*)*")
+_FIRST_WORDS = re.compile(r"^[^\s]+", re.MULTILINE)
 # Need a schedd or a pool: accepted, and 'docket dag check' names them.
 _SCHEDD_ONLY = {"SERVICE", "PROVISIONER", "ENV", "SAVE_POINT_FILE"}
 SCHEDD_ONLY_COMMANDS = frozenset(_SCHEDD_ONLY)
@@ -215,6 +230,19 @@ def read_config(path: Path) -> dict[str, str]:
     return out
 
 
+def _parent_child(rest: str, where: str) -> tuple[list[str], list[str]]:
+    """The parents and the children a ``PARENT ... CHILD ...`` line names."""
+    upper = rest.upper().split()
+    if "CHILD" not in upper:
+        raise DagError(f"{where}: PARENT needs CHILD")
+    words = rest.split()
+    split = upper.index("CHILD")
+    parents, children = words[:split], words[split + 1:]
+    if not parents or not children:
+        raise DagError(f"{where}: PARENT ... CHILD ... needs nodes on both sides")
+    return parents, children
+
+
 def _check_name(name: str, where: str) -> None:
     if name.upper() in _RESERVED_NAMES:
         raise DagError(f"{where}: node name {name!r} is a reserved word")
@@ -225,10 +253,11 @@ def _check_name(name: str, where: str) -> None:
 class _Parser:
     """One DAG file (with its INCLUDEs); a SPLICE is parsed by a parser of its own."""
 
-    def __init__(self, path: Path, base: Path, depth: int = 0) -> None:
+    def __init__(self, path: Path, base: Path, depth: int = 0, keep_vars: bool = True) -> None:
         self.path = path
         self.base = base  # the directory relative paths in the DAG are read from
         self.depth = depth
+        self.keep_vars = keep_vars  # False: VARS lines are checked, their values may go
         self.dag = Dag(path, {})
         self.edges: list[tuple[list[str], list[str], str]] = []
         self.pending: list[tuple[str, str, str]] = []  # per-node commands, applied last
@@ -309,16 +338,7 @@ class _Parser:
                                    "{ ... }")
                 self.descriptions[name] = inline
             elif keyword == "PARENT":
-                upper = rest.upper().split()
-                if "CHILD" not in upper:
-                    raise DagError(f"{where}: PARENT needs CHILD")
-                words = rest.split()
-                split = upper.index("CHILD")
-                parents, children = words[:split], words[split + 1:]
-                if not parents or not children:
-                    raise DagError(f"{where}: PARENT ... CHILD ... needs nodes on both "
-                                   "sides")
-                self.edges.append((parents, children, where))
+                self.edges.append((*_parent_child(rest, where), where))
             elif keyword == "MAXJOBS":
                 words = rest.split()
                 if len(words) != 2 or not words[1].isdigit():
@@ -450,7 +470,7 @@ class _Parser:
         if self.depth > 20:
             raise DagError(f"{where}: splices nested too deep (does {dag_file} splice "
                            "itself?)")
-        inner = _Parser(target, base, self.depth + 1)
+        inner = _Parser(target, base, self.depth + 1, self.keep_vars)
         sub = inner.parse(_read_text(target, where))
         if sub.final:
             raise DagError(f"{where}: a FINAL node cannot be in a splice")
@@ -506,9 +526,18 @@ class _Parser:
         return [nodes[name]]
 
     def _link(self, parents: list[str], children: list[str], where: str) -> None:
-        """Every parent to every child (a loop that runs once per edge: kept tight)."""
+        """Every parent to every child."""
         nodes = self.dag.nodes
-        for parent in parents:
+        final = self.dag.final  # the one node with .final (a splice can have none)
+        if (final is None or (final not in parents and final not in children)) \
+                and set(parents).isdisjoint(children):
+            # nothing to refuse: whole sets at a time (a fan-out line names 100,000 nodes)
+            for parent in parents:
+                nodes[parent].children.update(children)
+            for child in children:
+                nodes[child].parents.update(parents)
+            return
+        for parent in parents:  # the same edges one at a time, to name the first problem
             up = nodes[parent]
             for child in children:
                 if parent == child:
@@ -540,10 +569,17 @@ class _Parser:
             for pin, outs in pins_out.items():
                 self._link(outs, pins_in[pin], where)
                 dag.edge_groups.append((outs, pins_in[pin], where))
-        for keyword, rest, where in self.pending:
-            _apply(keyword, rest, where, self._node_of)
+        pending = self.pending
+        if not self.keep_vars and _vars_cannot_fail(
+                [rest for keyword, rest, _ in pending if keyword == "VARS"], dag.nodes):
+            pending = [command for command in pending if command[0] != "VARS"]
+        modes = {_apply(keyword, rest, where, self._node_of)
+                 for keyword, rest, where in pending}
         default_append = dag.flag("DAGMAN_DEFAULT_APPEND_VARS")
-        for node in dag.nodes.values():
+        # VARS modes decide append_vars; with no APPEND written, no default to append
+        # and no splice's nodes (which come with theirs), every node has none
+        resolve = default_append or "append" in modes or bool(self.splices)
+        for node in dag.nodes.values() if resolve else ():
             for key, mode in node._var_modes.items():
                 if mode == "append" or (mode == "" and default_append):
                     node.append_vars.add(key)
@@ -564,27 +600,96 @@ def _read_text(path: Path, where: str) -> str:
 
 
 def parse_dag(text: str, path: Path) -> Dag:
-    dag = _Parser(path, path.parent).parse(text)
-    dag.topological()  # raises on a cycle
+    """The DAG in ``text`` (read from ``path``), checked as DAGMan would."""
+    with _collector_paused():
+        dag = _Parser(path, path.parent).parse(text)
+        dag.topological()  # raises on a cycle
     return dag
 
 
-def _apply(keyword: str, rest: str, where: str, node_of) -> None:  # noqa: ANN001
-    """Apply one per-node command (VARS, RETRY, SCRIPT, ...) once every JOB is known."""
+@dataclass(frozen=True)
+class DagSummary:
+    """What checking a rendered DAG needs to keep of it."""
+    nodes: int
+    # (DIR or None, submit file) of every node whose job condor_submit reads from a file
+    submit_files: frozenset[tuple[str | None, str]]
+
+
+def check_dag(text: str, path: Path) -> DagSummary:
+    """``parse_dag``'s checks, every one, for a DAG that is then thrown away.
+
+    Faster, because nothing is kept that the check does not need. A plain DAG (the
+    shape templates render: see ``_plain_summary``) is checked in a few passes of the
+    regex engine over the whole text. Any other goes through the parser, but when every
+    VARS line is a plain ``node name="value" ...`` line naming a defined node (checked for
+    all of them at once), their values are not read into the nodes; and the DAG is freed
+    before the garbage collector is back on, so the collector never walks it."""
+    plain = _plain_summary(text)
+    if plain is not None:
+        return plain
+    with _collector_paused():
+        dag = _Parser(path, path.parent, keep_vars=False).parse(text)
+        dag.topological()  # raises on a cycle
+        summary = DagSummary(len(dag.nodes), frozenset(
+            (n.directory, n.submit_file) for n in dag.nodes.values()
+            if not n.noop and n.inline_submit is None and n.subdag is None))
+        del dag
+    return summary
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a DAG is read.
+
+    A parse makes a few containers a node and no reference cycles, so the collector has
+    nothing to free; left on, it walks the growing heap again and again (~40 % of the
+    parse of a 100,000-node DAG). Memory is freed by reference counting as usual; the
+    collector is back on (if it was on) as soon as the parse ends, error or not."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
+
+
+def _vars_cannot_fail(lines: list[str], nodes: dict[str, Node]) -> bool:
+    """True if none of these VARS lines (each the text after ``VARS``) can be refused:
+    every one is the common form ``_SIMPLE_VARS`` reads, names a node a JOB line
+    defined, and no name begins with 'queue'. Checked for all the lines at once, in the
+    regex engine; False (any doubt) means: apply them one by one."""
+    text = "\n".join(lines)
+    if "queue" in text.lower() or not _SIMPLE_VARS_LINES.fullmatch(text):
+        return False
+    return nodes.keys() >= set(_FIRST_WORDS.findall(text))
+
+
+def _apply(keyword: str, rest: str, where: str, node_of) -> str:  # noqa: ANN001
+    """Apply one per-node command (VARS, RETRY, SCRIPT, ...) once every JOB is known;
+    return the mode a VARS line gave ("append", "prepend"), else ""."""
     if keyword == "VARS":  # one a node in most DAGs: no need to split all of it
-        name, assignments = _split2(rest)
-        if not name:
-            raise DagError(f"{where}: {keyword} needs a node name")
-        mode, tail = _split2(assignments)
-        written = mode.lower() if mode.upper() in ("APPEND", "PREPEND") else ""
-        if written:
-            assignments = tail
-        values = _parse_vars(assignments, where)
+        simple = _SIMPLE_VARS.fullmatch(rest)
+        if simple and "queue" not in simple[2].lower():
+            # the common line, read in two passes of the regex engine; anything else
+            # (a mode, spaces around '=', a bad pair, a 'queue' name) takes the full way
+            name, written = simple[1], ""
+            pairs = _PAIR.findall(simple[2])
+            values = dict(pairs) if "\\" not in rest else {
+                key: _unescape(value) for key, value in pairs}
+        else:
+            name, assignments = _split2(rest)
+            if not name:
+                raise DagError(f"{where}: {keyword} needs a node name")
+            mode, tail = _split2(assignments)
+            written = mode.lower() if mode.upper() in ("APPEND", "PREPEND") else ""
+            if written:
+                assignments = tail
+            values = _parse_vars(assignments, where)
         for node in node_of(name, where):
             node.vars.update(values)
-            for key in values:
-                node._var_modes[key] = written
-        return
+            node._var_modes.update(dict.fromkeys(values, written))
+        return written
     words = rest.split()
     if not words:
         raise DagError(f"{where}: {keyword} needs a node name")
@@ -646,11 +751,67 @@ def _apply(keyword: str, rest: str, where: str, node_of) -> None:  # noqa: ANN00
         for name in words:
             for node in node_of(name, where, all_nodes=False):
                 node.done = True
+    return ""
+
+
+# A plain DAG: every line blank, a comment, or one of these four, keyword in capitals,
+# words apart by spaces or tabs. (No continuation and no line separator but '\n': the
+# parser would read other lines than these patterns see.)
+_PLAIN_LINE = "|".join((  # the most common first
+    r"VARS[ \t]+\S+(?:" + _IN_LINE.replace(r"[^\S\n]", r"[ \t]") + r")+[ \t]*",
+    r"JOB[ \t]+\S+[ \t]+\S*[^\s{][ \t]*",  # a last '{' would open an inline description
+    r"RETRY[ \t]+\S+[ \t]+[0-9]+[ \t]*",
+    r"PARENT[ \t][^\n]*",  # read by _parent_child
+    r"[ \t]*(?:#[^\n]*)?"))
+_PLAIN_DAG = re.compile(rf"(?:{_PLAIN_LINE})(?:\n(?:{_PLAIN_LINE}))*")
+_OTHER_BREAKS = "\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"  # str.splitlines splits at these too
+# found after a newline: the text is searched with one put in front
+_JOB_LINES = re.compile(r"\nJOB[ \t]+(\S+)[ \t]+(\S+)")
+_NODE_NAMED = re.compile(r"\n(?:VARS|RETRY)[ \t]+(\S+)")
+_PARENT_LINES = re.compile(r"\nPARENT[ \t]([^\n]*)")
+_QUEUE_NAME = re.compile(r'[ \t][Qq][Uu][Ee][Uu][Ee][A-Za-z0-9_.+]*="')
+_RESERVED_LINE = re.compile("^(?:" + "|".join(sorted(_RESERVED_NAMES)) + ")$", re.MULTILINE)
+
+
+def _plain_summary(text: str) -> DagSummary | None:
+    """The summary of a plain DAG that nothing in the parser would refuse; None when
+    the text is not plain or anything might be refused (the parser then says what).
+
+    What the parser checks, here for the whole text at once: JOB names unique, not
+    reserved and without '+'; VARS and RETRY naming defined nodes, no VARS name
+    beginning with 'queue'; PARENT/CHILD lines naming defined nodes. There is no cycle
+    when every PARENT comes before its CHILDs in the order of the JOB lines (a template
+    writes them so); anything else is left to the parser's full check."""
+    if "\\\n" in text or text.endswith("\\") or any(c in text for c in _OTHER_BREAKS) \
+            or not _PLAIN_DAG.fullmatch(text):
+        return None
+    lines = "\n" + text
+    jobs = _JOB_LINES.findall(lines)
+    names = [name for name, _ in jobs]
+    position = dict(zip(names, range(len(names)), strict=True))
+    joined = "\n".join(names)
+    if not jobs or len(position) != len(names) or "+" in joined \
+            or _RESERVED_LINE.search(joined.upper()) \
+            or ("queue" in text.lower() and _QUEUE_NAME.search(text)) \
+            or not position.keys() >= set(_NODE_NAMED.findall(lines)):
+        return None
+    for rest in _PARENT_LINES.findall(lines):
+        try:
+            parents, children = _parent_child(rest, "")
+            if max(map(position.__getitem__, parents)) >= min(
+                    map(position.__getitem__, children)):
+                return None
+        except (DagError, KeyError):
+            return None
+    return DagSummary(len(names), frozenset((None, submit) for _, submit in jobs))
 
 
 def read_dag(path: Path) -> Dag:
+    return parse_dag(read_dag_text(path), path)
+
+
+def read_dag_text(path: Path) -> str:
     try:
-        text = path.read_text()
+        return path.read_text()
     except UnicodeDecodeError as exc:
         raise DagError(f"{path}: not a text file ({exc.reason} at byte {exc.start})") from None
-    return parse_dag(text, path)

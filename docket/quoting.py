@@ -29,6 +29,9 @@ Context = Literal["submit", "argument", "dag", "dag-argument", "shell"]
 _FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\u0085\u2028\u2029]")
 _UNREPRESENTABLE = re.compile(r"\$\$|\$\(dollar\)", re.IGNORECASE)
 _NEEDS_SINGLE_QUOTES = re.compile(r"[\s'\"]")
+# A text that every layer of DAG quoting leaves as it is (no control character, no '$',
+# no quote, no backslash): most VARS values of a big DAG
+_PLAIN_FOR_DAG = re.compile(r'[^\x00-\x1f\x7f\u0085\u2028\u2029$"\\]*')
 
 
 def check_text(value: str, what: str = "value") -> str:
@@ -62,6 +65,8 @@ def quote(value: object, context: Context = "submit") -> str:
                       "give the parameter a value or a default")
     else:
         text = str(value)
+    if context == "dag" and _PLAIN_FOR_DAG.fullmatch(text):
+        return '"' + text + '"'  # what the checks and quoting below make of it
     check_text(text)
     return _quote_checked(text, context)
 

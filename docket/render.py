@@ -32,7 +32,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from docket import procdir
 from docket.attachments import AttachmentError, copy_attachments
 from docket.capabilities import Capability
-from docket.dag import Dag, DagError, parse_dag, read_dag
+from docket.dag import DagError, check_dag, read_dag_text
 from docket.errors import DocketError, Invalid
 from docket.fileio import atomic_write, is_disk_error
 from docket.quoting import check_text, quote, quote_arguments, quote_environment
@@ -184,11 +184,11 @@ def render_execution(capability: Capability, directory: Path, *, request: dict[s
     atomic_write(layout.metadata_path, json.dumps(metadata, indent=2, sort_keys=True),
                  durable=False)
     dag_path = directory / WORKFLOW_FILE
-    dag, submits = _read_workflow(dag_path, dag_text)
+    nodes, submits = _read_workflow(dag_path, dag_text)
     for run_dir, submit in submits:  # what a job writes into products/ comes back
         if submit.is_file():
             return_products(submit, run_dir, shared_filesystem)
-    return Rendered(directory, dag_path, written, _check(dag, submits))
+    return Rendered(directory, dag_path, written, _check(nodes, submits))
 
 
 def check_workflow(dag_path: Path) -> int:
@@ -197,25 +197,23 @@ def check_workflow(dag_path: Path) -> int:
 
 
 def _read_workflow(dag_path: Path, text: str | None = None
-                   ) -> tuple[Dag, list[tuple[Path, Path]]]:
-    """The DAG (``text``, else read from ``dag_path``) and the submit files it names,
-    each with the directory condor_submit reads it from (the DAG's, or the node's DIR);
-    inline descriptions and SUBDAG EXTERNAL nodes have none."""
+                   ) -> tuple[int, list[tuple[Path, Path]]]:
+    """The DAG's node count (``text``, else read from ``dag_path``) and the submit files
+    it names, each with the directory condor_submit reads it from (the DAG's, or the
+    node's DIR); inline descriptions and SUBDAG EXTERNAL nodes have none."""
     if text is None and not dag_path.is_file():
         raise RenderError(f"the capability rendered no {WORKFLOW_FILE}",
                           "name the DAG template workflow.dag.j2")
     try:
-        dag = read_dag(dag_path) if text is None else parse_dag(text, dag_path)
+        summary = check_dag(read_dag_text(dag_path) if text is None else text, dag_path)
     except DagError as exc:
         raise RenderError(str(exc), "fix the DAG template") from None
-    named = {(n.directory, n.submit_file) for n in dag.nodes.values()
-             if not n.noop and n.inline_submit is None and n.subdag is None}
     runs_in = [(dag_path.parent / folder if folder else dag_path.parent, name)
-               for folder, name in sorted(named, key=str)]
-    return dag, [(run_dir, run_dir / name) for run_dir, name in runs_in]
+               for folder, name in sorted(summary.submit_files, key=str)]
+    return summary.nodes, [(run_dir, run_dir / name) for run_dir, name in runs_in]
 
 
-def _check(dag: Dag, submits: list[tuple[Path, Path]]) -> int:
+def _check(nodes: int, submits: list[tuple[Path, Path]]) -> int:
     problems: list[str] = []
     for _, path in submits:
         if not path.is_file():
@@ -224,4 +222,4 @@ def _check(dag: Dag, submits: list[tuple[Path, Path]]) -> int:
         problems.extend(check_submit(path))
     if problems:
         raise RenderError("; ".join(problems), "fix the capability's templates")
-    return len(dag.nodes)
+    return nodes

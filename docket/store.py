@@ -194,7 +194,7 @@ class Store(Queries):
         if not path.is_file():
             raise NotFound(f"no docket database at {path}",
                            "run 'docket tick' or 'docket watch' in this home first")
-        store = cls(path, readonly=True)
+        store = cls._reader(path)
         if store.schema_version() < SCHEMA_VERSION:
             # written by an older docket: bring it up to date once, then read
             store.close()
@@ -206,7 +206,35 @@ class Store(Queries):
                 raise Locked(f"database {path} needs an upgrade to schema version "
                              f"{SCHEMA_VERSION} and cannot be written: {exc}",
                              "run 'docket tick' once as the home's owner") from None
-            store = cls(path, readonly=True)
+            store = cls._reader(path)
+        return store
+
+    @classmethod
+    def _reader(cls, path: Path) -> Store:
+        """A read-only store, also on a full disk: a reader of a WAL database makes the
+        shared-memory index ``docket.db-shm`` when no writer has it open, and on a full
+        disk that fails ("disk I/O error") just when an operator wants ``docket status``
+        most. With no write-ahead log on disk (every writer closed cleanly, so the
+        database file holds every commit) the file is read as it is, without the index:
+        the same answer."""
+        wal = path.with_name(path.name + "-wal")
+        # a writer's index is at least 32 KiB; a reader that failed on a full disk leaves
+        # a stub of a few bytes (looked at before this reader tries, for the same reason)
+        shm = path.with_name(path.name + "-shm")
+        writer_open = shm.exists() and shm.stat().st_size >= 32768
+        store = cls(path, readonly=True)
+        try:
+            store.schema_version()
+            return store
+        except sqlite3.OperationalError:
+            store.close()
+            if writer_open or (wal.exists() and wal.stat().st_size > 0):
+                raise  # a writer is open, or commits are not yet in the database file
+        store = cls.__new__(cls)
+        store.path, store._in_tx, store.listeners = path, False, []
+        store.conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True,
+                                     isolation_level=None)
+        store.conn.row_factory = sqlite3.Row
         return store
 
     def close(self) -> None:

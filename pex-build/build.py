@@ -95,13 +95,17 @@ class Settings:
     interpreter_constraint: str
     pip_version: str
     lock: Path
+    exclude: tuple[str, ...] = ()  # left out of every tool (each tool may add its own)
+    env: tuple[tuple[str, str], ...] = ()  # frozen into every PEX (pex --inject-env)
 
 
 def _settings(data: dict) -> Settings:
     pex = data.get("pex", {})
     try:
         return Settings(interpreter_constraint=str(pex["interpreter_constraint"]),
-                        pip_version=str(pex["pip_version"]), lock=HERE / str(pex["lock"]))
+                        pip_version=str(pex["pip_version"]), lock=HERE / str(pex["lock"]),
+                        exclude=tuple(pex.get("exclude", ())),
+                        env=tuple((str(k), str(v)) for k, v in pex.get("env", {}).items()))
     except KeyError as exc:
         raise Invalid(f"{RECIPES}: [pex] has no {exc.args[0]!r}",
                       "add it (see the comments at the top of the file)") from None
@@ -111,6 +115,7 @@ def load_recipes(path: Path = RECIPES) -> tuple[dict[str, Recipe], Settings]:
     """Every tool's recipe, entry points taken from pyproject's [project.scripts]."""
     data = tomllib.loads(path.read_text())
     scripts = _pyproject()["project"]["scripts"]
+    settings = _settings(data)
     recipes: dict[str, Recipe] = {}
     for name, table in data.get("tool", {}).items():
         unknown = set(table) - {"entry", "extra", "provided", "exclude"}
@@ -124,8 +129,8 @@ def load_recipes(path: Path = RECIPES) -> tuple[dict[str, Recipe], Settings]:
         recipes[name] = Recipe(name=name, entry=str(entry),
                                extra=tuple(table.get("extra", ())),
                                provided=tuple(table.get("provided", ())),
-                               exclude=tuple(table.get("exclude", ())))
-    return recipes, _settings(data)
+                               exclude=settings.exclude + tuple(table.get("exclude", ())))
+    return recipes, settings
 
 
 # -- the import closure -------------------------------------------------------------
@@ -290,7 +295,8 @@ def _pex_version() -> str:
 def pex_options(recipe: Recipe, settings: Settings) -> list[str]:
     """The pex flags a tool is built with (besides paths and requirements)."""
     excluded = [arg for project in recipe.exclude for arg in ("--exclude", project)]
-    return [*excluded,
+    injected = [arg for key, value in settings.env for arg in ("--inject-env", f"{key}={value}")]
+    return [*excluded, *injected,
         "--entry-point", recipe.entry,
         # venv mode: the first run installs a venv in PEX_ROOT; later runs exec its
         # python directly, which is what makes warm start-up close to a venv's

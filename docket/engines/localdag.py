@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import fcntl
 import fnmatch
 import json
@@ -74,6 +75,8 @@ POLL_S = 0.2
 SYNC_INTERVAL_S = 0.25
 # A watcher's liveness probe holds the lock for microseconds; a runner holds it forever.
 LOCK_WAIT_S = 0.5
+# How long the runner waits at its end for the waiter threads still removing sandboxes.
+WAITER_JOIN_S = 60.0
 
 # $RETURN values DAGMan uses when no job exit code exists
 RETURN_SUBMIT_FAILED = -1001
@@ -340,6 +343,7 @@ class DagRun:
         self.kill_deadline: float | None = None
         self.next_cluster = 1
         self.jobs: dict[int, Job] = {}  # pid -> job
+        self._waiters: list[threading.Thread] = []  # of sandboxed jobs (see _wait)
         self.dag: Dag | None = None
         self._progress_fh: IO[str] | None = None
         self._out: IO[str] | None = None
@@ -489,7 +493,10 @@ class DagRun:
         finally:
             if self.jobs:  # an unexpected error: leave no job behind
                 self._signal_jobs(signal.SIGKILL, everything=True)
-        return self._finish(started)
+        code = self._finish(started)
+        for waiter in self._waiters:  # the last sandboxes' removal (the result is out)
+            waiter.join(WAITER_JOIN_S)
+        return code
 
     def _rescue_done(self) -> set[str]:
         """The DONE lines of the newest rescue DAG (read with the DAG, as DAGMan does)."""
@@ -782,15 +789,20 @@ class DagRun:
         label = (f" {job.run.cluster} {job.spec.proc}" if job.spec is not None else "")
         self._progress(f"START {pid} {job.popen.started} {marker}{label}")
         if job.scratch is not None and job.spec is not None and job.spec.transfer_files:
-            # its outputs are copied back off the main thread
-            threading.Thread(target=self._wait, args=(job,), daemon=True).start()
+            # its outputs are moved back, and its sandbox removed, off the main thread
+            self._start_waiter(job)
             return
         try:
             fd = os.pidfd_open(pid)
         except OSError:  # an old kernel: a waiter thread does the same job
-            threading.Thread(target=self._wait, args=(job,), daemon=True).start()
+            self._start_waiter(job)
             return
         self._selector.register(fd, selectors.EVENT_READ, job)
+
+    def _start_waiter(self, job: Job) -> None:
+        waiter = threading.Thread(target=self._wait, args=(job,), daemon=True)
+        waiter.start()
+        self._waiters = [w for w in self._waiters if w.is_alive()] + [waiter]
 
     def _wait(self, job: Job) -> None:
         code = job.popen.wait()
@@ -802,6 +814,10 @@ class DagRun:
         self.events.put((job, code, note))
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._wake_w, b"x")
+        if job.scratch is not None:
+            # after the end is reported: the next node starts while this sandbox (its
+            # inputs, hundreds of files for an MS) is removed; run() waits for it
+            shutil.rmtree(job.scratch, ignore_errors=True)
 
     def _submit(self, run: NodeRun) -> None:
         run.state = "running"
@@ -959,8 +975,6 @@ class DagRun:
             return
         spec = job.spec
         assert spec is not None
-        if job.scratch is not None:
-            shutil.rmtree(job.scratch, ignore_errors=True)
         if job.killed_because:
             run.jobs_aborted += 1
             self.log.aborted(run.cluster, spec.proc, job.killed_because)
@@ -1471,9 +1485,46 @@ def _top_level_files(scratch: Path) -> dict[str, tuple[int, int]]:
     return found
 
 
+def _copy_out(source: Path, target: Path) -> None:
+    """Copy ``source`` (followed if it is a symlink) to ``target``; a directory's files
+    join what ``target`` holds."""
+    if source.is_dir():
+        shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
+    else:
+        shutil.copy2(source, target)
+
+
+def _move_out(source: Path, target: Path) -> None:
+    """Move ``source`` from a finished job's sandbox to ``target``: a file, or a symlink
+    below a listed directory (as itself), replaces what is there; a directory's entries
+    join what ``target`` holds, as ``_copy_out`` would, and a directory that is not there
+    yet arrives by one rename. Moving, not copying: the sandbox is removed right after
+    and nothing else reads it, so an MS of hundreds of files costs a rename, not a copy
+    of each file and the removal of each copy. Across filesystems (an initialdir on
+    another mount) it copies."""
+    try:
+        if source.is_dir() and not source.is_symlink():
+            if not os.path.lexists(target):
+                os.rename(source, target)
+                return
+            if not target.is_dir() or target.is_symlink():
+                raise NotADirectoryError(20, "Not a directory", str(target))
+            for entry in os.scandir(source):
+                _move_out(Path(entry.path), target / entry.name)
+            return
+        os.replace(source, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        if source.is_symlink():
+            os.symlink(os.readlink(source), target)  # as copytree(symlinks=True) did
+        else:
+            _copy_out(source, target)
+
+
 def _transfer_outputs(spec: ProcSpec, scratch: Path,
                       transferred_in: dict[str, tuple[int, int]]) -> str:
-    """Copy outputs back to initialdir; the hold reason on failure, else ''.
+    """Move outputs back to initialdir; the hold reason on failure, else ''.
 
     HTCondor's rule: a listed output (``transfer_output_files``) comes back whether or
     not the job changed it (a directory with its contents, or only its contents with a
@@ -1493,12 +1544,14 @@ def _transfer_outputs(spec: ProcSpec, scratch: Path,
         # 'd/' is the directory's contents, as in transfer_input_files
         target = spec.initialdir if name.endswith("/") else spec.initialdir / Path(name).name
         try:
-            if source.is_dir():
-                # a directory's files join what is there, not replace it: the parallel
-                # pieces of a fan-out each bring their own files back into products/
-                shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
+            # a directory's files join what is there, not replace it: the parallel
+            # pieces of a fan-out each bring their own files back into products/. A
+            # listed symlink is followed, as always (what it points to may be in the
+            # sandbox, which is removed next)
+            if source.is_symlink():
+                _copy_out(source, target)
             else:
-                shutil.copy2(source, target)
+                _move_out(source, target)
         except OSError as exc:
             return ("Transfer output files failure at access point local while receiving "
                     f"files from execution point local: reading from file {source}: "

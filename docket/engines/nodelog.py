@@ -144,6 +144,10 @@ def _read(htcondor2: Any, path: Path, cursor: bytes | None
         else:  # evicted, aborted, released
             record["reason"] = event.get("Reason")
         out.append(record)
+    # events() stamped the reader with this second (its wait deadline, which the next
+    # events() call sets again): left in, an idle log's cursor would change every
+    # second, and every pass of the watcher or of tick --wait would commit it durably
+    jel._deadline = 0
     blob = json.dumps({"jel": base64.b64encode(pickle.dumps(jel)).decode(),
                        "clusters": clusters}).encode()
     jel.close()

@@ -57,6 +57,34 @@ def test_the_installed_script_runs_a_request(home):
     assert "1 requests: 1 complete" in status.stdout
 
 
+# What `docket status` must not pay for at start-up (issue 10's ≤ 150 ms): the document
+# models, YAML, templates, the HTCondor bindings, sqlite-utils, the watcher, rich help.
+HEAVY = ["pydantic", "yaml", "jinja2", "htcondor2", "htcondor", "sqlite_utils", "watchfiles",
+         "rich", "docket.intake", "docket.rules", "docket.watcher", "docket.engines"]
+_LOADED = """
+import sys
+from cli.docket import main
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code
+print(code, " ".join(sorted(sys.modules)), file=sys.stderr)
+"""
+
+
+def test_status_imports_nothing_heavy(home, docket):
+    docket("tick")
+    done = subprocess.run([str(BIN / "python"), "-c", _LOADED, "status", "--home", str(home)],
+                          capture_output=True, text=True, timeout=60)
+    code, modules = done.stderr.strip().splitlines()[-1].split(" ", 1)
+    assert code == "0" and "0 requests" in done.stdout
+    loaded = set(modules.split())
+    assert [m for m in HEAVY if m in loaded] == []
+    # and the commands' modules that status does not use stay unread
+    assert not {"docket.drivers", "docket.report"} - loaded
+    assert not loaded & {"docket.decisions", "docket.launch", "docket.render"}
+
+
 def test_restarting_the_watcher_never_kills_or_repeats_a_workflow(home, docket):
     docket("tick")
     drop(home, "long.yaml", request_doc("long-run", sleep_s=3))

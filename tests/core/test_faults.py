@@ -175,3 +175,27 @@ def test_a_full_disk_stops_the_pass_and_the_watcher_carries_on_when_space_return
         assert _versions(home) == len(GOOD)
         rebuilt = run("rebuild-state", "--check")
         assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+
+
+def test_status_and_show_answer_on_a_full_disk(tmp_path):
+    """A full disk is when an operator most needs to look: the readers make no file."""
+    with _small_disk(tmp_path / "disk", 24) as disk:
+        home = disk / "home"
+        shutil.copytree(REPO / "templates", home / "templates")
+        (home / "spool" / "incoming").mkdir(parents=True)
+        drop(home, "seen.yaml", request_doc("seen"))
+        docket = [str(BIN / "docket"), "--home", str(home)]
+
+        def run(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([docket[0], *args, *docket[1:]], capture_output=True,
+                                  text=True, timeout=300)
+
+        assert run("tick", "--wait").returncode == 0
+        assert not (home / "state" / "docket.db-shm").exists()  # no writer is open
+        _fill(disk)
+        status = run("status")
+        assert status.returncode == 0, status.stderr
+        assert "seen" in status.stdout and "complete" in status.stdout
+        show = run("show", "seen")
+        assert show.returncode == 0, show.stderr
+        assert "seen" in show.stdout

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from docket.dag import parse_dag
 from docket.errors import Invalid
 from docket.quoting import check_text, quote, quote_arguments, quote_environment, split_arguments
 
@@ -79,3 +81,18 @@ def test_any_printable_argument_list_survives_submit(values):
     assert description.getQArgs() == ""  # nothing became a second queue statement
     assert sorted(k.lower() for k in description) == ["arguments", "executable"]
     assert split_arguments(description.expand("arguments")) == values
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.one_of(st.sampled_from(list("ab-_./:=$'\"\\ \té✓")), st.characters()),
+               max_size=12))
+def test_a_dag_value_reads_back_through_the_dag_parser_as_its_submit_value(value):
+    # plain values and values that need every layer of quoting alike
+    try:
+        expected = quote(value, "submit")
+    except Invalid:
+        with pytest.raises(Invalid):
+            quote(value, "dag")
+        return
+    dag = parse_dag(f"JOB A a.sub\nVARS A x={quote(value, 'dag')}\n", Path("w.dag"))
+    assert dag.nodes["A"].vars == {"x": expected}

@@ -6,6 +6,7 @@ from a saved cursor without missing or repeating an event."""
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -236,6 +237,23 @@ def test_reading_event_by_event_sees_each_exactly_once(tmp_path):
         seen += records
     assert [(r["type"], r["cluster"], r["proc"]) for r in seen] == [
         (k, c, p) for k, _, c, p, _ in POOL_RECORDS]
+
+
+def test_the_cursor_of_a_log_with_nothing_new_stays_the_same_as_time_passes(tmp_path):
+    # a changed cursor is saved (a durable commit): one that changed with the clock made
+    # every idle pass of the watcher, and of tick --wait under a long CASA job, write
+    dag = pool_dag(tmp_path, "pool.nodes.log")
+    records, cursor = read_node_events(dag, None)
+    assert len(records) == len(POOL_RECORDS)
+    second = int(time.time())
+    while int(time.time()) == second:  # into the next second of the wall clock
+        time.sleep(0.05)
+    again, same = read_node_events(dag, cursor)
+    assert again == [] and same == cursor
+    with open(files(dag)["nodes.log"], "ab") as fh:  # and it still moves on new events
+        fh.write((DATA / "pool.nodes.log").read_bytes().split(b"...\n")[0] + b"...\n")
+    newer, moved = read_node_events(dag, same)
+    assert len(newer) == 1 and moved != same
 
 
 def test_no_log_yet_means_no_events_and_the_cursor_is_kept(tmp_path):

@@ -540,6 +540,37 @@ queue
     assert not (run / "out").exists()
 
 
+def test_outputs_join_what_is_there_and_a_listed_symlink_brings_what_it_points_to(tmp_path):
+    # outputs leave the sandbox by rename (an MS is hundreds of files), with copy's
+    # result: a directory joins the one already there (its other files stay, a file of
+    # the same name is replaced), a new directory arrives whole with its symlinks as
+    # symlinks, and a listed symlink brings the file it names, not a link into the
+    # sandbox that is removed next
+    run = tmp_path / "run"
+    write(run / "products" / "earlier.fits", "earlier\n")
+    write(run / "products" / "image.fits", "old\n")
+    script = ("mkdir -p products working/ms/table; echo new > products/image.fits; "
+              "echo t > working/ms/table/t.f0; ln -s table/t.f0 working/ms/link; "
+              "echo summary > real.txt; ln -s real.txt summary.txt; pwd > where.txt")
+    write(run / "a.sub", f"""\
+executable = /bin/sh
+arguments = "-c '{script}'"
+should_transfer_files = YES
+transfer_output_files = products, working, summary.txt, where.txt
+queue
+""")
+    out = run_dag(dag(run, "JOB A a.sub\n"))
+    assert out.code == 0, out.dagman_out
+    assert (run / "products" / "earlier.fits").read_text() == "earlier\n"
+    assert (run / "products" / "image.fits").read_text() == "new\n"
+    assert (run / "working" / "ms" / "table" / "t.f0").read_text() == "t\n"
+    assert os.readlink(run / "working" / "ms" / "link") == "table/t.f0"
+    assert (run / "working" / "ms" / "link").read_text() == "t\n"
+    assert not (run / "summary.txt").is_symlink()
+    assert (run / "summary.txt").read_text() == "summary\n"
+    assert not Path((run / "where.txt").read_text().strip()).exists()
+
+
 def test_an_empty_output_list_brings_nothing_back(tmp_path):
     write(tmp_path / "a.sub", """\
 executable = /bin/sh

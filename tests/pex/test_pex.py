@@ -167,6 +167,12 @@ def test_each_pex_carries_its_closure_and_nothing_else(pex_files: dict[str, Path
     # left out on purpose (see pex-build/tools.toml); sqlite_utils still imports
     assert not [m for m in members(pex_files["docket"]) if m.startswith((".deps/pip-",
                                                                         ".deps/tzdata-"))]
+    # typer's rich help is left out of every tool, and click (typer carries its own) of
+    # every tool but docket (sqlite-utils imports it)
+    for name, pex in pex_files.items():
+        deps = {m.split("/")[1].split("-")[0] for m in members(pex) if m.startswith(".deps/")}
+        assert not deps & {"rich", "pygments", "markdown_it_py", "mdurl"}, name
+        assert ("click" in deps) == (name == "docket"), name
 
 
 def test_a_rebuild_is_byte_for_byte_the_same(build: ModuleType, pex_files: dict[str, Path],
