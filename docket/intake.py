@@ -326,6 +326,7 @@ class Intake:
         self.store = store
         self.rules = rules
         self.capabilities = capabilities
+        self._owing: set[str] = set()  # identities with an intake_files row, this batch
 
     def roles_of(self, user: str) -> set[str]:
         """The user's analyst roles from the home's analysts.yaml (re-read when it changes)."""
@@ -460,11 +461,12 @@ class Intake:
             identity = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{digest[:16]}"
             read.append((path, st, raw, identity, problem))
         decided: list[tuple[Outcome, Path, bytes | None, str]] = []
+        self._owing = set()
         # One transaction for the batch (one fsync, not one per document), one savepoint
         # per document: a document that breaks its decision is rolled back alone and
         # rejected; a full disk or a broken database stops the batch before the commit,
         # which leaves every file where it was for the next pass.
-        with self.store.transaction():
+        with self.store.batch():
             for path, st, raw, identity, problem in read:
                 outcome = self._decide_alone(path, st, raw, identity, problem)
                 decided.append((outcome, path, raw, identity))
@@ -480,7 +482,8 @@ class Intake:
                 self.log_error(f"{path.name}: {outcome.status}, but moving it failed "
                                 "(retried next pass)", exc)
             outcomes.append(outcome)
-        self.store.settle(moved)
+        # only files with an intake_files row need forgetting: an accepted one has none
+        self.store.settle([i for i in moved if i in self._owing])
         return outcomes
 
     def _decide_alone(self, path: Path, st: os.stat_result, raw: bytes | None,
@@ -532,6 +535,7 @@ class Intake:
         """Decide one file inside the pass's transaction."""
         owed = self.store.owed(identity)
         if owed is not None:  # decided before a crash; only the move is owed
+            self._owing.add(identity)
             return Outcome(path.name, owed["status"], owed["request"], owed["version"],
                            reasons=json.loads(owed["error"] or "[]"))
         done = self.store.version_from(identity)
@@ -548,6 +552,7 @@ class Intake:
 
     def _owe(self, identity: str, outcome: Outcome) -> None:
         """Note the decision until the file is moved (a crash between is finished later)."""
+        self._owing.add(identity)
         self.store.owe(identity, outcome.status, outcome.request, outcome.version,
                        outcome.reasons)
 

@@ -155,7 +155,9 @@ _HELD_BY_VERSIONS = ("spec", "document")
 
 
 def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """UTC now as ``2026-01-31T12:00:00.000000Z`` (isoformat: a third faster than strftime,
+    and this runs for every event, three per accepted document)."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
@@ -785,6 +787,8 @@ class Store(Queries):
     def settle(self, identities: list[str]) -> None:
         """The files are moved: forget what was owed. Losing this in a power cut is
         harmless (the rows name files that are gone), so it need not wait for an fsync."""
+        if not identities:
+            return  # the common case (all accepted): no transaction at all
         self.conn.execute("PRAGMA synchronous=NORMAL")
         try:
             with self.transaction():
@@ -811,6 +815,30 @@ class Store(Queries):
         self.conn.execute("DELETE FROM git_files WHERE path=?", (path,))
 
     # savepoints -----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """One transaction for many documents, each in a ``savepoint``, with the savepoints'
+        statement journals in memory.
+
+        A savepoint keeps the pages it changes in a statement journal, to roll back just
+        that document. An accepted document changes ~20 pages (events, requests, versions,
+        executions and their indexes): over SQLite's 64 KiB default, so each document's
+        journal spilled to a temporary file (~40 pwrite calls a document, and a file
+        created in /var/tmp a pass). In memory it costs ~100 KiB for the one open
+        savepoint. Only for the batch: ``temp_store`` also holds temporary tables, and
+        ``rebuild``'s may be large. Durability is the WAL's, not the statement journal's.
+        """
+        if self._in_tx:  # SQLite cannot change temp_store inside a transaction
+            yield
+            return
+        self.conn.execute("PRAGMA temp_store=MEMORY")
+        try:
+            with self.transaction():
+                yield
+        finally:
+            with contextlib.suppress(sqlite3.Error):  # the batch's own error comes first
+                self.conn.execute("PRAGMA temp_store=DEFAULT")
 
     @contextlib.contextmanager
     def savepoint(self, name: str) -> Iterator[None]:

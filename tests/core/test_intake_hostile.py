@@ -231,6 +231,39 @@ def test_a_move_that_fails_is_owed_and_does_not_strand_the_others(home, docket):
                               ).fetchone()[0]
     conn.close()
     assert rejections == 1
+    assert _owed_rows(home) == []  # the move is done: nothing is owed any more
+
+
+def _owed_rows(home: Path) -> list[tuple[str, str]]:
+    import sqlite3
+
+    conn = sqlite3.connect(home / "state" / "docket.db")
+    try:
+        return conn.execute("SELECT status, request FROM intake_files ORDER BY status"
+                            ).fetchall()
+    finally:
+        conn.close()
+
+
+def test_a_pass_that_moved_everything_owes_nothing(home, docket):
+    """Rejected and duplicate files are owed (intake_files) until moved, then forgotten;
+    accepted ones are never noted there, and an owed move left over is kept until done."""
+    rejected = home / "spool" / "rejected"
+    (rejected / "stuck.yaml.error").mkdir(parents=True)  # in the way of the .error file
+    drop(home, "a.yaml", request_doc("one"))
+    drop(home, "bad.yaml", "kind: Pod\n")
+    drop(home, "stuck.yaml", "kind: Pod\n")
+    report = docket("tick", "--json").json()
+    assert (report["accepted"], report["rejected"]) == (1, 2)
+    assert _owed_rows(home) == [("rejected", None)]  # stuck.yaml, still in the spool
+    drop(home, "again.yaml", request_doc("one"))
+    report = docket("tick", "--json").json()
+    assert report["duplicates"] == 1
+    assert _owed_rows(home) == [("rejected", None)]
+    (rejected / "stuck.yaml.error").rmdir()
+    docket("tick")
+    assert not os.listdir(home / "spool" / "incoming")
+    assert _owed_rows(home) == []
 
 
 @pytest.mark.parametrize("command", ["validate", "submit"])
