@@ -160,10 +160,11 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
-def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
+def _connect(path: Path, readonly: bool, as_is: bool = False) -> sqlite3.Connection:
+    """``as_is``: read the database file without the WAL index (``Store._reader``)."""
     if readonly:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
-                               timeout=30)
+        conn = sqlite3.connect(f"file:{path}?mode=ro{'&immutable=1' if as_is else ''}",
+                               uri=True, isolation_level=None, timeout=30)
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, isolation_level=None, timeout=30)
@@ -178,9 +179,9 @@ class Store(Queries):
     """One home's database. Writers use ``transaction()``; readers may open read-only.
     The views' read-only queries are inherited from ``docket.queries``."""
 
-    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+    def __init__(self, path: Path, *, readonly: bool = False, as_is: bool = False) -> None:
         self.path = path
-        self.conn = _connect(path, readonly)
+        self.conn = _connect(path, readonly, as_is)
         self._in_tx = False
         # called with (store, event) inside the event's transaction (docket.notify)
         self.listeners: list[Callable[[Store, dict[str, Any]], None]] = []
@@ -230,12 +231,7 @@ class Store(Queries):
             store.close()
             if writer_open or (wal.exists() and wal.stat().st_size > 0):
                 raise  # a writer is open, or commits are not yet in the database file
-        store = cls.__new__(cls)
-        store.path, store._in_tx, store.listeners = path, False, []
-        store.conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True,
-                                     isolation_level=None)
-        store.conn.row_factory = sqlite3.Row
-        return store
+        return cls(path, readonly=True, as_is=True)
 
     def close(self) -> None:
         self.conn.close()

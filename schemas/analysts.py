@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints, model_validator
+
+from schemas.metadata import Strict
 
 __all__ = ["USER_PATTERN", "ROLE_PATTERN", "UserName", "Role", "Analyst", "AnalystsFile"]
 
@@ -32,9 +34,7 @@ Role = Annotated[str, StringConstraints(pattern=ROLE_PATTERN)]
 Email = Annotated[str, StringConstraints(pattern=EMAIL_PATTERN, max_length=254)]
 
 
-class Analyst(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
-
+class Analyst(Strict):
     roles: list[Role] = Field(
         min_length=1,
         description="What this analyst may decide: a state machine transition marked "
@@ -48,9 +48,7 @@ class Analyst(BaseModel):
                              description="Full name, for people reading the list.")
 
 
-class AnalystsFile(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
-
+class AnalystsFile(Strict):
     analysts: dict[UserName, Analyst] = Field(
         default_factory=dict, description="User name -> roles. A user not listed has no role.")
 

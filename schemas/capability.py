@@ -4,20 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import Field, StringConstraints
 
 from schemas.documents import Name, ParameterValue
+from schemas.metadata import Strict
 from schemas.policy import FailurePolicy
 
 __all__ = ["ParameterSpec", "QueueSettings", "StageSpec", "MachineSpec", "OutputSpec",
            "CapabilityDefinition"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
-
-
-class ParameterSpec(_Strict):
+class ParameterSpec(Strict):
     type: Literal["string", "int", "float", "bool", "list", "path"] = "string"
     default: ParameterValue | None = None
     required: bool = False
@@ -31,18 +28,18 @@ class ParameterSpec(_Strict):
                                       "path inside the processing directory).")
 
 
-class QueueSettings(_Strict):
+class QueueSettings(Strict):
     max_jobs: int = Field(default=2, ge=0, description="Concurrent executions.")
     paused: bool = False
     enabled: bool = True
 
 
-class OutputSpec(_Strict):
+class OutputSpec(Strict):
     path: str
     min_size_bytes: int = Field(default=0, ge=0)
 
 
-class StageSpec(_Strict):
+class StageSpec(Strict):
     name: Name
     description: str = ""
     nodes: list[Annotated[str, StringConstraints(min_length=1)]] = Field(
@@ -50,7 +47,7 @@ class StageSpec(_Strict):
     outputs: list[OutputSpec] = Field(default_factory=list)
 
 
-class MachineSpec(_Strict):
+class MachineSpec(Strict):
     states: list[Name]
     initial: Name
     final: list[Name]
@@ -58,7 +55,7 @@ class MachineSpec(_Strict):
         description="'[state] -<event>{action, ...}-> [next]'; '{...}' is optional.")
 
 
-class CapabilityDefinition(_Strict):
+class CapabilityDefinition(Strict):
     name: Name
     extends: Name | None = Field(
         default=None, description="Another capability whose settings, parameters and "

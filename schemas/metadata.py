@@ -24,6 +24,9 @@ ParameterValue = Scalar | list[Scalar]
 
 
 class Strict(BaseModel):
+    """The base of every schema model: unknown fields are errors, a parsed document does
+    not change, and the validator is built on first use (see ``schemas``)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints, model_validator
+
+from schemas.metadata import Strict
 
 __all__ = ["EVENT_KINDS", "Webhook", "Email", "Command", "Target", "Rule", "Smtp", "Retry",
            "NotificationsFile"]
@@ -42,9 +44,7 @@ Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,6
 EventKind = Literal["state", "awaiting", "complete", "failed", "cancelled", "held", "notify"]
 
 
-class Webhook(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
-
+class Webhook(Strict):
     url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$")] = Field(
         description="Where the JSON payload is POSTed (http or https).")
     secret_env: str | None = Field(
@@ -58,9 +58,7 @@ class Webhook(BaseModel):
                                     description="Extra HTTP headers sent with each POST.")
 
 
-class Email(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
-
+class Email(Strict):
     requester: bool = Field(default=False, description="Mail the analyst who submitted the "
                                                        "version (their first email in "
                                                        "analysts.yaml).")
@@ -70,19 +68,15 @@ class Email(BaseModel):
         Field(default_factory=list, description="Fixed addresses, mailed every time.")
 
 
-class Command(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
-
+class Command(Strict):
     argv: list[str] = Field(min_length=1, description="The program and its arguments (no "
                                                       "shell); the payload is on stdin.")
     timeout_s: float = Field(default=30.0, gt=0, le=3600,
                              description="Kill the command after this long.")
 
 
-class Target(BaseModel):
+class Target(Strict):
     """Exactly one of webhook, email, command."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     webhook: Webhook | None = None
     email: Email | None = None
@@ -101,9 +95,7 @@ class Target(BaseModel):
         return next(k for k in ("webhook", "email", "command") if getattr(self, k) is not None)
 
 
-class Rule(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
-
+class Rule(Strict):
     events: list[EventKind] = Field(min_length=1, description="Which events: "
                                     + "; ".join(f"{k}: {v}" for k, v in EVENT_KINDS.items()))
     capabilities: list[str] = Field(default_factory=list,
@@ -117,9 +109,7 @@ class Rule(BaseModel):
     notify: list[Name] = Field(min_length=1, description="Target names.")
 
 
-class Smtp(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
-
+class Smtp(Strict):
     host: str = "localhost"
     port: int = Field(default=25, ge=1, le=65535)
     sender: str = Field(default="docket@localhost", description="The From: address.")
@@ -130,9 +120,7 @@ class Smtp(BaseModel):
     timeout_s: float = Field(default=10.0, gt=0, le=300)
 
 
-class Retry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
-
+class Retry(Strict):
     max_attempts: int = Field(default=8, ge=1, le=100,
                               description="After this many failed tries a notification is "
                                           "dead (shown by 'docket notifications list').")
@@ -141,9 +129,7 @@ class Retry(BaseModel):
     max_backoff_s: float = Field(default=3600.0, gt=0, description="The longest wait.")
 
 
-class NotificationsFile(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
-
+class NotificationsFile(Strict):
     targets: dict[Name, Target] = Field(default_factory=dict)
     rules: list[Rule] = Field(default_factory=list)
     smtp: Smtp = Field(default_factory=Smtp)

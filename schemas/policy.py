@@ -11,13 +11,13 @@ import re
 from typing import Annotated, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     StringConstraints,
     field_validator,
     model_validator,
 )
+
+from schemas.metadata import Strict
 
 __all__ = ["Action", "ACTIONS", "LogMatch", "Match", "PolicyRule", "FailurePolicy"]
 
@@ -25,10 +25,6 @@ Action = Literal["retry", "retry-with-more-memory", "avoid-host", "fail"]
 ACTIONS: tuple[str, ...] = ("retry", "retry-with-more-memory", "avoid-host", "fail")
 
 IntOrList = int | list[int]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 def _regex(value: str | None) -> str | None:
@@ -40,7 +36,7 @@ def _regex(value: str | None) -> str | None:
     return value
 
 
-class LogMatch(_Strict):
+class LogMatch(Strict):
     file: Annotated[str, StringConstraints(min_length=1, max_length=1024)] = Field(
         description="A file relative to the processing directory; {node} is replaced by the "
                     "failed node's name (process_3.err).")
@@ -58,7 +54,7 @@ class LogMatch(_Strict):
         return value
 
 
-class Match(_Strict):
+class Match(Strict):
     """Every criterion given must fit; an empty match fits every failure."""
 
     node: str | None = Field(default=None, description="Shell-style pattern of node names.")
@@ -76,7 +72,7 @@ class Match(_Strict):
     _reason = field_validator("reason")(_regex)
 
 
-class PolicyRule(_Strict):
+class PolicyRule(Strict):
     match: Match
     action: Action
     limit: int = Field(default=1, ge=0,
@@ -103,6 +99,6 @@ class PolicyRule(_Strict):
         return self
 
 
-class FailurePolicy(_Strict):
+class FailurePolicy(Strict):
     description: str = ""
     rules: list[PolicyRule] = Field(default_factory=list)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
 from schemas.documents import Name
+from schemas.metadata import Strict
 
 __all__ = ["ScheddLocation", "SiteLimits", "Site", "SitesFile", "LOCAL_SITE",
            "RESERVED_SUBMIT_KEYS", "DAGMAN_OPTIONS"]
@@ -36,24 +37,20 @@ SubmitKey = Annotated[str, StringConstraints(pattern=r"^\+?[A-Za-z_][A-Za-z0-9_.
 SubmitValue = Annotated[str, StringConstraints(max_length=4096)] | int | float | bool
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
-
-
-class ScheddLocation(_Strict):
+class ScheddLocation(Strict):
     collector: Annotated[str, StringConstraints(min_length=1, max_length=255)] = Field(
         description="The pool's central manager, host[:port].")
     name: Annotated[str, StringConstraints(min_length=1, max_length=255)] = Field(
         description="The schedd's Name as the collector knows it (condor_status -schedd).")
 
 
-class SiteLimits(_Strict):
+class SiteLimits(Strict):
     max_running: int | None = Field(
         default=None, ge=0,
         description="Executions running at this site at once (none: no limit; 0: none).")
 
 
-class Site(_Strict):
+class Site(Strict):
     name: Name
     description: str = ""
     enabled: bool = Field(default=True, description="A disabled site takes no new executions.")
@@ -103,7 +100,7 @@ class Site(_Strict):
         return self
 
 
-class SitesFile(_Strict):
+class SitesFile(Strict):
     default: list[Name] = Field(
         default_factory=lambda: [LOCAL_SITE],
         description="Sites tried, in order, for a capability or request that names no "

@@ -12,9 +12,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
-from schemas.metadata import Metadata
+from schemas.metadata import Metadata, Strict
 
 __all__ = ["WorkerConfig", "PilotConfig", "Task", "QueueInputs", "TaskWorkflowSpec",
            "TaskWorkflow", "parse_size_mb", "SIZE_PATTERN"]
@@ -40,11 +40,7 @@ def parse_size_mb(value: str) -> int:
     return max(1, int(-(-number // 1)))
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
-
-
-class WorkerConfig(_Strict):
+class WorkerConfig(Strict):
     """``worker_config``: what each HTCondor worker of a taskforce asks for."""
 
     do_transfer_worker_stdouterr: bool = Field(
@@ -73,7 +69,7 @@ class WorkerConfig(_Strict):
         return self
 
 
-class PilotConfig(_Strict):
+class PilotConfig(Strict):
     """``pilot_config``: what EWMS gives its pilot; docket's worker takes the same."""
 
     tag: str = Field(default="latest", description="Recorded; docket's worker has no tag.")
@@ -84,7 +80,7 @@ class PilotConfig(_Strict):
                                           "the access point).")
 
 
-class Task(_Strict):
+class Task(Strict):
     """One task of the workflow: it becomes one immutable task directive."""
 
     cluster_locations: list[Location] = Field(
@@ -104,7 +100,7 @@ class Task(_Strict):
                            description="Workers in each of its taskforces (immutable).")
 
 
-class QueueInputs(_Strict):
+class QueueInputs(Strict):
     """The events of one public input queue: each file is one event."""
 
     files: list[Annotated[str, StringConstraints(min_length=1, max_length=4096)]] = Field(
@@ -113,7 +109,7 @@ class QueueInputs(_Strict):
                                   description="Every file in it (relative to attachments).")
 
 
-class TaskWorkflowSpec(_Strict):
+class TaskWorkflowSpec(Strict):
     tasks: list[Task] = Field(min_length=1)
     public_queue_aliases: list[Alias]
     priority: int = Field(default=0, ge=-1000, le=1000)
@@ -170,7 +166,7 @@ class TaskWorkflowSpec(_Strict):
                 for i, t in enumerate(self.tasks)}
 
 
-class TaskWorkflow(_Strict):
+class TaskWorkflow(Strict):
     """A task workflow as a docket document (the same fields as EWMS's request)."""
 
     apiVersion: Literal["docket/v1"]  # noqa: N815 - the document's own field name

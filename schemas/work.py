@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from schemas.metadata import Metadata
+from schemas.metadata import Metadata, Strict
 
 __all__ = ["Work", "WorkDocument", "WORK_STATUSES", "Precursor"]
 
@@ -75,10 +75,9 @@ class Work(BaseModel):
         return self
 
 
-class WorkDocument(BaseModel):
+class WorkDocument(Strict):
     """A Work as a docket spool document: ``kind: Work``, the Work's fields in ``spec``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
     apiVersion: Literal["docket/v1"]  # noqa: N815
     kind: Literal["Work"]
     metadata: Metadata
