@@ -166,6 +166,10 @@ def watch(poll: Annotated[bool, typer.Option(
                         stream=sys.stderr)
     for handler in logging.getLogger().handlers:
         handler.setFormatter(PrintableFormatter("%(asctime)s %(name)s %(message)s"))
+    # watchfiles says "N changes detected" at INFO before every pass (and after each
+    # file intake moves out): a formatted write on the way to every acceptance, saying
+    # nothing the "accepted: ..." line does not. Its warnings still show.
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

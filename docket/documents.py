@@ -166,15 +166,8 @@ def _check_tree(root: yaml.Node, max_nodes: int) -> dict[tuple[Any, ...], tuple[
                                          line=_mark(node)[0], column=_mark(node)[1])])
         if depth > MAX_DEPTH:  # deep through aliases: the text alone did not show it
             too_deep(node)
-        if node.tag == _TIMESTAMP:
-            node.tag = _STR  # a date is kept as written: one text, one hash
-        elif node.tag not in _PLAIN_TAGS:
-            line, col = _mark(node)
-            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
-            hint = " (write a list instead)" if tag == "!!set" else ""
-            raise DocumentError([Problem(
-                f"the YAML type {tag} is not allowed{hint}; a document holds text, "
-                "numbers, true/false, null, lists and mappings", line=line, column=col)])
+        if node.tag not in _PLAIN_TAGS:
+            check_tag(node)
         active.add(nid)
         total, height = 1, 0
         children: list[yaml.Node] = []
@@ -192,9 +185,19 @@ def _check_tree(root: yaml.Node, max_nodes: int) -> dict[tuple[Any, ...], tuple[
         elif isinstance(node, yaml.SequenceNode):
             children = node.value
         for child in children:
-            count, below = size(child, active, depth + 1)
-            total += count
-            height = max(height, below + 1)
+            if type(child) is yaml.ScalarNode:
+                # most nodes: one node, no height, nothing below to remember or recurse
+                # into (the checks of size() that apply to a scalar, inline)
+                if depth + 1 > MAX_DEPTH:
+                    too_deep(child)
+                if child.tag not in _PLAIN_TAGS:
+                    check_tag(child)
+                total += 1
+                height = height or 1
+            else:
+                count, below = size(child, active, depth + 1)
+                total += count
+                height = max(height, below + 1)
             if total > max_nodes:
                 break
         active.discard(nid)
@@ -205,6 +208,18 @@ def _check_tree(root: yaml.Node, max_nodes: int) -> dict[tuple[Any, ...], tuple[
                 "(an alias bomb, or far too large for a request)", line=line, column=col)])
         sizes[nid] = (total, height)
         return total, height
+
+    def check_tag(node: yaml.Node) -> None:
+        """A node whose tag is not plain: a date is kept as written, anything else refused."""
+        if node.tag == _TIMESTAMP:
+            node.tag = _STR  # a date is kept as written: one text, one hash
+            return
+        line, col = _mark(node)
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        hint = " (write a list instead)" if tag == "!!set" else ""
+        raise DocumentError([Problem(
+            f"the YAML type {tag} is not allowed{hint}; a document holds text, "
+            "numbers, true/false, null, lists and mappings", line=line, column=col)])
 
     def too_deep(node: yaml.Node) -> None:
         line, col = _mark(node)
