@@ -90,10 +90,13 @@ class Outcome:
         return {k: v for k, v in self.__dict__.items() if v not in (None, [])}
 
 
+# built once: json.dumps with options builds an encoder per call (this runs per document)
+_SPEC_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
 def spec_sha256(spec: dict[str, Any]) -> str:
     """The identity of a request's content: the same spec is the same version."""
-    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(_SPEC_JSON(spec).encode()).hexdigest()
 
 
 def capability_request(name: str, spec: dict[str, Any],
