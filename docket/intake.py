@@ -406,11 +406,13 @@ class Intake:
     def scan(self, names: list[str] | None = None) -> IntakeReport:
         """One pass over ``spool/incoming`` (or just ``names`` in it)."""
         report = IntakeReport()
-        # owners' names are looked up once a pass: a long-lived watcher must not keep the
-        # name of a deleted user for a new user given the same uid
-        _user_name.cache_clear()
         incoming = self.home.incoming
         if names is None:
+            # owners' names are looked up again each full pass (every poll interval of a
+            # watcher): a long-lived watcher must not keep the name of a deleted user for
+            # a new user given the same uid. Not on each drop's own pass: that re-read
+            # /etc/passwd on the way to every acceptance.
+            _user_name.cache_clear()
             try:
                 names = sorted(os.listdir(incoming))
             except FileNotFoundError:
