@@ -59,6 +59,13 @@ def printable(text: str, *, one_line: bool = False) -> str:
     return (_UNSAFE_IN_CELL if one_line else _UNSAFE).sub(_escape, text)
 
 
+def inline(value: Any) -> str:
+    """One value inside a line of human output (a file name, a reason): like ``printable``
+    with newlines and tabs escaped too, so a spool file named ``a\\nb.yaml`` cannot start a
+    line that looks like docket's own."""
+    return printable(str(value), one_line=True)
+
+
 def emit(result: Any, as_json: bool, human: Callable[[Any], str] | None = None) -> None:
     """Print one result: JSON for scripts (exact), or ``human(result)`` for people (escaped
     with ``printable``)."""

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.common import JsonOption, emit, end_process, run, say, table
+from cli.common import JsonOption, emit, end_process, inline, run, say, table
 
 app = typer.Typer(help="docket: file-driven batch processing for observatory data.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -75,16 +75,16 @@ def _user() -> str:
 
 def _submitted(d: dict[str, Any]) -> str:
     """One submitted document, for people: where it went, and intake's verdict if known."""
-    status = d["status"]
+    status, file = d["status"], inline(d["file"])
     if status == "spooled":
-        return f"{d['file']}: submitted as {d['spooled']}"
+        return f"{file}: submitted as {inline(d['spooled'])}"
     if status in ("accepted", "duplicate"):
         what = "accepted as" if status == "accepted" else "duplicate of (nothing changed)"
-        return f"{d['file']}: {what} {d['request']} v{d['version']}"
+        return f"{file}: {what} {inline(d['request'])} v{d['version']}"
     if status == "applied":
-        return f"{d['file']}: applied: {d['outcome']}"
+        return f"{file}: applied: {inline(d['outcome'])}"
     reasons = d.get("reasons") or [d.get("reason", "")]
-    return "\n".join([f"{d['file']}: rejected by intake", *(f"  - {r}" for r in reasons)])
+    return "\n".join([f"{file}: rejected by intake", *(f"  - {inline(r)}" for r in reasons)])
 
 
 @app.command()
@@ -136,10 +136,10 @@ def validate(files: Annotated[list[Path], typer.Argument(help="Documents to chec
         lines = []
         for d in r["documents"]:
             if d["valid"]:
-                lines.append(f"{d['file']}: valid ({d['kind']} {d['name']})")
+                lines.append(f"{inline(d['file'])}: valid ({d['kind']} {inline(d['name'])})")
             else:
-                lines.append(f"{d['file']}: invalid")
-                lines.extend(f"  - {p}" for p in d["problems"])
+                lines.append(f"{inline(d['file'])}: invalid")
+                lines.extend(f"  - {inline(p)}" for p in d["problems"])
         return "\n".join(lines)
 
     emit(result, as_json, human)
@@ -200,12 +200,12 @@ def tick(wait: Annotated[bool, typer.Option(
     def human(r: dict[str, Any]) -> str:
         lines = []
         for d in r["documents"]:
-            line = f"{d['status']}: {d['file']}"
+            line = f"{d['status']}: {inline(d['file'])}"
             if d.get("request"):
-                line += f" → {d['request']} v{d['version']}"
+                line += f" → {inline(d['request'])} v{d['version']}"
             lines.append(line)
             if d["status"] != "accepted":
-                lines.extend(f"  - {reason}" for reason in d.get("reasons", []))
+                lines.extend(f"  - {inline(reason)}" for reason in d.get("reasons", []))
         if r.get("git"):
             g = r["git"]
             lines.insert(0, ("git: " if g["ok"] else "git pull FAILED (nothing read from the "

@@ -105,8 +105,8 @@ def submit_and_follow(home_path: Path | None, files: list[Path], as_json: bool,
     spec = data.get("spec") if isinstance(data, dict) else None
     name = (spec or {}).get("request") or data["metadata"]["name"]
     if not as_json:
-        sys.stdout.write(printable(f"{files[0]}: submitted as {spooled}; following {name}")
-                         + "\n")
+        sys.stdout.write(printable(f"{files[0]}: submitted as {spooled}; following {name}",
+                                   one_line=True) + "\n")
     def slow() -> None:
         sys.stderr.write(f"still waiting for intake to take in {spooled.name}: is "
                          "'docket watch' running for this home (or 'docket tick' from "

@@ -438,8 +438,12 @@ def parse_json_document(raw: bytes, filename: str, *, max_bytes: int = 1_048_576
                             ) from None
     if not isinstance(data, dict):
         raise DocumentError([Problem("a .json spool file is an EWMS workflow request (an "
-                                     "object with 'tasks' and 'public_queue_aliases') or a "
-                                     "CHIME work (an object with 'pipeline')", path="/")])
+                                     "object with 'tasks' and 'public_queue_aliases'), a "
+                                     "CHIME work (an object with 'pipeline') or a docket "
+                                     "document (apiVersion, kind, metadata, spec)", path="/")])
+    if "apiVersion" in data and "kind" in data:
+        # a docket document written as JSON (JSON is YAML): the checks any .yaml gets
+        return validate_data(*load_yaml(raw, max_bytes=max_bytes, max_nodes=max_nodes))
     kind, model_cls = ("Work", WorkDocument) if "pipeline" in data else (
         "TaskWorkflow", TaskWorkflow)
     stem = Path(filename).name.rsplit(".", 1)[0].lower().replace(" ", "-")

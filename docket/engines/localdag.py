@@ -496,6 +496,8 @@ class DagRun:
         code = self._finish(started)
         for waiter in self._waiters:  # the last sandboxes' removal (the result is out)
             waiter.join(WAITER_JOIN_S)
+        with contextlib.suppress(OSError):  # no job runs: the sandboxes' parent, if empty
+            (self.dir / ".scratch").rmdir()
         return code
 
     def _rescue_done(self) -> set[str]:

@@ -114,6 +114,27 @@ def test_hostile_documents_are_rejected_with_a_reason(home, docket, case):
     assert not (home / "state" / "docket.db").exists()
 
 
+def test_a_docket_document_written_as_json_is_taken_like_its_yaml(home, docket, tmp_path):
+    # JSON is YAML: a script that writes its requests with json.dumps gets the same
+    # intake, named by metadata.name (not by the file, as an EWMS request is)
+    document = {"apiVersion": "docket/v1", "kind": "CapabilityRequest",
+                "metadata": {"name": "from-script"},
+                "spec": {"capability": "null", "parameters": {"message": "hi"}}}
+    drop(home, "batch-0001.json", json.dumps(document))
+    broken = dict(document, metadata={"name": "broken"}, spec={"capability": "nope"})
+    drop(home, "batch-0002.json", json.dumps(broken, indent=1))
+    report = docket("tick", "--json").json()
+    outcome = {d["file"]: (d["status"], d.get("request")) for d in report["documents"]}
+    assert outcome["batch-0001.json"] == ("accepted", "from-script")
+    assert outcome["batch-0002.json"][0] == "rejected"
+    error = (home / "spool" / "rejected" / "batch-0002.json.error").read_text()
+    assert "line 8, column 17" in error and "unknown capability 'nope'" in error, error
+    path = tmp_path / "check.json"
+    path.write_text(json.dumps(document))
+    checked = docket("validate", str(path), "--json").json()
+    assert checked["valid"] and checked["documents"][0]["kind"] == "CapabilityRequest"
+
+
 def test_symlinked_attachment_leading_outside_is_rejected(home, docket, tmp_path):
     attachments = home / "spool" / "attachments"
     attachments.mkdir(parents=True)

@@ -56,6 +56,31 @@ def test_a_spool_file_name_with_escapes_is_printed_escaped(home, docket):
     assert "rejected: evil\\x1b[31m.yaml" in out.out and not _raw_controls(out.out)
 
 
+def test_a_newline_in_a_spool_file_name_cannot_start_a_line_of_its_own(home, docket):
+    drop(home, "evil\nrejected: fake.yaml", "apiVersion: docket/v1\nkind: Nonsense\n")
+    drop(home, "tab\tname.yaml", _tagged("tabbed", ["x"]))
+    out = docket("tick")
+    assert out.code == 0, out.err
+    lines = out.out.splitlines()
+    assert "rejected: evil\\x0arejected: fake.yaml" in lines
+    assert not [line for line in lines if line.startswith("rejected: fake")], out.out
+    assert any(line.startswith("accepted: tab\\x09name.yaml") for line in lines), out.out
+    # the same file name reaches scripts exactly
+    assert (home / "spool" / "rejected" / "evil\nrejected: fake.yaml").exists()
+
+
+def test_validate_and_submit_print_a_file_name_with_a_newline_on_one_line(home, docket,
+                                                                           tmp_path):
+    bad = tmp_path / "two\nlines.yaml"
+    bad.write_text("apiVersion: docket/v1\nkind: Nonsense\n")
+    for command in (["validate", str(bad)], ["submit", str(bad)]):
+        out = docket(*command)
+        assert out.code != 0, (command, out.out)
+        assert "two\\x0alines.yaml" in out.out + out.err, (command, out.out, out.err)
+        assert not [line for line in (out.out + out.err).splitlines()
+                    if line.startswith("lines.yaml")], (command, out.out, out.err)
+
+
 def test_show_json_gives_lists_as_lists(home, docket):
     drop(home, "listed.yaml", _tagged("listed", ["epoch-1", "m31"]))
     assert docket("tick", "--wait").code == 0

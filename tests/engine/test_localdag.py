@@ -471,6 +471,8 @@ def test_inputs_are_copied_to_a_scratch_dir_and_outputs_come_back(tmp_path):
     assert (data / "out.txt").read_text() == "input\nt\n"
     scratch = Path((data / "where.txt").read_text().strip())
     assert scratch != data and not scratch.exists()  # a per-job dir, cleaned up after
+    # nor is the sandboxes' parent left in the directory once the DAG has ended
+    assert not (data.parent / ".scratch").exists() and not (data / ".scratch").exists()
     assert "in.txt" in (data / "listing.txt").read_text()
     assert not (data / "junk.txt").exists()  # not listed, not transferred
 

@@ -232,6 +232,15 @@ def test_help_with_a_bare_python3(name: str, tool_pex: ToolPex, bare: Bare,
     assert os.listdir(work) == []
 
 
+def test_help_when_the_user_asks_typer_for_rich(tool_pex: ToolPex, bare: Bare,
+                                                tmp_path: Path) -> None:
+    """rich is left out of the PEX files; a shell's own TYPER_USE_RICH=1 must not break
+    --help (typer would import rich for it)."""
+    proc = bare(tool_pex("docket"), "--help", cwd=tmp_path, env={"TYPER_USE_RICH": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage:" in proc.stdout and "rich" not in proc.stderr
+
+
 def test_runs_as_an_executable_with_the_default_pex_root(tool_pex: ToolPex,
                                                          tmp_path: Path) -> None:
     """``./null.pex`` boots through /bin/sh; without PEX_ROOT it installs under ~/.cache/pex."""
