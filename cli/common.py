@@ -8,14 +8,16 @@ output has a stable shape: ``{"docket": 1, "ok": true, ...}`` or, on failure,
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
+import os
 import re
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 import typer.main
@@ -26,8 +28,8 @@ from typer.models import CommandInfo, TyperInfo
 
 from docket.errors import DocketError, ExitCode
 
-__all__ = ["JsonOption", "QuietOption", "run", "emit", "fail", "table", "printable", "say",
-           "PrintableFormatter", "JSON_SHAPE_VERSION"]
+__all__ = ["JsonOption", "QuietOption", "run", "end_process", "emit", "fail", "table",
+           "printable", "say", "PrintableFormatter", "JSON_SHAPE_VERSION"]
 
 JSON_SHAPE_VERSION = 1
 
@@ -168,3 +170,26 @@ def run(app: typer.Typer, argv: Sequence[str] | None = None, prog: str | None = 
     except BrokenPipeError:
         return int(ExitCode.OK)
     return int(result) if isinstance(result, int) else int(ExitCode.OK)
+
+
+def end_process(code: int) -> NoReturn:
+    """End this process with ``code`` without the interpreter's teardown.
+
+    Only for a console script, once its command has returned: by then everything the
+    command writes is durable or closed (atomic writes, committed SQLite transactions),
+    and what Python would still do is free every module and object it imported, one by
+    one: measured 0.10 s at the end of a 'docket submit' (pydantic's validators, typer,
+    YAML), paid by every command of every workflow. atexit handlers still run first
+    (logging's flush, temporary directories' clean-up), then the output is flushed. With
+    another thread still running, the ordinary exit (which waits for it) is kept.
+    """
+    import atexit
+    import threading
+
+    if threading.active_count() > 1:
+        raise SystemExit(code)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed pipe: nothing more to say
+            stream.flush()
+    os._exit(code)

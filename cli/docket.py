@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.common import JsonOption, emit, inline, run, say, table
+from cli.common import JsonOption, emit, end_process, inline, run, say, table
 
 app = typer.Typer(help="docket: file-driven batch processing for observatory data.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -680,5 +680,11 @@ def main(argv: list[str] | None = None) -> None:
     raise SystemExit(run(app, argv, prog="docket"))
 
 
+def script() -> None:
+    """The ``docket`` console script: ``main`` on ``sys.argv``, then ``end_process`` (a
+    caller of ``main`` in its own process, a test among them, keeps its SystemExit)."""
+    end_process(run(app, prog="docket"))
+
+
 if __name__ == "__main__":
-    main()
+    script()

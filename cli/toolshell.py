@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import run
+from cli.common import end_process, run
 
 __all__ = ["ConfigOption", "tool_app", "entry", "progress_lines"]
 
@@ -32,10 +32,11 @@ def tool_app(help: str | None = None) -> typer.Typer:
 
 
 def entry(app: typer.Typer) -> Callable[[], None]:
-    """The console-script function of ``app``: run it on ``sys.argv``, exit with its code."""
+    """The console-script function of ``app``: run it on ``sys.argv``, exit with its code
+    (``end_process``: a node's tool is started for every workflow)."""
 
     def main() -> None:
-        raise SystemExit(run(app))
+        end_process(run(app))
 
     return main
 

@@ -167,11 +167,13 @@ def safe_join(root: Path, relative: str) -> Path:
                       hint.get(problem, "use a plain relative path"))
     joined = root / relative
     try:
-        joined.resolve()
+        resolved = joined.resolve()
     except (RuntimeError, OSError) as exc:  # RuntimeError: Python < 3.13's ELOOP
         raise Invalid(f"path {relative!r} cannot be resolved (a symlink loop?): {exc}",
                       "replace the symlink with the file itself") from None
-    if not inside(joined, root):
+    # ``inside`` with the path resolved once, not twice (productfetcher joins every file
+    # of a product: a resolve is an lstat per component)
+    if not inside(resolved, root):
         raise Invalid(f"path {relative!r} leads outside {root} through a symlink",
                       "replace the symlink with the file itself")
     return joined

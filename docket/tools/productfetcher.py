@@ -616,10 +616,11 @@ def _pump(read: Callable[[int], bytes], part: Path, offset: int, digest: Any,
     return position, digest, offset
 
 
-def present(item: PlannedFile, out_dir: Path) -> bool:
+def present(item: PlannedFile, out_dir: Path, dest: Path | None = None) -> bool:
     """True when the file is already in place with the size and sha256 the plan expects.
-    Without a known sha256 nothing can be trusted, so the file is fetched again."""
-    dest = safe_join(out_dir, item.dest)
+    Without a known sha256 nothing can be trusted, so the file is fetched again.
+    ``dest``: the file's path under ``out_dir`` when the caller has joined it already."""
+    dest = dest or safe_join(out_dir, item.dest)
     if item.sha256 is None or not dest.is_file():
         return False
     if item.size_bytes is not None and dest.stat().st_size != item.size_bytes:
@@ -631,7 +632,7 @@ def _fetch_one(item: PlannedFile, out_dir: Path, settings: FetchSettings, force:
                cancel: threading.Event, on_position: _OnPosition) -> FileOutcome:
     dest = safe_join(out_dir, item.dest)
     part = dest.with_name(dest.name + ".part")
-    if not force and present(item, out_dir):
+    if not force and present(item, out_dir, dest):
         on_position(item.size_bytes or dest.stat().st_size)
         return FileOutcome(item, "present", dest.stat().st_size, item.sha256)
     dest.parent.mkdir(parents=True, exist_ok=True)
