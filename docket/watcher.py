@@ -57,6 +57,10 @@ class PassReport:
                 **({"git": self.git} if self.git is not None else {})}
 
 
+# the longest wait of 'docket tick --wait' between two passes that found nothing new
+TICK_WAIT_MAX_S = 1.0
+
+
 @contextlib.contextmanager
 def intake_lock(path: Path, what: str) -> Iterator[None]:
     """Hold the home's intake lock, or raise ``Locked`` naming who holds it."""
@@ -206,6 +210,12 @@ class Watcher:
         from docket.handoffs import started_pids
 
         total: dict[str, Any] = {}
+        # between passes: a runner's or hand-off's exit wakes the wait at once; otherwise
+        # the wait doubles while passes find nothing new (up to a second), so a long run
+        # is not a pass every poll interval competing with its jobs for the CPU
+        shortest = self.home.config.poll_interval_s / 2
+        longest = max(shortest, TICK_WAIT_MAX_S)
+        pause = shortest
         with intake_lock(self.home.intake_lock, "docket tick"):
             first = True
             while True:
@@ -222,8 +232,10 @@ class Watcher:
                 if not wait or (busy == 0 and not report["started"]
                                 and not report["waiting_files"]):
                     break
-                wait_for_exit(started_runners() + started_pids(),
-                              self.home.config.poll_interval_s / 2)
+                news = (report["documents"] or report["started"] or report["ended"]
+                        or report["stopped"] or report["waiting_files"])
+                pause = shortest if news else min(pause * 2, longest)
+                wait_for_exit(started_runners() + started_pids(), pause)
         total["waiting_files"] = sorted(set(total.get("waiting_files", [])))
         return total
 
