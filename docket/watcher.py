@@ -213,9 +213,9 @@ class Watcher:
         # between passes: a runner's or hand-off's exit wakes the wait at once; otherwise
         # the wait doubles while passes find nothing new (up to a second), so a long run
         # is not a pass every poll interval competing with its jobs for the CPU
-        shortest = self.home.config.poll_interval_s / 2
-        longest = max(shortest, TICK_WAIT_MAX_S)
-        pause = shortest
+        # set after the first pass: the home's settings are first read inside a pass,
+        # where a full or failing disk is said in one line
+        pause = 0.0
         with intake_lock(self.home.intake_lock, "docket tick"):
             first = True
             while True:
@@ -234,7 +234,9 @@ class Watcher:
                     break
                 news = (report["documents"] or report["started"] or report["ended"]
                         or report["stopped"] or report["waiting_files"])
-                pause = shortest if news else min(pause * 2, longest)
+                shortest = self.home.config.poll_interval_s / 2
+                pause = (shortest if news or not pause
+                         else min(pause * 2, max(shortest, TICK_WAIT_MAX_S)))
                 wait_for_exit(started_runners() + started_pids(), pause)
         total["waiting_files"] = sorted(set(total.get("waiting_files", [])))
         return total
