@@ -57,6 +57,25 @@ class PassReport:
                 **({"git": self.git} if self.git is not None else {})}
 
 
+@contextlib.contextmanager
+def disk_errors_explained() -> Iterator[None]:
+    """A full or failing disk (or database) said in one line, not a traceback: in a pass,
+    and anywhere else a tick touches the disk (its lock file, a module imported late)."""
+    import sqlite3
+
+    from docket.errors import DocketError
+    from docket.fileio import is_disk_error
+
+    try:
+        yield
+    except (OSError, sqlite3.Error) as exc:
+        if not (isinstance(exc, sqlite3.Error) or is_disk_error(exc)):
+            raise
+        raise DocketError(f"this pass stopped: {exc}",
+                          "free space on the disk (or repair it); nothing accepted was "
+                          "lost and the next pass takes up the rest") from None
+
+
 # the longest wait of 'docket tick --wait' between two passes that found nothing new
 TICK_WAIT_MAX_S = 1.0
 
@@ -205,6 +224,10 @@ class Watcher:
     def tick(self, git: Any = None, wait: bool = False) -> dict[str, Any]:
         """One pass under the intake lock (for cron); with ``wait``, passes until nothing
         waits to start or runs. Returns the passes' reports added up."""
+        with disk_errors_explained():
+            return self._tick(git, wait)
+
+    def _tick(self, git: Any, wait: bool) -> dict[str, Any]:
         from docket.engines.local import started_runners
         from docket.handoffs import active as handoffs_active
         from docket.handoffs import started_pids
@@ -213,13 +236,11 @@ class Watcher:
         # between passes: a runner's or hand-off's exit wakes the wait at once; otherwise
         # the wait doubles while passes find nothing new (up to a second), so a long run
         # is not a pass every poll interval competing with its jobs for the CPU
-        # set after the first pass: the home's settings are first read inside a pass,
-        # where a full or failing disk is said in one line
-        pause = 0.0
+        pause = 0.0  # the shortest wait once the first pass has read the home's settings
         with intake_lock(self.home.intake_lock, "docket tick"):
             first = True
             while True:
-                report = self._step_or_explain(git=git if first else None).as_dict()
+                report = self.step(git=git if first else None).as_dict()
                 first = False
                 for key, value in report.items():
                     if key == "git":
@@ -240,22 +261,6 @@ class Watcher:
                 wait_for_exit(started_runners() + started_pids(), pause)
         total["waiting_files"] = sorted(set(total.get("waiting_files", [])))
         return total
-
-    def _step_or_explain(self, git: Any = None) -> PassReport:
-        """``step``, with a full or failing disk (or database) said in one line."""
-        import sqlite3
-
-        from docket.errors import DocketError
-        from docket.fileio import is_disk_error
-
-        try:
-            return self.step(git=git)
-        except (OSError, sqlite3.Error) as exc:
-            if not (isinstance(exc, sqlite3.Error) or is_disk_error(exc)):
-                raise
-            raise DocketError(f"this pass stopped: {exc}",
-                              "free space on the disk (or repair it); nothing accepted was "
-                              "lost and the next pass takes up the rest") from None
 
     def _guarded_step(self, names: list[str] | None = None, git: Any = None,
                       only_intake: bool = False) -> PassReport | None:
