@@ -81,7 +81,7 @@ def emit(result: Any, as_json: bool, human: Callable[[Any], str] | None = None) 
 
 def say(text: str) -> None:
     """One line of progress or a log line on stderr, for people (escaped)."""
-    sys.stderr.write(printable(text, one_line=True) + "\n")
+    sys.stderr.write(inline(text) + "\n")
     sys.stderr.flush()
 
 
@@ -96,7 +96,7 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
     """Rows as aligned text columns, for people (scripts use --json); a newline inside a
     value cannot start a row of its own."""
     cells = [[str(h) for h in headers]] + [
-        ["" if c is None else printable(str(c), one_line=True) for c in r] for r in rows]
+        ["" if c is None else inline(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
              for r in cells]
@@ -108,7 +108,7 @@ def fail(error: DocketError) -> int:
         payload = {"docket": JSON_SHAPE_VERSION, "ok": False,
                    "error": {"code": error.code, "message": str(error)}}
         sys.stdout.write(json.dumps(payload, sort_keys=True) + "\n")
-    sys.stderr.write(f"Error: {printable(str(error), one_line=True)}\n")
+    sys.stderr.write(f"Error: {inline(error)}\n")
     return int(error.exit_code)
 
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.common import JsonOption, printable
+from cli.common import JsonOption, inline
 
 HomeOption = Annotated[Path | None, typer.Option(
     "--home", help="The docket home (default: $DOCKET_HOME, else the current directory).",
@@ -30,7 +30,7 @@ def _printer(as_json: bool) -> Any:
         if as_json:
             line = json.dumps({**event, "text": describe(event)}, sort_keys=True, default=str)
         else:
-            line = printable(f"{event['time'][11:19]}  {describe(event)}", one_line=True)
+            line = inline(f"{event['time'][11:19]}  {describe(event)}")
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
@@ -41,15 +41,15 @@ def _finish(end: Any, as_json: bool, name: str) -> int:
     if as_json:
         sys.stdout.write(json.dumps({**end.as_dict(), "request": name}, sort_keys=True) + "\n")
     elif end.outcome == "waiting":
-        sys.stdout.write(printable(f"{name} is waiting for a person in {end.state}: it "
-                                   f"accepts {', '.join(end.accepts)}") + "\n")
+        sys.stdout.write(inline(f"{name} is waiting for a person in {end.state}: it "
+                                f"accepts {', '.join(end.accepts)}") + "\n")
     elif end.outcome == "timeout":
-        sys.stdout.write(printable(f"{name}: {end.reason}; still {end.state}") + "\n")
+        sys.stdout.write(inline(f"{name}: {end.reason}; still {end.state}") + "\n")
     elif end.outcome == "rejected":
-        sys.stdout.write(printable(f"the document was rejected: {end.reason}") + "\n")
+        sys.stdout.write(inline(f"the document was rejected: {end.reason}") + "\n")
     else:
-        sys.stdout.write(printable(f"{name} is {end.state}"
-                                   + (f": {end.reason}" if end.reason else "")) + "\n")
+        sys.stdout.write(inline(f"{name} is {end.state}"
+                                + (f": {end.reason}" if end.reason else "")) + "\n")
     sys.stdout.flush()
     return end.exit_code
 
@@ -105,8 +105,8 @@ def submit_and_follow(home_path: Path | None, files: list[Path], as_json: bool,
     spec = data.get("spec") if isinstance(data, dict) else None
     name = (spec or {}).get("request") or data["metadata"]["name"]
     if not as_json:
-        sys.stdout.write(printable(f"{files[0]}: submitted as {spooled}; following {name}",
-                                   one_line=True) + "\n")
+        sys.stdout.write(inline(f"{files[0]}: submitted as {spooled}; following {name}")
+                         + "\n")
     def slow() -> None:
         sys.stderr.write(f"still waiting for intake to take in {spooled.name}: is "
                          "'docket watch' running for this home (or 'docket tick' from "
