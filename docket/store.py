@@ -268,6 +268,10 @@ class Store(Queries):
                           f"this docket ({SCHEMA_VERSION})", "upgrade docket")
         for version in range(current, SCHEMA_VERSION):
             with self.transaction():
+                # another process (a watcher and a 'submit' started together on a new
+                # home) may have run this step while this one waited for the write lock
+                if self.schema_version() > version:
+                    continue
                 for statement in MIGRATIONS[version].split(";"):
                     if statement.strip():
                         self.conn.execute(statement)

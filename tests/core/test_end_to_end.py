@@ -199,3 +199,44 @@ def test_a_database_from_an_older_docket_is_upgraded_and_read(home, docket):
     conn = sqlite3.connect(state / "docket.db")
     assert conn.execute("SELECT value FROM meta WHERE key='schema_version'"
                         ).fetchone()[0] == str(SCHEMA_VERSION)
+
+
+def test_commands_started_together_on_a_new_home_all_upgrade_it_once(home):
+    """A watcher and a 'submit --follow' started together on a new home both find its
+    database unmade; the one that waited for the write lock must not make it again."""
+    import subprocess
+    import time
+
+    from docket.store import MIGRATIONS, SCHEMA_VERSION
+    from tests.conftest import BIN
+
+    state = home / "state"
+    state.mkdir(parents=True, exist_ok=True)
+    db = state / "docket.db"
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("PRAGMA journal_mode=WAL")
+    holder.execute("BEGIN IMMEDIATE")  # as the first process, mid-upgrade
+    readers = [subprocess.Popen([str(BIN / "docket"), "status", "--json", "--home", str(home)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(3)]
+
+    def has_database_open(pid: int) -> bool:
+        fds = Path(f"/proc/{pid}/fd")
+        return any(str(link.readlink()) == str(db) for link in fds.iterdir()
+                   if link.is_symlink())
+
+    deadline = time.monotonic() + 60
+    while not all(has_database_open(p.pid) for p in readers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # each has read the schema as unmade and now waits for the write lock
+    for migration in MIGRATIONS:
+        for statement in migration.split(";"):
+            if statement.strip():
+                holder.execute(statement)
+    holder.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+    holder.execute("COMMIT")
+    holder.close()
+    for reader in readers:
+        out, err = reader.communicate(timeout=60)
+        assert reader.returncode == 0, err
+        assert json.loads(out)["counts"] == {}
