@@ -71,19 +71,20 @@ class Home:
         path = Path(value) if value else self.root / default
         return path if path.is_absolute() else self.root / path
 
-    @property
+    # the spool's folders are cached: intake asks for them for every document
+    @cached_property
     def spool(self) -> Path:
         return self.root / "spool"
 
-    @property
+    @cached_property
     def incoming(self) -> Path:
         return self.spool / "incoming"
 
-    @property
+    @cached_property
     def accepted(self) -> Path:
         return self.spool / "accepted"
 
-    @property
+    @cached_property
     def rejected(self) -> Path:
         return self.spool / "rejected"
 

@@ -99,6 +99,7 @@ class Planner:
         self.templates_dir = templates_dir
         self._config: Any = None
         self._stamp: tuple[int, int, int] | None = None
+        self._read_in: int | None = None  # the store transaction the rules were looked at in
         self._stages: dict[str, list[Any]] = {}
         self._labels: dict[tuple[str, int], dict[str, str]] = {}
 
@@ -108,8 +109,15 @@ class Planner:
         store.listeners.append(planner)
         return planner
 
-    def config(self) -> Any:
-        """The rules, re-read when the file changes; a broken file keeps the last good one."""
+    def config(self, transaction: int | None = None) -> Any:
+        """The rules, re-read when the file changes; a broken file keeps the last good one.
+
+        Looked at once per store ``transaction`` when one is given: an intake batch of
+        hundreds of documents plans notifications for three events each, and a change to
+        the file is taken from the next transaction on."""
+        if transaction is not None and transaction == self._read_in:
+            return self._config
+        self._read_in = transaction
         path = self.home_root / NOTIFICATIONS_FILE
         try:
             st = path.stat()
@@ -129,7 +137,7 @@ class Planner:
         kinds = _kinds(event)
         if not kinds:
             return
-        config = self.config()
+        config = self.config(store.transactions)
         if config is None or not config.rules:
             return
         try:
@@ -260,6 +268,7 @@ class Sender:
         self.store = Store(home.database)
         self._config: Any = None
         self._stamp: tuple[int, int, int] | None = None
+        self._read_in: int | None = None  # the store transaction the rules were looked at in
         # row id -> (row, attempt, max_attempts) of the attempts running in threads
         self._inflight: dict[int, tuple[Any, int, int]] = {}
         self._results: queue.Queue[tuple[int, DeliveryFailed | None]] = queue.Queue()

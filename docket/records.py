@@ -163,6 +163,18 @@ class Execution:
                    row["retries"], _loads(row["results"], None), _loads(row["products"], []),
                    _loads(row["plots"], []))
 
+    @classmethod
+    def from_created(cls, event: dict[str, Any]) -> Execution:
+        """The row the reducer makes of an ``execution.created`` event, without reading it
+        back (intake creates one per accepted document)."""
+        d = event["data"]
+        return cls(event["execution"], event["request"], event["version"], d["number"],
+                   d["capability"], d["state"], d["priority"], EngineState.NONE, None, None,
+                   None, None, d["parameters"], event["time"], None, None, None, None,
+                   event["actor"], list(d.get("tags", [])), d.get("group"),
+                   list(d.get("events", [])), d.get("timeout_s"),
+                   d.get("attempt", d["number"]), 0, None, [], [])
+
     @property
     def active(self) -> bool:
         """Started and not yet ended on its engine."""

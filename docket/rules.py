@@ -22,7 +22,7 @@ from typing import Any
 from docket.capabilities import Capability, CapabilityCache, CapabilityError, load_machine
 from docket.documents import capability_request, spec_sha256
 from docket.handoffs import HANDOFFS
-from docket.records import ACTIVE_ENGINE_STATES, EngineState, Execution
+from docket.records import ACTIVE_ENGINE_STATES, EngineState, Execution, Request
 from docket.sites import engine_name
 from docket.statemachine import Machine
 from docket.store import Store
@@ -84,12 +84,13 @@ class Rules:
         return Duplicate(request, found.number, str(found.created)) if found else None
 
     def refusal(self, capability: Capability, request: str, actor: str,
-                duplicate: bool = False) -> str | None:
+                existing: Request | None, duplicate: bool = False) -> str | None:
         """Why this home's state refuses a new version of ``request`` from ``actor``, or
         None. Intake rejects with it; ``docket submit`` asks it before spooling. A
-        duplicate changes nothing, so only the checks before it apply to one."""
+        duplicate changes nothing, so only the checks before it apply to one.
+        ``existing`` is the request as the caller read it (None for a new request): the
+        caller needs it too, and one read serves both."""
         definition = capability.definition
-        existing = self.store.request(request)
         if existing is not None and existing.capability != capability.name:
             return (f"spec.capability: request {request!r} is a {existing.capability!r} "
                     f"request; a new version cannot change it to {capability.name!r} (use a "
@@ -119,10 +120,11 @@ class Rules:
     def accept(self, capability: Capability, request: str, spec: dict[str, Any],
                parameters: dict[str, Any], sha256: str, document: str,
                source_file: str | None, source_identity: str | None,
-               actor: str | None, **source: Any) -> Accepted:
-        """Record a new version and its first execution, superseding queued older ones."""
+               actor: str | None, new_request: bool = False, **source: Any) -> Accepted:
+        """Record a new version and its first execution, superseding queued older ones.
+        ``new_request``: the caller found no such request, so this is its version 1."""
         store = self.store
-        number = store.last_version_number(request) + 1
+        number = 1 if new_request else store.last_version_number(request) + 1
         store.record("version.accepted", request=request, version=number, actor=actor,
                      capability=capability.name, sha256=sha256, spec=spec, document=document,
                      source_file=source_file, source_identity=source_identity, **source)
@@ -150,18 +152,15 @@ class Rules:
         execution = store.next_execution_id()
         count = 0 if first_of_version else store.execution_count(request, version)
         definition = capability.definition
-        store.record("execution.created", request=request, version=version,
-                     execution=execution, actor=actor, number=count + 1,
-                     capability=capability.name,
-                     state=definition.start_state or capability.machine.initial,
-                     priority=spec.get("priority", 0), parameters=parameters,
-                     tags=spec.get("tags", []), group=spec.get("group"),
-                     events=spec.get("events", []),
-                     timeout_s=spec.get("timeout_s") or definition.timeout_s,
-                     attempt=attempt or 1)
-        created = store.execution(execution)
-        assert created is not None  # recorded just above, in this transaction
-        self.feed(created, "accept", actor=actor)
+        event = store.record(
+            "execution.created", request=request, version=version, execution=execution,
+            actor=actor, number=count + 1, capability=capability.name,
+            state=definition.start_state or capability.machine.initial,
+            priority=spec.get("priority", 0), parameters=parameters,
+            tags=spec.get("tags", []), group=spec.get("group"),
+            events=spec.get("events", []),
+            timeout_s=spec.get("timeout_s") or definition.timeout_s, attempt=attempt or 1)
+        self.feed(Execution.from_created(event), "accept", actor=actor)
         return execution
 
     # state machine --------------------------------------------------------------

@@ -183,6 +183,7 @@ class Store(Queries):
         self.path = path
         self.conn = _connect(path, readonly, as_is)
         self._in_tx = False
+        self.transactions = 0  # how many began: a listener may read a file once per one
         # called with (store, event) inside the event's transaction (docket.notify)
         self.listeners: list[Callable[[Store, dict[str, Any]], None]] = []
         if not readonly:
@@ -287,6 +288,7 @@ class Store(Queries):
             return
         self.conn.execute("BEGIN IMMEDIATE")
         self._in_tx = True
+        self.transactions += 1
         try:
             yield self.conn
         except BaseException:
@@ -772,6 +774,15 @@ class Store(Queries):
                         "'running') LIMIT 1", pipeline) is not None
 
     # intake's bookkeeping (not state: never rebuilt) ---------------------------------
+
+    def met_identities(self, identities: list[str]) -> set[str]:
+        """Which of these spool-file identities intake met before: decided with the move
+        still owed, or accepted as a version. One query for a batch, not two a file."""
+        listed = json.dumps(identities)
+        return {r[0] for r in self.all(
+            "SELECT identity FROM intake_files WHERE identity IN (SELECT value FROM "
+            "json_each(?)) UNION SELECT source_identity FROM versions WHERE source_identity "
+            "IN (SELECT value FROM json_each(?))", listed, listed)}
 
     def owed(self, identity: str) -> sqlite3.Row | None:
         """The decision on a spool file whose move is still owed, or None."""

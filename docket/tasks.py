@@ -152,7 +152,8 @@ def accept_workflow(intake: Any, name: str, parsed: ParsedDocument, raw: bytes,
     if existing is not None and existing.sealed:
         return intake._reject(name, [f"metadata.name: request {request!r} is sealed"], actor)
     accepted = intake.rules.accept(capability, request, spec, {"workflow": workflow}, sha,
-                                   raw.decode(), name, identity, actor, **(source or {}))
+                                   raw.decode(), name, identity, actor,
+                                   new_request=existing is None, **(source or {}))
     return Outcome(name, "accepted", request, accepted.version, accepted.execution)
 
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import BIN, drop, request_doc
 
@@ -326,3 +327,31 @@ def test_python_can_run_the_cli_module():
     out = subprocess.run([sys.executable, "-m", "cli.docket", "--help"], capture_output=True,
                          text=True)
     assert out.returncode == 0 and "rebuild-state" in out.stdout
+
+
+def test_an_accepted_execution_is_the_row_its_created_event_makes(home, docket):
+    """Intake builds a new execution's record from its event instead of reading the row
+    back; both must say the same, every field, or the rules act on a wrong record."""
+    from docket.records import Execution
+    from docket.store import Store
+
+    docket("tick")
+    assert docket("queue", "pause", "null").code == 0
+    doc = yaml.safe_load(request_doc("from-event", priority=2, message="m"))
+    doc["spec"].update(tags=["epoch-3", "rerun"], group="VLASS3.1", events=["FRB-1"],
+                       timeout_s=90.5)
+    drop(home, "one.yaml", yaml.safe_dump(doc))
+    assert docket("tick", "--json").json()["accepted"] == 1
+    store = Store.open_readonly(home / "state" / "docket.db")
+    events = {r["type"]: r for r in store.conn.execute(
+        "SELECT * FROM events WHERE type IN ('execution.created', 'execution.transition')")}
+    created = events["execution.created"]
+    event = {k: created[k] for k in ("request", "version", "execution", "actor", "time")}
+    event["data"] = json.loads(created["data"])
+    built = Execution.from_created(event)
+    read = store.execution(created["execution"])
+    store.close()
+    assert read is not None and read.state == "queued" and read.group == "VLASS3.1"
+    # built before the machine's first step, which moved the row on from that state
+    assert built.state == json.loads(events["execution.transition"]["data"])["from"]
+    assert {**built.as_dict(), "state": read.state} == read.as_dict()

@@ -280,6 +280,29 @@ def test_the_outbox_row_commits_or_rolls_back_with_its_event(home, docket):
         assert len(_outbox(home)) == before
 
 
+def test_rules_written_while_a_watcher_runs_apply_from_its_next_transaction(home, docket):
+    """The planner looks at notifications.yaml once per transaction (an intake batch is
+    one): rules an operator writes are used by the next one, no restart needed."""
+    from docket.home import resolve_home
+    from docket.notify import Planner
+    from docket.store import Store
+
+    drop(home, "one.yaml", request_doc("one"))
+    docket("tick")
+    store = Store(home / "state" / "docket.db")
+    Planner.attach(resolve_home(home), store)
+    row = store.one("SELECT * FROM executions")
+    store.record("execution.mediated", request="one", version=1, execution=row["id"],
+                 to="failed", reason="before the rules", **{"from": row["state"]})
+    assert _outbox(home) == []
+    with Webhook(SECRET.encode()) as hook:
+        _write_rules(home, {"ops": _hook(hook.url)}, [{"events": ["failed"], "notify": ["ops"]}])
+        store.record("execution.mediated", request="one", version=1, execution=row["id"],
+                     to="failed", reason="after the rules", **{"from": "failed"})
+        store.close()
+        assert [json.loads(n["payload"])["state"] for n in _outbox(home)] == ["failed"]
+
+
 def test_a_broken_notifications_file_stops_nothing(home, docket):
     (home / "notifications.yaml").write_text("rules:\n  - events: [complet]\n"
                                              "    notify: [nobody]\n")
