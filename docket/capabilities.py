@@ -137,7 +137,7 @@ def load_capability(templates_dir: Path, name: str, _seen: tuple[str, ...] = ())
                 "templates_dir in the home's docket.yaml (in a repository of requests: in "
                 "its .docket.yaml) to a folder of capabilities, such as the docket "
                 "repository's templates/, or add one there (docs/capabilities.md)")
-        raise CapabilityError(f"unknown capability {name!r}; known capabilities: {known}")
+        raise CapabilityError(_unknown(templates_dir, name))
     data, marks = _read(path)
     folders: tuple[Path, ...] = (folder,)
     if isinstance(data, dict) and data.get("extends") is not None:
@@ -181,6 +181,49 @@ def load_capability(templates_dir: Path, name: str, _seen: tuple[str, ...] = ())
         raise CapabilityError(f"{_where(path, marks, ('failure_policy',))}: {exc}") from None
     mtime = max(p.stat().st_mtime_ns for f in folders for p in f.iterdir())
     return Capability(name, folder, definition, machine, mtime, policy, folders)
+
+
+def _unknown(templates_dir: Path, name: str) -> str:
+    """An unknown capability's error: the nearest name a DA may have meant, and the ones
+    they can request. Bases (``enabled: false``, for ``extends``) and built-in ones that
+    only docket submits (``submitters: []``: tasks, work-runner) are not offered."""
+    import difflib
+
+    offered = _requestable(templates_dir)
+    near = difflib.get_close_matches(name, offered, n=1, cutoff=0.6)
+    return (f"unknown capability {name!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
+            + f"; capabilities to request: {', '.join(offered) or 'none'}")
+
+
+_REQUESTABLE: dict[Path, tuple[tuple[Any, ...], list[str]]] = {}
+
+
+def _requestable(templates_dir: Path) -> list[str]:
+    """The capabilities a DA can request, worked out again only when a definition changes
+    (~50 ms for the shipped ones: a spool full of misspelt requests must not pay it for
+    every document)."""
+    names = list_capabilities(templates_dir)
+    try:
+        stamp: tuple[Any, ...] | None = tuple(
+            (n, (st := (templates_dir / n / "capability.yaml").stat()).st_mtime_ns,
+             st.st_size, st.st_ino) for n in names)
+    except OSError:  # one went away meanwhile: work it out, remember nothing
+        stamp = None
+    cached = _REQUESTABLE.get(templates_dir)
+    if cached is not None and stamp is not None and cached[0] == stamp:
+        return cached[1]
+    offered = []
+    for candidate in names:
+        try:
+            definition = load_capability(templates_dir, candidate).definition
+        except CapabilityError:
+            offered.append(candidate)  # there, if broken: using it says what is wrong
+            continue
+        if definition.enabled and definition.submitters != []:
+            offered.append(candidate)
+    if stamp is not None:
+        _REQUESTABLE[templates_dir] = (stamp, offered)
+    return offered
 
 
 def list_capabilities(templates_dir: Path) -> list[str]:

@@ -42,9 +42,15 @@ HOSTILE = {
     "null-capability": (HEADER + "metadata: {name: a}\nspec: {capability: null}\n",
                         "a capability named null must be quoted"),
     "unknown-capability": (HEADER + "metadata: {name: a}\nspec: {capability: nope}\n",
-                           "(spec.capability): unknown capability 'nope'; known "
-                           "capabilities: calibration, casa_workflow, demo, image_caching, "
-                           "null, quicklook, se_calibration"),
+                           "(spec.capability): unknown capability 'nope'; capabilities "
+                           "to request: calibration, demo, image_caching, null, quicklook, "
+                           "se_calibration"),
+    # a typo is answered with the name meant; bases and built-in ones are not offered
+    "misspelt-capability": (HEADER + "metadata: {name: a}\nspec: {capability: quicklok}\n",
+                            "unknown capability 'quicklok' (did you mean 'quicklook'?); "
+                            "capabilities to request: calibration, demo, image_caching, "
+                            "null, quicklook, se_calibration, se_coarse_cube_imaging, "
+                            "se_continuum_imaging, seci_split_measurement_sets, work-runner\n"),
     "unknown-field": (HEADER + "metadata: {name: a}\nspec: {capability: demo, colour: red}\n",
                       "(spec.colour): unknown field (check the spelling)"),
     "unknown-parameter": (HEADER + "metadata: {name: a}\nspec:\n  capability: demo\n"
