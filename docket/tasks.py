@@ -171,10 +171,7 @@ def describe(store: Any, execution: Execution) -> dict[str, Any] | None:
             queue = EventQueue(db, readonly=True)
             try:
                 counts = queue.summary()
-                counts["worker_errors"] = {}
-                for w in queue.conn.execute("SELECT taskforce, reason FROM workers WHERE "
-                                            "state='failed' AND reason IS NOT NULL"):
-                    counts["worker_errors"].setdefault(w["taskforce"], []).append(w["reason"])
+                counts["worker_errors"] = queue.worker_errors()
             finally:
                 queue.close()
     forces = []

@@ -266,6 +266,14 @@ class EventQueue:
             "q.alias NOT IN (SELECT value FROM tasks, json_each(tasks.inputs)) "
             "ORDER BY e.id").fetchall()
 
+    def worker_errors(self) -> dict[str, list[str]]:
+        """Per taskforce, the reasons its failed workers gave."""
+        errors: dict[str, list[str]] = {}
+        for row in self.conn.execute("SELECT taskforce, reason FROM workers WHERE "
+                                     "state='failed' AND reason IS NOT NULL ORDER BY rowid"):
+            errors.setdefault(row["taskforce"], []).append(row["reason"])
+        return errors
+
     def summary(self) -> dict[str, Any]:
         """Per taskforce: workers and events, as EWMS relays them; and per queue."""
         forces: dict[str, dict[str, Any]] = {}
