@@ -361,3 +361,17 @@ def test_an_accepted_execution_is_the_row_its_created_event_makes(home, docket):
     # built before the machine's first step, which moved the row on from that state
     assert built.state == json.loads(events["execution.transition"]["data"])["from"]
     assert {**built.as_dict(), "state": read.state} == read.as_dict()
+
+
+def test_two_hard_links_to_one_file_are_one_version(home, docket):
+    """The same file under two names (a hard link: one identity) in one pass is one
+    accepted version, both names taken out of the spool; no duplicate event."""
+    first = drop(home, "a.yaml", request_doc("linked", message="once"))
+    os.link(first, first.with_name("b.yaml"))
+    report = docket("tick", "--json").json()
+    assert report["accepted"] == 2 and report["duplicates"] == 0
+    assert {d["file"]: d["version"] for d in report["documents"]} == {"a.yaml": 1, "b.yaml": 1}
+    assert not list((home / "spool" / "incoming").iterdir())
+    shown = docket("show", "linked", "--json").json()
+    assert len(shown["versions"]) == 1 and len(shown["executions"]) == 1
+    assert not any(e["type"] == "document.duplicate" for e in shown["events"])
