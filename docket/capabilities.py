@@ -185,21 +185,40 @@ def load_capability(templates_dir: Path, name: str, _seen: tuple[str, ...] = ())
 
 def _unknown(templates_dir: Path, name: str) -> str:
     """An unknown capability's error: the nearest name a DA may have meant, and the ones
-    they can request. Bases (``enabled: false``, for ``extends``) and built-in ones that
-    only docket submits (``submitters: []``: tasks, work-runner) are not offered."""
+    they can request (``requestable``: no bases, nothing only docket submits)."""
     import difflib
 
-    offered = _requestable(templates_dir)
+    offered = _offered(templates_dir)
     near = difflib.get_close_matches(name, offered, n=1, cutoff=0.6)
     return (f"unknown capability {name!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
             + f"; capabilities to request: {', '.join(offered) or 'none'}")
 
 
-_REQUESTABLE: dict[Path, tuple[tuple[Any, ...], list[str]]] = {}
+def requestable(templates_dir: Path, names: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The capabilities a DA can request, and why each of the others cannot be: a base
+    (``enabled: false``, for ``extends``), a built-in one only docket submits
+    (``submitters: []``), or one that cannot be read."""
+    open_, closed = [], {}
+    for name in names:
+        try:
+            definition = load_capability(templates_dir, name).definition
+        except CapabilityError as exc:
+            closed[name] = f"cannot be read: {exc}"
+            continue
+        if not definition.enabled:
+            closed[name] = "disabled"
+        elif definition.submitters == []:
+            closed[name] = "built in: made by docket from other documents"
+        else:
+            open_.append(name)
+    return open_, closed
 
 
-def _requestable(templates_dir: Path) -> list[str]:
-    """The capabilities a DA can request, worked out again only when a definition changes
+_OFFERED: dict[Path, tuple[tuple[Any, ...], list[str]]] = {}
+
+
+def _offered(templates_dir: Path) -> list[str]:
+    """``requestable``'s first list, worked out again only when a definition changes
     (~50 ms for the shipped ones: a spool full of misspelt requests must not pay it for
     every document)."""
     names = list_capabilities(templates_dir)
@@ -209,20 +228,12 @@ def _requestable(templates_dir: Path) -> list[str]:
              st.st_size, st.st_ino) for n in names)
     except OSError:  # one went away meanwhile: work it out, remember nothing
         stamp = None
-    cached = _REQUESTABLE.get(templates_dir)
+    cached = _OFFERED.get(templates_dir)
     if cached is not None and stamp is not None and cached[0] == stamp:
         return cached[1]
-    offered = []
-    for candidate in names:
-        try:
-            definition = load_capability(templates_dir, candidate).definition
-        except CapabilityError:
-            offered.append(candidate)  # there, if broken: using it says what is wrong
-            continue
-        if definition.enabled and definition.submitters != []:
-            offered.append(candidate)
+    offered, _ = requestable(templates_dir, names)
     if stamp is not None:
-        _REQUESTABLE[templates_dir] = (stamp, offered)
+        _OFFERED[templates_dir] = (stamp, offered)
     return offered
 
 

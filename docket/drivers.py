@@ -27,7 +27,7 @@ def init_home(root: Path, templates: Path | None, user: str) -> dict[str, Any]:
     import sys
 
     from docket.analysts import add
-    from docket.capabilities import list_capabilities
+    from docket.capabilities import list_capabilities, requestable
     from docket.home import REPOSITORY, create_home
 
     templates = (templates or REPOSITORY / "templates").resolve()
@@ -41,7 +41,7 @@ def init_home(root: Path, templates: Path | None, user: str) -> dict[str, Any]:
     q = shlex.quote
     cron = (f"* * * * * cd {q(str(home.root))} && flock -n state/cron.lock {q(str(docket))} "
             "tick >> state/tick.log 2>&1")
-    capabilities, closed = _requestable(templates, list_capabilities(templates))
+    capabilities, closed = requestable(templates, list_capabilities(templates))
     example = REPOSITORY / "templates" / "demo" / "example-request.yaml"
     steps = [f"export DOCKET_HOME={q(str(home.root))}"]
     if example.is_file() and "demo" in capabilities:
@@ -51,26 +51,6 @@ def init_home(root: Path, templates: Path | None, user: str) -> dict[str, Any]:
     return {"home": str(home.root), "settings": str(home.root / "docket.yaml"),
             "templates": str(templates), "capabilities": capabilities, "not_requestable": closed,
             "analysts": {user: ["da", "operator"]}, "cron": cron, "next": steps}
-
-
-def _requestable(templates: Path, names: list[str]) -> tuple[list[str], dict[str, str]]:
-    """The capabilities a DA can request, and why each of the others cannot be."""
-    from docket.capabilities import CapabilityError, load_capability
-
-    open_, closed = [], {}
-    for name in names:
-        try:
-            definition = load_capability(templates, name).definition
-        except CapabilityError as exc:
-            closed[name] = f"cannot be read: {exc}"
-            continue
-        if not definition.enabled:
-            closed[name] = "disabled"
-        elif definition.submitters == []:
-            closed[name] = "built in: made by docket from other documents"
-        else:
-            open_.append(name)
-    return open_, closed
 
 
 def spool_file(home: Home, raw: bytes, name: str) -> Path:
