@@ -199,11 +199,8 @@ def _refusal(home: Home, document: dict[str, Any], actor: str) -> str | None:
     app = open_home(home, readonly=True, empty_if_new=True)
     try:
         sha = spec_sha256(model.spec.model_dump(mode="json"))
-        name = model.metadata.name
-        existing = app.store.request(name)
-        duplicate = existing is not None and app.rules.find_duplicate(name, sha) is not None
-        return app.rules.refusal(app.capabilities.get(model.spec.capability), name, actor,
-                                 existing, duplicate)
+        return app.rules.assess(app.capabilities.get(model.spec.capability),
+                                model.metadata.name, sha, actor)[2]
     finally:
         app.close()
 

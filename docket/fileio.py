@@ -130,10 +130,21 @@ def inside(path: Path, root: Path) -> bool:
     A symlink loop (or a path that cannot be resolved) lies within nothing.
     """
     try:
-        path.resolve().relative_to(root.resolve())
-    except (ValueError, RuntimeError, OSError):  # RuntimeError: Python < 3.13's ELOOP
+        return _within(path.resolve(), root)
+    except (RuntimeError, OSError):  # RuntimeError: Python < 3.13's ELOOP
+        return False
+
+
+def _within(resolved: Path, root: Path) -> bool:
+    """``inside`` for a path already resolved (each resolve is an lstat per component)."""
+    try:
+        resolved.relative_to(root.resolve())
+    except (ValueError, RuntimeError, OSError):
         return False
     return True
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 def relative_path_problem(relative: str) -> str | None:
@@ -148,9 +159,6 @@ def relative_path_problem(relative: str) -> str | None:
     if ".." in relative.split("/"):  # the components Path(relative).parts would give
         return "contains '..'"
     return None
-
-
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 def safe_join(root: Path, relative: str) -> Path:
@@ -171,9 +179,8 @@ def safe_join(root: Path, relative: str) -> Path:
     except (RuntimeError, OSError) as exc:  # RuntimeError: Python < 3.13's ELOOP
         raise Invalid(f"path {relative!r} cannot be resolved (a symlink loop?): {exc}",
                       "replace the symlink with the file itself") from None
-    # ``inside`` with the path resolved once, not twice (productfetcher joins every file
-    # of a product: a resolve is an lstat per component)
-    if not inside(resolved, root):
+    # resolved once, not again by ``inside`` (productfetcher joins every file of a product)
+    if not _within(resolved, root):
         raise Invalid(f"path {relative!r} leads outside {root} through a symlink",
                       "replace the symlink with the file itself")
     return joined

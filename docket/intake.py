@@ -44,7 +44,7 @@ from docket.documents import (
 from docket.errors import Invalid
 from docket.fileio import atomic_write, fsync_dir, inside, is_disk_error, safe_join
 from docket.home import Home
-from docket.rules import Accepted, Duplicate, Rules
+from docket.rules import Accepted, Rules
 from docket.store import Store, now
 
 __all__ = ["Intake", "IntakeReport", "check_document", "is_candidate", "file_owner",
@@ -602,12 +602,7 @@ class Intake:
         spec = model.spec.model_dump(mode="json")
         capability = self.capabilities.get(model.spec.capability)
         sha = spec_sha256(spec)
-        existing = self.store.request(request)
-        # every version has its request's row: a new request has no duplicate to look for
-        duplicate: Duplicate | None = (None if existing is None
-                                       else self.rules.find_duplicate(request, sha))
-        refusal = self.rules.refusal(capability, request, actor, existing,
-                                     duplicate is not None)
+        existing, duplicate, refusal = self.rules.assess(capability, request, sha, actor)
         if refusal is not None:
             return self._reject(name, [refusal], actor)
         if duplicate is not None:

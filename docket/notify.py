@@ -91,14 +91,42 @@ def _kinds(event: dict[str, Any]) -> set[str]:
     return set()
 
 
+class _RulesFile:
+    """The home's notifications.yaml, read again only when it changes; a broken file keeps
+    the rules read before (logged), so a typo stops no work."""
+
+    def __init__(self, home_root: Path) -> None:
+        self.home_root = home_root
+        self.config: Any = None
+        self._stamp: tuple[int, int, int] | None = None
+
+    def current(self, *, forget_when_gone: bool) -> Any:
+        """The rules now. A removed file means no rules when ``forget_when_gone`` (the
+        planner: plan nothing more), else the last ones (the sender: deliver what was
+        planned with them)."""
+        try:
+            st = (self.home_root / NOTIFICATIONS_FILE).stat()
+        except FileNotFoundError:
+            if forget_when_gone:
+                self.config, self._stamp = None, None
+            return self.config
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if stamp != self._stamp:
+            self._stamp = stamp
+            try:
+                self.config = load_notifications(self.home_root)
+            except Invalid as exc:
+                log.error("%s; keeping the notification rules read before", exc)
+        return self.config
+
+
 class Planner:
     """Turns matching events into outbox rows; attach with ``Planner.attach(home, store)``."""
 
     def __init__(self, home_root: Path, templates_dir: Path) -> None:
         self.home_root = home_root
         self.templates_dir = templates_dir
-        self._config: Any = None
-        self._stamp: tuple[int, int, int] | None = None
+        self._rules = _RulesFile(home_root)
         self._read_in: int | None = None  # the store transaction the rules were looked at in
         self._stages: dict[str, list[Any]] = {}
         self._labels: dict[tuple[str, int], dict[str, str]] = {}
@@ -116,22 +144,9 @@ class Planner:
         hundreds of documents plans notifications for three events each, and a change to
         the file is taken from the next transaction on."""
         if transaction is not None and transaction == self._read_in:
-            return self._config
+            return self._rules.config
         self._read_in = transaction
-        path = self.home_root / NOTIFICATIONS_FILE
-        try:
-            st = path.stat()
-            stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
-        except FileNotFoundError:
-            self._config, self._stamp = None, None
-            return None
-        if stamp != self._stamp:
-            self._stamp = stamp
-            try:
-                self._config = load_notifications(self.home_root)
-            except Invalid as exc:
-                log.error("%s; keeping the notification rules read before", exc)
-        return self._config
+        return self._rules.current(forget_when_gone=True)
 
     def __call__(self, store: Store, event: dict[str, Any]) -> None:
         kinds = _kinds(event)
@@ -266,9 +281,7 @@ class Sender:
     def __init__(self, home: Any) -> None:
         self.home = home
         self.store = Store(home.database)
-        self._config: Any = None
-        self._stamp: tuple[int, int, int] | None = None
-        self._read_in: int | None = None  # the store transaction the rules were looked at in
+        self._rules = _RulesFile(home.root)
         # row id -> (row, attempt, max_attempts) of the attempts running in threads
         self._inflight: dict[int, tuple[Any, int, int]] = {}
         self._results: queue.Queue[tuple[int, DeliveryFailed | None]] = queue.Queue()
@@ -278,19 +291,7 @@ class Sender:
         self.store.close()
 
     def config(self) -> Any:
-        path = self.home.root / NOTIFICATIONS_FILE
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            return self._config  # keep sending what was planned with the last rules
-        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
-        if stamp != self._stamp:
-            self._stamp = stamp
-            try:
-                self._config = load_notifications(self.home.root)
-            except Invalid as exc:
-                log.error("%s; sending with the settings read before", exc)
-        return self._config
+        return self._rules.current(forget_when_gone=False)
 
     def next_due_s(self) -> float | None:
         """Seconds until the next pending row is due (0 when one is due); None if none."""

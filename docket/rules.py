@@ -83,6 +83,17 @@ class Rules:
         found = self.store.version_with(request, sha256)
         return Duplicate(request, found.number, str(found.created)) if found else None
 
+    def assess(self, capability: Capability, request: str, sha256: str, actor: str
+               ) -> tuple[Request | None, Duplicate | None, str | None]:
+        """What this home says to a new version of ``request`` with spec hash ``sha256``:
+        the request as it stands (None: a new one), the version it duplicates, and why it
+        is refused (``refusal``). Intake and ``docket submit`` ask the same."""
+        existing = self.store.request(request)
+        # every version has its request's row: a new request has no duplicate to look for
+        duplicate = None if existing is None else self.find_duplicate(request, sha256)
+        return existing, duplicate, self.refusal(capability, request, actor, existing,
+                                                 duplicate is not None)
+
     def refusal(self, capability: Capability, request: str, actor: str,
                 existing: Request | None, duplicate: bool = False) -> str | None:
         """Why this home's state refuses a new version of ``request`` from ``actor``, or
