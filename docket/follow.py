@@ -244,10 +244,40 @@ def follow(home: Any, name: str, *, after_id: int | None = None,
                 request = store.request(name) if store is not None else None
                 return FollowEnd("timeout", request.state if request else None,
                                  f"still going after {timeout_s:g} s")
-            time.sleep(poll_s)
+            _wait_for_a_commit(home.database, poll_s)
     finally:
         if store is not None:
             store.close()
+
+
+_GLANCE_S = 0.05  # a stat of two files: a follower that glances this often costs nothing
+
+
+def _database_signature(database: Path) -> tuple[tuple[int, int] | None, ...]:
+    signature = []
+    for path in (database, database.with_name(database.name + "-wal")):
+        try:
+            info = path.stat()
+            signature.append((info.st_mtime_ns, info.st_size))
+        except OSError:
+            signature.append(None)
+    return tuple(signature)
+
+
+def _wait_for_a_commit(database: Path, seconds: float) -> None:
+    """Sleep up to ``seconds``, less when the database (or its write-ahead log) changes.
+
+    Every commit writes the WAL (a checkpoint, the database file), so a follower sees an
+    event within a glance of its commit instead of up to a poll later; ``seconds`` stays
+    the upper bound, so a change the file times miss (same size, same clock tick) is
+    still seen at the next poll.
+    """
+    before = _database_signature(database)
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        time.sleep(min(_GLANCE_S, left))
+        if _database_signature(database) != before:
+            return
 
 
 def _rejection(store: Store, spooled_file: str, after_id: int) -> dict[str, Any] | None:

@@ -221,3 +221,28 @@ def test_a_follower_waiting_on_intake_says_so_once(home, docket, monkeypatch):
     docket("tick", "--wait")  # now intake runs: the follow goes on to the end
     thread.join(timeout=120)
     assert said == ["slow"] and result["end"].outcome == "complete"
+
+
+def test_a_follower_sees_the_end_when_it_is_committed_not_a_poll_later(home, docket):
+    # A follower polls the database, but it also wakes when the database changes: with a
+    # two-minute poll it must still see the end as soon as the pass records it.
+    from docket.follow import follow
+    from docket.home import resolve_home
+
+    docket("tick")
+    docket("queue", "pause", "null")
+    drop(home, "prompt.yaml", request_doc("prompt"))
+    docket("tick")
+    result: dict = {}
+
+    def run() -> None:
+        result["end"] = follow(resolve_home(home), "prompt", poll_s=120, timeout_s=None,
+                               on_event=lambda e: None)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    docket("queue", "resume", "null")
+    docket("tick", "--wait")
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "the follower slept through the commits"
+    assert result["end"].outcome == "complete"
