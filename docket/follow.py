@@ -18,7 +18,7 @@ from typing import Any
 
 from docket.errors import Locked, NotFound
 from docket.records import RequestState
-from docket.store import Store
+from docket.store import Store, commit_stamp
 
 __all__ = ["EXIT_CODES", "SYSTEM_EVENTS", "FollowEnd", "follow", "describe", "waits_for_person",
            "open_events"]
@@ -253,30 +253,17 @@ def follow(home: Any, name: str, *, after_id: int | None = None,
 _GLANCE_S = 0.05  # a stat of two files: a follower that glances this often costs nothing
 
 
-def _database_signature(database: Path) -> tuple[tuple[int, int] | None, ...]:
-    signature = []
-    for path in (database, database.with_name(database.name + "-wal")):
-        try:
-            info = path.stat()
-            signature.append((info.st_mtime_ns, info.st_size))
-        except OSError:
-            signature.append(None)
-    return tuple(signature)
-
-
 def _wait_for_a_commit(database: Path, seconds: float) -> None:
     """Sleep up to ``seconds``, less when the database (or its write-ahead log) changes.
 
-    Every commit writes the WAL (a checkpoint, the database file), so a follower sees an
-    event within a glance of its commit instead of up to a poll later; ``seconds`` stays
-    the upper bound, so a change the file times miss (same size, same clock tick) is
-    still seen at the next poll.
+    A follower sees an event within a glance of its commit instead of up to a poll later;
+    ``seconds`` stays the upper bound for a commit the stamp misses (see commit_stamp).
     """
-    before = _database_signature(database)
+    before = commit_stamp(database)
     end = time.monotonic() + seconds
     while (left := end - time.monotonic()) > 0:
         time.sleep(min(_GLANCE_S, left))
-        if _database_signature(database) != before:
+        if commit_stamp(database) != before:
             return
 
 

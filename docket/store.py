@@ -36,7 +36,7 @@ from docket.records import (
     Version,
 )
 
-__all__ = ["Store", "SCHEMA_VERSION", "STATE_TABLES", "now"]
+__all__ = ["Store", "SCHEMA_VERSION", "STATE_TABLES", "commit_stamp", "now"]
 
 # Each entry migrates from version i to i + 1.
 MIGRATIONS: list[str] = [
@@ -160,6 +160,26 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
+def _wal(path: Path) -> Path:
+    """The database's write-ahead log (journal_mode=WAL): where every commit lands first."""
+    return path.with_name(path.name + "-wal")
+
+
+def commit_stamp(path: Path) -> tuple[tuple[int, int] | None, ...]:
+    """(mtime, size) of the database file and its WAL: a commit changes one of them (the
+    WAL, or the database file at a checkpoint), so a reader that sees the stamp change
+    knows to look again; one that does not may still have missed a commit inside the
+    same clock tick that left the WAL's size alone."""
+    stamp = []
+    for file in (path, _wal(path)):
+        try:
+            info = file.stat()
+            stamp.append((info.st_mtime_ns, info.st_size))
+        except OSError:
+            stamp.append(None)
+    return tuple(stamp)
+
+
 def _connect(path: Path, readonly: bool, as_is: bool = False) -> sqlite3.Connection:
     """``as_is``: read the database file without the WAL index (``Store._reader``)."""
     if readonly:
@@ -219,7 +239,7 @@ class Store(Queries):
         most. With no write-ahead log on disk (every writer closed cleanly, so the
         database file holds every commit) the file is read as it is, without the index:
         the same answer."""
-        wal = path.with_name(path.name + "-wal")
+        wal = _wal(path)
         # a writer's index is at least 32 KiB; a reader that failed on a full disk leaves
         # a stub of a few bytes (looked at before this reader tries, for the same reason)
         shm = path.with_name(path.name + "-shm")
