@@ -366,6 +366,10 @@ def test_a_hung_webhook_holds_up_neither_intake_nor_the_engine_nor_other_targets
             wait_for(lambda: len(good.posts) == 4, 60, "4 notifications to the other target")
             assert sorted(p.json()["request"] for p in good.posts) == [
                 "first", "next-0", "next-1", "next-2"]
+            # the sender marks a row sent after the reply it has just been given: wait
+            # for that commit rather than racing it
+            wait_for(lambda: all(n["state"] == "sent" for n in _outbox(home)
+                                 if n["target"] == "fine"), 60, "the other target's rows sent")
             assert hung.hanging == 1 and len(hung.posts) == 1
             pending = [n for n in _outbox(home) if n["state"] == "pending"]
             assert len(pending) >= 4 * 3  # queued, executing, complete of each
