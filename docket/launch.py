@@ -287,6 +287,13 @@ class Launcher:
         if now.state == DagState.RUNNING:
             return False
         result = now.result
+        if result is None and self._stopped_on_purpose(row):
+            # cancelled or timed out, and the runner gone without a result: a SIGTERM that
+            # came while it was still starting (before it could write one). It is
+            # removed, as asked; resuming it would run what was cancelled
+            engine.cancel(dag)  # with no runner: stops any job left, writes the removal
+            result = engine.result(dag) or DagResult(
+                engine.name, RunStatus.REMOVED, None, reason="removed; its runner was gone")
         if result is None:  # DagState.LOST
             resumed = len(self.store.events_of(row.id, "execution.resumed"))
             if resumed < MAX_RESUMES:

@@ -3,6 +3,7 @@ right after it restarts the runner, and the resume is still recorded and counted
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -103,3 +104,49 @@ def test_a_runner_still_starting_is_alive_to_the_next_pass(tmp_path):
         wait_for(lambda: not lock_is_held(tmp_path / "workflow.dag.lock"),
                  what="the runner to stop")
         starter.reap()
+
+
+def test_a_cancelled_execution_whose_runner_died_unrecorded_is_removed_not_resumed(
+        home, docket):
+    """A cancel's SIGTERM that reaches a runner still starting (before its handler is
+    set) kills it without a result; the pass that reads the DAG next must record the
+    removal, not resume the workflow the analyst cancelled (CI once saw the cancelled
+    'slow' request start again, its 60 s job and all)."""
+    from docket.home import resolve_home
+    from docket.watcher import Watcher
+
+    drop(home, "slow.yaml", request_doc("slow", sleep_s=60))
+    assert docket("tick").code == 0
+    with _db(home) as conn:
+        execution, directory = conn.execute(
+            "SELECT id, directory FROM executions").fetchone()
+    directory = Path(directory)
+    runner = wait_for(lambda: _lock_pid(directory), what="the runner")
+    # the runner dies as an early SIGTERM kills it: no metrics, no dagman.out ending
+    os.kill(runner, signal.SIGKILL)
+    wait_for(lambda: _lock_pid(directory) is None, what="the runner to die")
+    assert docket("cancel", "slow", "--reason", "not needed").code == 0
+    watcher = Watcher(resolve_home(home))
+    try:
+        # the part of the pass that follows running DAGs, on its own: the cancel's
+        # signal has gone out (stop_cancelled) and the runner is gone
+        assert watcher.launcher.follow_running() == [execution]
+    finally:
+        watcher.close()
+    try:
+        assert _lock_pid(directory) is None  # nothing runs the cancelled DAG
+        with _db(home) as conn:
+            events = [row[0] for row in conn.execute(
+                "SELECT type FROM events WHERE execution=? ORDER BY id", (execution,))]
+        assert "execution.resumed" not in events
+        assert events[-1] == "execution.finished"
+        shown = docket("show", "slow", "--json")
+        assert shown.code == 0
+        run = json.loads(shown.out)["executions"][0]
+        assert run["state"] == "cancelled" and run["engine_state"] == "done"
+        assert json.loads((directory / "workflow.dag.metrics").read_text())["status"] \
+            == "removed"
+    finally:
+        docket("cancel", "slow", "--reason", "test over")
+        docket("tick")
+        wait_for(lambda: _lock_pid(directory) is None, what="the runner to stop")
