@@ -216,3 +216,46 @@ def test_vela_writes_the_same_log_lines_as_casa(tiny_ms: Path, tmp_path: Path) -
     casa_lines = task_lines(pdir / payload["logs"][0])
     vela_lines = task_lines(next(iter(find_logs(vela_dir))))
     assert casa_lines and casa_lines == vela_lines
+
+
+LEAN_IMPORT_PROBE = r'''
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from casa_script import import_casatasks
+casatasks = import_casatasks({"tclean"})
+before = {name: name in sys.modules for name in
+          ("casatasks.tclean", "casatasks.applycal", "casatasks.predictcomp", "scipy")}
+from casatasks import applycal
+try:
+    casatasks.no_such_task
+    unknown = "no error"
+except AttributeError as exc:
+    unknown = str(exc)
+every = all(getattr(casatasks, name) is not None for name in casatasks.__all__)
+casatasks.casalog.post("probe line")
+print(json.dumps({"before": before, "applycal": applycal is casatasks.applycal,
+                  "module": type(applycal).__module__, "unknown": unknown,
+                  "every": every, "version": casatasks.version_string()}))
+'''
+
+
+def test_the_casa_child_imports_only_its_jobs_tasks_and_the_rest_on_use(tmp_path: Path) -> None:
+    """``import casatasks`` imports all ~120 tasks, scipy among them (about 1 s of a
+    1.4 s import); the job's CASA child imports the tasks its job calls, and any other
+    the moment something asks for it, with the package's log and version set up."""
+    from envoys.casa.foundation import casa_environment, find_measures
+
+    env = casa_environment(tmp_path / "site", find_measures(sys.executable))
+    script_dir = Path(__file__).resolve().parents[2] / "envoys" / "casa"
+    proc = subprocess.run([sys.executable, "-c", LEAN_IMPORT_PROBE, str(script_dir),
+                           "--noconfig"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout.splitlines()[-1])
+    assert seen["before"] == {"casatasks.tclean": True, "casatasks.applycal": False,
+                              "casatasks.predictcomp": False, "scipy": False}
+    assert seen["applycal"] is True and seen["module"] == "casatasks.applycal"
+    assert seen["unknown"] == "module 'casatasks' has no attribute 'no_such_task'"
+    assert seen["every"] is True and seen["version"] == "6.7.0.31"
+    log = next(iter(find_logs(tmp_path))).read_text()
+    assert "CASA Version MODULAR 6.7.0.31" in log and "probe line" in log
