@@ -240,8 +240,8 @@ print(json.dumps({"before": before, "applycal": applycal is casatasks.applycal,
 
 
 def test_the_casa_child_imports_only_its_jobs_tasks_and_the_rest_on_use(tmp_path: Path) -> None:
-    """``import casatasks`` imports all ~120 tasks, scipy among them (about 1 s of a
-    1.4 s import); the job's CASA child imports the tasks its job calls, and any other
+    """``import casatasks`` imports all ~120 tasks, scipy among them (most of the
+    import's time); the job's CASA child imports the tasks its job calls, and any other
     the moment something asks for it, with the package's log and version set up."""
     from envoys.casa.foundation import casa_environment, find_measures
 
