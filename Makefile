@@ -58,7 +58,7 @@ lint: $(STAMP)
 schemas: $(STAMP)
 	$(BIN)/python -m schemas
 
-bench: $(STAMP)
+bench: $(CASA)
 	$(BIN)/python bench/run.py
 
 demo-data: $(CASA)
