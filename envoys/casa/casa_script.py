@@ -65,11 +65,11 @@ def import_casatasks(wanted):
     with open(spec.origin) as fh:
         source = fh.read()
     task_import = re.compile(r"from \.(\w+) import (\w+)")
-    kept, deferred = [], {}
+    kept, deferred = [], set()
     for line in source.splitlines():
         found = task_import.fullmatch(line)
         if found and found[1] == found[2] and found[1] not in wanted:
-            deferred[found[1]] = line
+            deferred.add(found[1])
             continue
         kept.append(line)
     if not deferred:

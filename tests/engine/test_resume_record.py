@@ -46,16 +46,31 @@ def _lock_pid(directory: Path) -> int | None:
     return int(pid[0]) if pid else None  # the launcher writes it just after the start
 
 
-def test_a_watcher_killed_right_after_resuming_a_runner_still_recorded_it(home, docket):
+def _slow_request_with_its_runner_killed(home: Path, docket) -> tuple[int, Path, int]:
+    """A 60 s 'slow' request started by a tick, its runner then SIGKILLed (as an early
+    SIGTERM or a crash kills it: no metrics). Returns (execution, directory, runner pid)."""
     drop(home, "slow.yaml", request_doc("slow", sleep_s=60))
     assert docket("tick").code == 0
     with _db(home) as conn:
         execution, directory = conn.execute(
             "SELECT id, directory FROM executions").fetchone()
     directory = Path(directory)
-    first = wait_for(lambda: _lock_pid(directory), what="the first runner")
-    os.kill(first, signal.SIGKILL)
+    runner = wait_for(lambda: _lock_pid(directory), what="the first runner")
+    os.kill(runner, signal.SIGKILL)
     wait_for(lambda: _lock_pid(directory) is None, what="the first runner to die")
+    return execution, directory, runner
+
+
+def _stop_slow(docket, directory: Path):
+    """Leave no 60 s runner behind, whatever the test saw."""
+    cancelled = docket("cancel", "slow", "--reason", "test over")
+    docket("tick")
+    wait_for(lambda: _lock_pid(directory) is None, what="the runner to stop")
+    return cancelled
+
+
+def test_a_watcher_killed_right_after_resuming_a_runner_still_recorded_it(home, docket):
+    execution, directory, first = _slow_request_with_its_runner_killed(home, docket)
 
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     watcher = subprocess.run([sys.executable, "-c", KILLED_AFTER_RESUME, str(home)],
@@ -75,10 +90,8 @@ def test_a_watcher_killed_right_after_resuming_a_runner_still_recorded_it(home, 
                                  "type='execution.resumed'", (execution,)).fetchone()[0]
         assert again == 1
     finally:
-        cancelled = docket("cancel", "slow", "--reason", "test over")
+        cancelled = _stop_slow(docket, directory)
         assert cancelled.code == 0, cancelled.err
-        docket("tick")
-        wait_for(lambda: _lock_pid(directory) is None, what="the runner to stop")
 
 
 def test_a_runner_still_starting_is_alive_to_the_next_pass(tmp_path):
@@ -115,16 +128,8 @@ def test_a_cancelled_execution_whose_runner_died_unrecorded_is_removed_not_resum
     from docket.home import resolve_home
     from docket.watcher import Watcher
 
-    drop(home, "slow.yaml", request_doc("slow", sleep_s=60))
-    assert docket("tick").code == 0
-    with _db(home) as conn:
-        execution, directory = conn.execute(
-            "SELECT id, directory FROM executions").fetchone()
-    directory = Path(directory)
-    runner = wait_for(lambda: _lock_pid(directory), what="the runner")
     # the runner dies as an early SIGTERM kills it: no metrics, no dagman.out ending
-    os.kill(runner, signal.SIGKILL)
-    wait_for(lambda: _lock_pid(directory) is None, what="the runner to die")
+    execution, directory, _ = _slow_request_with_its_runner_killed(home, docket)
     assert docket("cancel", "slow", "--reason", "not needed").code == 0
     watcher = Watcher(resolve_home(home))
     try:
@@ -147,6 +152,4 @@ def test_a_cancelled_execution_whose_runner_died_unrecorded_is_removed_not_resum
         assert json.loads((directory / "workflow.dag.metrics").read_text())["status"] \
             == "removed"
     finally:
-        docket("cancel", "slow", "--reason", "test over")
-        docket("tick")
-        wait_for(lambda: _lock_pid(directory) is None, what="the runner to stop")
+        _stop_slow(docket, directory)  # nothing to cancel when it passes
